@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI and the app show their message, never a traceback."""
+
+
+class HemlabError(Exception):
+    """An error caused by input or environment that the user can fix; its message says how."""
+
+
+class ModelError(HemlabError):
+    """Unknown model name, unreadable folder, offline hub id, or a model too big for this machine."""
+
+
+class CorpusError(HemlabError):
+    """Unknown corpus, unreadable or empty text, or too few tokens for the requested budget."""
+
+
+class SpecError(HemlabError):
+    """An impossible setting: bits out of range, sparsity outside [0, 1), a group size that does not divide."""
+
+
+class StoreError(HemlabError):
+    """The results database is locked for too long, damaged, or unwritable. Stored results are never deleted."""
