@@ -1,0 +1,79 @@
+"""The handler registry and the state a chain of modifications builds up.
+
+A handler is `handler(state, mod, ctx) -> None`: it changes `state.model` in place (the runner hands it a deep
+copy whenever any modification touches weights), may replace `state.model` (depth changes), extends
+`state.logit_transforms` (decoding changes), rewrites `state.layer_map`, and records what it achieved in
+`state.report` (achieved sparsity, bits per weight, parameters left, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..spec import Modification
+
+log = logging.getLogger(__name__)
+
+LogitTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ModContext:
+    """What a handler may need besides the model: the tokenizer and calibration token windows (lazy)."""
+
+    tokenizer: Any = None
+    calibration: Callable[[], torch.Tensor] | None = None  # -> LongTensor [n, T]
+
+
+@dataclass
+class ModifiedModel:
+    model: nn.Module
+    layer_map: list[int | None]  # original block i -> block index in `model` (None: removed)
+    logit_transforms: list[LogitTransform] = field(default_factory=list)
+    report: dict[str, float] = field(default_factory=dict)
+
+    def transform_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        for fn in self.logit_transforms:
+            logits = fn(logits)
+        return logits
+
+
+Handler = Callable[[ModifiedModel, Modification, ModContext], None]
+HANDLERS: dict[type[Modification], Handler] = {}
+
+
+def handles(mod_type: type[Modification]):
+    """Decorator: register `fn` as the handler of one modification dataclass."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[mod_type] = fn
+        return fn
+
+    return register
+
+
+def apply_modifications(
+    base_model: nn.Module, num_layers: int, mods: tuple[Modification, ...], ctx: ModContext | None = None
+) -> ModifiedModel:
+    """Apply `mods` in order to a copy of `base_model` (never to the base itself) and return the result.
+
+    Decoding-only chains share the base weights read-only: copying 0.5-1 GB for a temperature would be waste.
+    """
+    ctx = ctx or ModContext()
+    needs_copy = any(m.touches_weights for m in mods)
+    model = copy.deepcopy(base_model) if needs_copy else base_model
+    state = ModifiedModel(model=model, layer_map=list(range(num_layers)))
+    for mod in mods:
+        handler = HANDLERS.get(type(mod))
+        if handler is None:
+            raise TypeError(f"no handler registered for {type(mod).__name__}")
+        log.info("applying %s", mod.label())
+        handler(state, mod, ctx)
+    return state

@@ -1,0 +1,119 @@
+"""Pure metric functions on tensors. Natural logarithms throughout (KL and JS in nats; JS is bounded by ln 2).
+
+Shapes: N = positions, V = vocabulary, K = kept top-K entries of the base distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LN2 = math.log(2.0)
+
+
+def kl_full(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.Tensor:
+    """Exact KL(P || Q) per row from log-probabilities [N, V] -> [N]."""
+    p = p_logprobs.exp()
+    return torch.where(p > 0, p * (p_logprobs - q_logprobs), torch.zeros_like(p)).sum(-1)
+
+
+def log_tail_mass(logprobs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+    """log of the probability mass outside `top_ids` [N, K] for each row of `logprobs` [N, V] -> [N].
+
+    Computed as a masked logsumexp, not log(1 - sum(top)), which cancels catastrophically when the top-K holds
+    almost all the mass. -inf when K covers the whole vocabulary.
+    """
+    masked = logprobs.scatter(1, top_ids.long(), float("-inf"))
+    return torch.logsumexp(masked, dim=-1)
+
+
+def kl_topk(
+    base_top_lp: torch.Tensor, base_tail_lp: torch.Tensor, top_ids: torch.Tensor, mod_logprobs: torch.Tensor
+) -> torch.Tensor:
+    """KL(P_base || P_mod) per row [N], with P_base kept as its top-K plus one merged tail bucket.
+
+    The tail bucket is compared with the modified model's mass on the same complement set, so this is the KL of
+    the two distributions coarsened to K+1 outcomes: a lower bound of the full KL (log-sum inequality) that is
+    exact when the tail is empty and exactly 0 for identical models.
+    """
+    mod_top = mod_logprobs.gather(1, top_ids.long())
+    p_top = base_top_lp.exp()
+    head = (p_top * (base_top_lp - mod_top)).sum(-1)
+    mod_tail = log_tail_mass(mod_logprobs, top_ids)
+    p_tail = base_tail_lp.exp()
+    tail = torch.where(p_tail > 0, p_tail * (base_tail_lp - mod_tail), torch.zeros_like(p_tail))
+    return head + tail
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Jensen-Shannon divergence between probability vectors along `dim` (nats, in [0, ln 2]); 0 log 0 = 0."""
+    m = 0.5 * (p + q)
+    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(dim) + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(dim)
+
+
+def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Shannon entropy in nats along `dim`; 0 log 0 = 0."""
+    return -torch.xlogy(p, p).sum(dim)
+
+
+def quantile_summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
+    """mean, median, p90, p99 and max of a 1-D tensor, keyed '<prefix>_mean', ... (uses kthvalue: no size cap)."""
+    v = values.flatten().double()
+    n = v.numel()
+
+    def q(frac: float) -> float:
+        k = min(n, max(1, math.ceil(frac * n)))
+        return float(v.kthvalue(k).values)
+
+    return {
+        f"{prefix}_mean": float(v.mean()),
+        f"{prefix}_median": q(0.5),
+        f"{prefix}_p90": q(0.9),
+        f"{prefix}_p99": q(0.99),
+        f"{prefix}_max": float(v.max()),
+    }
+
+
+# Fixed log-spaced bins so histograms of different runs line up; the first bin holds everything below 1e-6
+# (including the exact zeros of an unmodified model).
+KL_BIN_EDGES = torch.cat([torch.tensor([0.0]), torch.logspace(-6, 2, 41, dtype=torch.float64)])
+
+
+def histogram(values: torch.Tensor, edges: torch.Tensor = KL_BIN_EDGES) -> list[tuple[float, float, int]]:
+    """(lo, hi, count) per bin; values above the last edge land in the last bin."""
+    v = values.flatten().double().clamp(min=0.0, max=float(edges[-1]))
+    idx = torch.bucketize(v, edges[1:-1], right=True)
+    counts = torch.bincount(idx, minlength=len(edges) - 1)
+    return [(float(edges[i]), float(edges[i + 1]), int(counts[i])) for i in range(len(edges) - 1)]
+
+
+class LayerAccumulator:
+    """Streams per-layer residual-stream error statistics over batches without keeping the states.
+
+    Relative error and SQNR are corpus-level (sums over all tokens); cosine is the mean over tokens.
+    """
+
+    def __init__(self, num_layers: int):
+        self.sq_diff = torch.zeros(num_layers, dtype=torch.float64)
+        self.sq_ref = torch.zeros(num_layers, dtype=torch.float64)
+        self.cos_sum = torch.zeros(num_layers, dtype=torch.float64)
+        self.count = torch.zeros(num_layers, dtype=torch.float64)
+
+    def add(self, layer: int, ref: torch.Tensor, mod: torch.Tensor) -> None:
+        """ref, mod: [..., d] hidden states of the same tokens."""
+        ref = ref.float().reshape(-1, ref.shape[-1])
+        mod = mod.float().reshape(-1, mod.shape[-1])
+        self.sq_diff[layer] += float(((mod - ref) ** 2).sum())
+        self.sq_ref[layer] += float((ref**2).sum())
+        self.cos_sum[layer] += float(torch.nn.functional.cosine_similarity(ref, mod, dim=-1, eps=1e-12).sum())
+        self.count[layer] += ref.shape[0]
+
+    def results(self) -> dict[str, list[float]]:
+        rel = (self.sq_diff / self.sq_ref.clamp(min=1e-30)).sqrt()
+        # SQNR is infinite for an unmodified layer; store a large finite cap so it survives JSON and SQL.
+        sqnr = torch.where(
+            self.sq_diff > 0, 10 * torch.log10(self.sq_ref / self.sq_diff.clamp(min=1e-30)), torch.full_like(rel, 200.0)
+        )
+        cos = self.cos_sum / self.count.clamp(min=1)
+        return {"hidden_rel_error": rel.tolist(), "hidden_cosine": cos.tolist(), "hidden_sqnr_db": sqnr.tolist()}

@@ -1,0 +1,145 @@
+"""The base model's reference: computed once per (model, corpus, window, budget, probe set) and reused by every run.
+
+Storing the base model's full next-token distributions is not an option (tokens x vocabulary floats: 805 MB per
+4k tokens for SmolLM2's 49k vocabulary). Instead each position keeps the base top-K log-probabilities, their token
+ids, the log of the remaining tail mass, the log-probability of the reference token, and the residual stream after
+every block (fp16, or bf16 for bf16 models). KL is then computed on the top-K + tail coarsening (see
+`metrics.kl_topk`): exact for identical models, a lower bound otherwise; its error against the exact KL is measured
+in bench/ and tests/.
+
+Files live in one folder per key, one safetensors file per batch (streamed: memory does not grow with the corpus),
+written to a temporary folder and renamed at the end, so a killed build never leaves a half reference behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..spec import CODE_VERSION, ProbeSettings
+from .capture import attention_patterns, forward_sites, unembed
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+LOGIT_CHUNK = 1024  # positions unembedded at once: bounds memory at LOGIT_CHUNK x vocabulary floats
+
+
+def hidden_storage_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    # fp16 halves the disk and I/O of fp32 states; bf16 models keep bf16 (fp16 could overflow their range).
+    return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float16
+
+
+def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings, dtype: torch.dtype) -> str:
+    payload = {
+        "model": model_identity,
+        "corpus": corpus_sha256,
+        "tokens": probe.tokens,
+        "window": probe.window,
+        "batch_size": probe.batch_size,
+        "attn": [probe.attn_probes, probe.attn_len],
+        "top_k": probe.top_k,
+        "dtype": str(dtype),
+        "code": CODE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def position_logprobs(model, final_hidden: torch.Tensor, transform=None):
+    """Yield (row slice, log-probs [rows, V] float32) over the flattened predicting positions of a batch.
+
+    final_hidden: [B, T, d]; only positions 0..T-2 predict a token inside the window.
+    """
+    flat = final_hidden[:, :-1].reshape(-1, final_hidden.shape[-1])
+    for start in range(0, flat.shape[0], LOGIT_CHUNK):
+        rows = slice(start, min(start + LOGIT_CHUNK, flat.shape[0]))
+        logits = unembed(model, flat[rows])
+        if transform is not None:
+            logits = transform(logits)
+        yield rows, torch.log_softmax(logits, dim=-1)
+
+
+@dataclass
+class BaseReference:
+    path: Path
+    meta: dict
+
+    @property
+    def n_batches(self) -> int:
+        return self.meta["n_batches"]
+
+    def batch(self, i: int) -> dict[str, torch.Tensor]:
+        return load_file(self.path / f"batch_{i:05d}.safetensors")
+
+    def attention(self) -> torch.Tensor:
+        """Base attention probabilities on the probe set, [L, n_probes, H, T, T] float32."""
+        return load_file(self.path / "attention.safetensors")["attention"]
+
+
+def build_reference(
+    model,
+    windows: torch.Tensor,
+    probe_ids: torch.Tensor,
+    *,
+    probe: ProbeSettings,
+    path: Path,
+    progress: Progress | None = None,
+) -> BaseReference:
+    """Run the base model once over `windows` [n, T] and `probe_ids` [m, t]; write the reference to `path`."""
+    if (path / "meta.json").exists():
+        return BaseReference(path, json.loads((path / "meta.json").read_text()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    try:
+        device = next(model.parameters()).device
+        store_dtype = hidden_storage_dtype(next(model.parameters()).dtype)
+        slices = batch_slices(windows.shape[0], probe.batch_size)
+        for i, sl in enumerate(slices):
+            ids = windows[sl].to(device)
+            final, resid = forward_sites(model, ids)
+            targets = ids[:, 1:].reshape(-1)
+            parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
+            for rows, lp in position_logprobs(model, final):
+                top_lp, top_ids = torch.topk(lp, min(probe.top_k, lp.shape[-1]), dim=-1)
+                masked = lp.scatter(1, top_ids, float("-inf"))
+                parts["top_ids"].append(top_ids.to(torch.int32).cpu())
+                parts["top_lp"].append(top_lp.cpu())
+                parts["tail_lp"].append(torch.logsumexp(masked, dim=-1).cpu())
+                parts["target_lp"].append(lp.gather(1, targets[rows, None]).squeeze(1).cpu())
+            tensors = {k: torch.cat(v) for k, v in parts.items()}
+            tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
+            save_file(tensors, str(tmp / f"batch_{i:05d}.safetensors"))
+            if progress:
+                progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
+        attn = torch.stack([a.cpu() for a in attention_patterns(model, probe_ids.to(device))])
+        save_file({"attention": attn.contiguous()}, str(tmp / "attention.safetensors"))
+        meta = {
+            "n_batches": len(slices),
+            "n_windows": int(windows.shape[0]),
+            "window": int(windows.shape[1]),
+            "hidden_dtype": str(store_dtype),
+            "probe": [int(probe_ids.shape[0]), int(probe_ids.shape[1])],
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if path.exists():  # another process finished the same reference first: theirs is as good as ours
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("base reference written to %s", path)
+    return BaseReference(path, json.loads((path / "meta.json").read_text()))

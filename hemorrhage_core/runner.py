@@ -1,0 +1,239 @@
+"""run(spec) -> RunResult: from the store when the spec was measured before, otherwise modify a copy and profile.
+
+The `Runner` owns the shared, never-mutated base models, the token windows and the base references, so a sweep
+of N points loads the model and computes the base reference once. It is safe to share between threads (the
+Streamlit app shares one per process): computations are queued on one lock so two sessions cannot exhaust
+memory, and reads from the store need no lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import corpora, models
+from .modify import ModContext, apply_modifications
+from .paths import cache_dir
+from .probes.profile import Profile, profile_model
+from .probes.reference import BaseReference, build_reference, reference_key
+from .spec import CODE_VERSION, RunSpec
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+def model_identity(name_or_path: str) -> str:
+    """A cheap identity for cache keys, computed without loading weights.
+
+    Embedded models are named; a local folder is its absolute path plus a hash of its config and the names,
+    sizes and modification times of its weight files (re-saving a model changes its identity); a hub id is
+    itself.
+    """
+    if name_or_path in models.EMBEDDED:
+        return f"embedded:{name_or_path}"
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        h = hashlib.sha256()
+        config = folder / "config.json"
+        if config.exists():
+            h.update(config.read_bytes())
+        for f in sorted(folder.iterdir()):
+            if f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return f"path:{folder.resolve()}:{h.hexdigest()[:16]}"
+    return f"hub:{name_or_path}"
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    run_key: str
+    cached: bool
+    metrics: dict[str, float]
+    layers: pd.DataFrame  # tidy: layer, metric, value
+    heads: pd.DataFrame  # tidy: layer, head, metric, value
+    kl_hist: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def layer_table(self) -> pd.DataFrame:
+        return Profile(self.metrics, self.layers, self.heads, self.kl_hist).layer_table()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The public `--json` contract: spec, cached, metrics, layers (+ run_key and measurement settings)."""
+        table = self.layer_table()
+        layer_cols = ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "attn_js_mean", "attn_entropy_shift"]
+        layers = [
+            {"layer": int(r["layer"]), **{c: _finite(r.get(c)) for c in layer_cols if c in table.columns}}
+            for r in table.to_dict("records")
+        ]
+        return {
+            "run_key": self.run_key,
+            "spec": self.spec.to_dict(),
+            "label": self.spec.label(),
+            "cached": self.cached,
+            "settings": self.settings,
+            "metrics": {k: _finite(v) for k, v in sorted(self.metrics.items())},
+            "layers": layers,
+        }
+
+
+def _finite(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        allowed_dirs: list[Path] | None = None,
+    ):
+        self.store = store
+        self.device = device
+        self.trust_remote_code = trust_remote_code
+        self.allowed_dirs = allowed_dirs
+        self._models: dict[str, models.LoadedModel] = {}
+        self._inputs: dict[tuple, tuple] = {}
+        self._compute = threading.Lock()
+
+    # -- shared, cached inputs --------------------------------------------------------------------------------
+    def base(self, name: str) -> models.LoadedModel:
+        """The shared base model (loaded once per process; never mutated: modifications work on copies)."""
+        if name not in self._models:
+            self._models[name] = models.load_model(
+                name, device=self.device, trust_remote_code=self.trust_remote_code
+            )
+        return self._models[name]
+
+    def corpus(self, name_or_path: str) -> corpora.Corpus:
+        return corpora.load_corpus(name_or_path, allowed_dirs=self.allowed_dirs)
+
+    def _inputs_for(self, spec: RunSpec, corpus: corpora.Corpus, progress: Progress | None):
+        """(windows, probe ids, base reference) for a spec; built once per model/corpus/settings."""
+        key = (spec.model, corpus.sha256, spec.probe)
+        if key not in self._inputs:
+            loaded = self.base(spec.model)
+            p = spec.probe
+            windows = corpora.token_windows(loaded.tokenizer, corpus, window=p.window, tokens=p.tokens)
+            probe_ids = corpora.probe_texts(corpus, loaded.tokenizer, p.attn_probes, p.attn_len)
+            ref_dir = cache_dir() / "reference" / reference_key(
+                model_identity(spec.model), corpus.sha256, p, loaded.dtype
+            )
+            reference = build_reference(loaded.model, windows, probe_ids, probe=p, path=ref_dir, progress=progress)
+            self._inputs[key] = (windows, probe_ids, reference)
+        return self._inputs[key]
+
+    def reference(self, spec: RunSpec) -> BaseReference:
+        return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[2]
+
+    # -- runs ---------------------------------------------------------------------------------------------
+    def cache_key(self, spec: RunSpec) -> tuple[str, corpora.Corpus]:
+        corpus = self.corpus(spec.probe.corpus)
+        return spec.cache_key(corpus_sha256=corpus.sha256, model_identity=model_identity(spec.model)), corpus
+
+    def lookup(self, spec: RunSpec) -> RunResult | None:
+        """The stored result of `spec`, or None. Never touches a model."""
+        key, corpus = self.cache_key(spec)
+        stored = self.store.load_run(key)
+        if stored is None:
+            return None
+        return RunResult(
+            spec=spec,
+            run_key=key,
+            cached=True,
+            metrics=stored.metrics,
+            layers=stored.layers,
+            heads=stored.heads,
+            kl_hist=stored.kl_hist,
+            settings=self._settings(spec, corpus),
+        )
+
+    def run(
+        self, spec: RunSpec, *, progress: Progress | None = None, cancelled: Callable[[], bool] | None = None
+    ) -> RunResult:
+        cached = self.lookup(spec)
+        if cached is not None:
+            return cached
+        with self._compute:
+            cached = self.lookup(spec)  # another thread may have computed it while we waited
+            if cached is not None:
+                return cached
+            return self._compute_run(spec, progress, cancelled)
+
+    def sweep(self, specs: list[RunSpec], *, progress: Progress | None = None) -> list[RunResult]:
+        results = []
+        for i, spec in enumerate(specs):
+            sub = (lambda f, msg, i=i: progress((i + f) / len(specs), f"[{i + 1}/{len(specs)}] {msg}")) if progress else None
+            results.append(self.run(spec, progress=sub))
+        return results
+
+    def _compute_run(self, spec: RunSpec, progress: Progress | None, cancelled) -> RunResult:
+        key, corpus = self.cache_key(spec)
+        started = time.perf_counter()
+        windows, probe_ids, reference = self._inputs_for(spec, corpus, progress)
+        loaded = self.base(spec.model)
+        t0 = time.perf_counter()
+        ctx = ModContext(tokenizer=loaded.tokenizer, calibration=lambda: windows)
+        modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, ctx)
+        modify_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        profile = profile_model(
+            modified, reference, windows, probe_ids, batch_size=spec.probe.batch_size, progress=progress, cancelled=cancelled
+        )
+        profile_s = time.perf_counter() - t1
+        del modified
+        metrics = {**profile.metrics, **profile.report, "modify_s": modify_s, "profile_s": profile_s}
+        settings = self._settings(spec, corpus)
+        self.store.save_run(
+            run_key=key,
+            run_row={
+                "model": spec.model,
+                "label": spec.label(),
+                "spec_json": spec.to_json(),
+                "corpus": settings["corpus"],
+                "corpus_sha256": corpus.sha256,
+                "window_tokens": spec.probe.window,
+                "stride": spec.probe.stride,
+                "token_budget": spec.probe.tokens,
+                "code_version": CODE_VERSION,
+                "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+                "wall_s": time.perf_counter() - started,
+                "report_json": json.dumps(profile.report),
+            },
+            metrics=metrics,
+            layers=profile.layers,
+            heads=profile.heads,
+            kl_hist=profile.kl_hist,
+        )
+        if progress:
+            progress(1.0, "done")
+        return RunResult(spec, key, False, metrics, profile.layers, profile.heads, profile.kl_hist, settings)
+
+    @staticmethod
+    def _settings(spec: RunSpec, corpus: corpora.Corpus) -> dict[str, Any]:
+        return {
+            "corpus": corpus.name,
+            "corpus_sha256": corpus.sha256,
+            "window": spec.probe.window,
+            "stride": spec.probe.stride,
+            "tokens": spec.probe.tokens,
+            "code_version": CODE_VERSION,
+        }

@@ -1,0 +1,240 @@
+"""DuckDB store: runs, scalar metrics, and tidy per-layer / per-head / distribution rows.
+
+All SQL goes through `Store._run` (one choke point, `?` parameters only). DuckDB lets one process hold a file
+read-write at a time, so the store never keeps a file open: each call connects, works and closes, retrying while
+another process (the app, a command-line sweep) holds the lock. A run's rows are written in one transaction, so a
+run killed half-way leaves nothing behind, and the run key is the primary key, so two writers cannot duplicate it.
+A damaged or unreadable file raises StoreError and is left untouched: stored results are never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_key VARCHAR PRIMARY KEY,
+        model VARCHAR NOT NULL,
+        label VARCHAR NOT NULL,
+        spec_json VARCHAR NOT NULL,
+        corpus VARCHAR NOT NULL,
+        corpus_sha256 VARCHAR NOT NULL,
+        window_tokens INTEGER NOT NULL,
+        stride INTEGER NOT NULL,
+        token_budget INTEGER NOT NULL,
+        code_version VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        wall_s DOUBLE,
+        report_json VARCHAR
+    )""",
+    "CREATE TABLE IF NOT EXISTS metrics (run_key VARCHAR, name VARCHAR, value DOUBLE, PRIMARY KEY (run_key, name))",
+    """CREATE TABLE IF NOT EXISTS layer_metrics (
+        run_key VARCHAR, layer INTEGER, metric VARCHAR, value DOUBLE, PRIMARY KEY (run_key, layer, metric))""",
+    """CREATE TABLE IF NOT EXISTS head_metrics (
+        run_key VARCHAR, layer INTEGER, head INTEGER, metric VARCHAR, value DOUBLE,
+        PRIMARY KEY (run_key, layer, head, metric))""",
+    """CREATE TABLE IF NOT EXISTS distributions (
+        run_key VARCHAR, name VARCHAR, bin_lo DOUBLE, bin_hi DOUBLE, count BIGINT,
+        PRIMARY KEY (run_key, name, bin_lo))""",
+]
+
+CHILD_TABLES = ("metrics", "layer_metrics", "head_metrics", "distributions")
+LOCK_MARKERS = ("could not set lock", "conflicting lock", "resource temporarily unavailable")
+
+
+@dataclass
+class StoredRun:
+    run_key: str
+    row: dict[str, Any]
+    metrics: dict[str, float]
+    layers: pd.DataFrame
+    heads: pd.DataFrame
+    kl_hist: pd.DataFrame
+
+
+class Store:
+    """A results database: a file path or ':memory:' (tests)."""
+
+    def __init__(self, path: str | Path = ":memory:", *, lock_timeout_s: float = 60.0):
+        self.path = str(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._memory = self.path == ":memory:"
+        self._memory_con = duckdb.connect(":memory:") if self._memory else None
+        # duckdb connections are not safe to share across threads; one writer at a time within a process.
+        self._lock = threading.RLock()
+        if not self._memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._run(lambda con: [con.execute(sql) for sql in SCHEMA])
+
+    # -- the choke point ---------------------------------------------------------------------------------
+    def _run(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """Open (or reuse, for :memory:) a connection, run `work(con)`, close; retry while the file is locked."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                with self._lock:
+                    if self._memory:
+                        return work(self._memory_con)
+                    con = duckdb.connect(self.path)
+                    try:
+                        return work(con)
+                    finally:
+                        con.close()
+            except duckdb.Error as exc:
+                text = str(exc).lower()
+                if any(m in text for m in LOCK_MARKERS):
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"the results database {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_s:.0f} s; try again when it finishes, or pass another --db"
+                        ) from exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if isinstance(exc, duckdb.ConstraintException):
+                    raise
+                raise StoreError(
+                    f"cannot use the results database {self.path}: {exc}. The file was left untouched; "
+                    "move it aside or pass another --db to start a fresh one"
+                ) from exc
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        return self._run(lambda con: con.execute(sql, list(params)).df())
+
+    # -- writes ---------------------------------------------------------------------------------------------
+    def save_run(
+        self,
+        *,
+        run_key: str,
+        run_row: dict[str, Any],
+        metrics: dict[str, float],
+        layers: pd.DataFrame,
+        heads: pd.DataFrame,
+        kl_hist: pd.DataFrame,
+    ) -> bool:
+        """Write one run atomically. Returns False if the key was already stored (by us or another process)."""
+
+        def write(con):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if con.execute("SELECT 1 FROM runs WHERE run_key = ?", [run_key]).fetchone():
+                    con.execute("ROLLBACK")
+                    return False
+                cols = list(run_row)
+                con.execute(
+                    f"INSERT INTO runs (run_key, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
+                    [run_key, *run_row.values()],
+                )
+                con.executemany(
+                    "INSERT INTO metrics VALUES (?, ?, ?)", [[run_key, k, float(v)] for k, v in metrics.items()]
+                )
+                if not layers.empty:
+                    con.executemany(
+                        "INSERT INTO layer_metrics VALUES (?, ?, ?, ?)",
+                        [[run_key, int(r.layer), r.metric, float(r.value)] for r in layers.itertuples()],
+                    )
+                if not heads.empty:
+                    con.executemany(
+                        "INSERT INTO head_metrics VALUES (?, ?, ?, ?, ?)",
+                        [[run_key, int(r.layer), int(r.head), r.metric, float(r.value)] for r in heads.itertuples()],
+                    )
+                if not kl_hist.empty:
+                    con.executemany(
+                        "INSERT INTO distributions VALUES (?, 'kl', ?, ?, ?)",
+                        [[run_key, float(r.bin_lo), float(r.bin_hi), int(r.count)] for r in kl_hist.itertuples()],
+                    )
+                con.execute("COMMIT")
+                return True
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        try:
+            return self._run(write)
+        except duckdb.ConstraintException:
+            return False  # another process committed the same run between our check and our insert
+
+    def delete_runs(self, run_keys: Iterable[str]) -> int:
+        keys = list(run_keys)
+        if not keys:
+            return 0
+
+        def delete(con):
+            marks = ", ".join("?" * len(keys))
+            con.execute("BEGIN TRANSACTION")
+            for table in (*CHILD_TABLES, "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_key IN ({marks})", keys)
+            con.execute("COMMIT")
+            return len(keys)
+
+        return self._run(delete)
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    def has_run(self, run_key: str) -> bool:
+        return not self._query("SELECT 1 FROM runs WHERE run_key = ?", [run_key]).empty
+
+    def load_run(self, run_key: str) -> StoredRun | None:
+        def read(con):
+            row = con.execute("SELECT * FROM runs WHERE run_key = ?", [run_key]).df()
+            if row.empty:
+                return None
+            metrics = con.execute("SELECT name, value FROM metrics WHERE run_key = ?", [run_key]).fetchall()
+            layers = con.execute(
+                "SELECT layer, metric, value FROM layer_metrics WHERE run_key = ? ORDER BY metric, layer", [run_key]
+            ).df()
+            heads = con.execute(
+                "SELECT layer, head, metric, value FROM head_metrics WHERE run_key = ? ORDER BY metric, layer, head",
+                [run_key],
+            ).df()
+            hist = con.execute(
+                "SELECT bin_lo, bin_hi, count FROM distributions WHERE run_key = ? AND name = 'kl' ORDER BY bin_lo",
+                [run_key],
+            ).df()
+            return StoredRun(run_key, row.iloc[0].to_dict(), dict(metrics), layers, heads, hist)
+
+        return self._run(read)
+
+    def runs(self, model: str | None = None) -> pd.DataFrame:
+        """All runs with their headline metrics as columns, newest first."""
+        where, params = ("WHERE r.model = ?", [model]) if model else ("", [])
+        df = self._query(
+            f"""SELECT r.run_key, r.model, r.label, r.corpus, r.corpus_sha256, r.window_tokens, r.token_budget,
+                       r.created_at, r.wall_s, r.spec_json, m.name, m.value
+                FROM runs r LEFT JOIN metrics m USING (run_key) {where}""",
+            params,
+        )
+        if df.empty:
+            return df.drop(columns=["name", "value"])
+        index = [c for c in df.columns if c not in ("name", "value")]
+        wide = df.pivot_table(index=index, columns="name", values="value", aggfunc="first").reset_index()
+        wide.columns.name = None
+        return wide.sort_values("created_at", ascending=False, ignore_index=True)
+
+    def layer_metrics(self, run_keys: Iterable[str]) -> pd.DataFrame:
+        keys = list(run_keys)
+        if not keys:
+            return pd.DataFrame(columns=["run_key", "layer", "metric", "value"])
+        marks = ", ".join("?" * len(keys))
+        return self._query(
+            f"SELECT run_key, layer, metric, value FROM layer_metrics WHERE run_key IN ({marks}) ORDER BY run_key, layer",
+            keys,
+        )
+
+
+def spec_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(row["spec_json"])
