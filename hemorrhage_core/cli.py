@@ -3,9 +3,15 @@
     hemlab run --model NAME_OR_PATH [modification options] [--corpus NAME_OR_FILE] [--tokens N] [--db PATH] [--json]
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
+    hemlab mods            every modification kind usable with --mod, with its options and defaults
+
+Any modification of the catalogue, in any order: `--mod KIND:key=value,key=value` (repeatable; applied in the
+order given, after the shorthand flags). The shorthand flags (--quant-bits, --prune-sparsity, --temperature) are
+applied in a fixed order: pruning, then quantization, then decoding.
+`sweep --param` takes a shorthand name (quant-bits, prune-sparsity, ...) or any numeric field as KIND.FIELD
+(e.g. gptq.bits); `--model a,b` sweeps several models.
 
 Errors go to stderr with exit code 2 and no traceback (pass --debug for one).
-Modifications given together are applied in a fixed order: pruning, then quantization, then decoding.
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import HemlabError, SpecError
-from .spec import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from .spec import (
+    MODIFICATIONS,
+    Modification,
+    ProbeSettings,
+    Prune,
+    QuantizeRTN,
+    RunSpec,
+    Temperature,
+    load_families,
+)
 
 log = logging.getLogger("hemlab")
 
@@ -53,6 +68,13 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
     pr.add_argument("--prune-scope", choices=["row", "tensor"], default="row")
     d = p.add_argument_group("decoding")
     d.add_argument("--temperature", type=float, help="divide the logits the metrics see by T")
+    p.add_argument(
+        "--mod",
+        action="append",
+        default=[],
+        metavar="KIND:key=value,...",
+        help="any modification of the catalogue (see `hemlab mods`), repeatable, applied in order",
+    )
     m = p.add_argument_group("measurement")
     m.add_argument("--corpus", default="news", help="built-in corpus name (news, wiki, ...) or a UTF-8 text file")
     m.add_argument("--tokens", type=int, default=4096, help="token budget (non-overlapping windows)")
@@ -71,11 +93,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_options(sub.add_parser("run", help="profile one modified model"))
     sweep = sub.add_parser("sweep", help="profile one knob over several values")
     _add_spec_options(sweep)
-    sweep.add_argument("--param", required=True, choices=sorted(SWEEP_PARAMS))
+    sweep.add_argument("--param", required=True, help=f"{', '.join(sorted(SWEEP_PARAMS))} or KIND.FIELD")
     sweep.add_argument("--values", required=True, help="comma-separated values, e.g. 8,6,4,3,2")
     models_p = sub.add_parser("models", help="list the embedded models and whether each is prepared")
     models_p.add_argument("--json", action="store_true")
+    mods_p = sub.add_parser("mods", help="list every modification kind and its options")
+    mods_p.add_argument("--json", action="store_true")
     return parser
+
+
+def _parse_value(raw: str, default):
+    """Parse one option value using the type of the field's default (bool accepts true/false/1/0)."""
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if isinstance(default, (int, float, str)):
+        return type(default)(raw)
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return None if raw.lower() == "none" else raw
+
+
+def parse_mod(text: str) -> Modification:
+    """'gptq:bits=4,group_size=128' -> the registered dataclass with those options (others at defaults)."""
+    load_families()
+    kind, _, options = text.partition(":")
+    cls = MODIFICATIONS.get(kind.strip())
+    if cls is None:
+        raise SpecError(f"unknown modification {kind!r}; known: {', '.join(sorted(MODIFICATIONS))} (see `hemlab mods`)")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        key, eq, raw = item.partition("=")
+        if not eq or key not in fields:
+            raise SpecError(f"{kind}: bad option {item!r}; options are {', '.join(fields)}")
+        default = fields[key].default
+        try:
+            values[key] = _parse_value(raw, None if default is dataclasses.MISSING else default)
+        except ValueError as exc:
+            raise SpecError(f"{kind}: cannot parse {key}={raw!r}: {exc}") from exc
+    return cls(**values)
 
 
 def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
@@ -91,6 +152,7 @@ def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
         )
     if args.temperature is not None:
         mods.append(Temperature(value=args.temperature))
+    mods.extend(parse_mod(text) for text in args.mod)
     return tuple(mods)
 
 
@@ -99,15 +161,48 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return RunSpec(model=args.model, mods=mods_from_args(args), probe=probe)
 
 
+def _set_field(spec: RunSpec, kind: str, field_name: str, value) -> RunSpec:
+    """Set KIND.FIELD on the spec's modification of that kind (appending one at defaults if absent)."""
+    mods = list(spec.mods)
+    for i, mod in enumerate(mods):
+        if mod.kind == kind:
+            mods[i] = dataclasses.replace(mod, **{field_name: value})
+            return spec.with_mods(*mods)
+    return spec.with_mods(*mods, MODIFICATIONS[kind](**{field_name: value}))
+
+
 def sweep_specs(args: argparse.Namespace) -> list[RunSpec]:
-    param = SWEEP_PARAMS[args.param]
+    """One spec per (model, value): the shorthand flag or KIND.FIELD set to each value of --values."""
+    raw_values = [v.strip() for v in args.values.split(",") if v.strip()]
+    if not raw_values:
+        raise SpecError("--values needs at least one value")
+    model_names = [m.strip() for m in args.model.split(",") if m.strip()]
+    specs = []
     try:
-        values = [param.parse(v.strip()) for v in args.values.split(",") if v.strip()]
+        if args.param in SWEEP_PARAMS:
+            param = SWEEP_PARAMS[args.param]
+            for model in model_names:
+                for raw in raw_values:
+                    ns = argparse.Namespace(**{**vars(args), "model": model, param.dest: param.parse(raw)})
+                    specs.append(spec_from_args(ns))
+            return specs
+        load_families()
+        kind, _, field_name = args.param.partition(".")
+        cls = MODIFICATIONS.get(kind)
+        fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+        if field_name not in fields:
+            raise SpecError(
+                f"unknown sweep parameter {args.param!r}: use one of {', '.join(sorted(SWEEP_PARAMS))} "
+                "or KIND.FIELD (see `hemlab mods`)"
+            )
+        default = fields[field_name].default
+        for model in model_names:
+            base = spec_from_args(argparse.Namespace(**{**vars(args), "model": model}))
+            for raw in raw_values:
+                specs.append(_set_field(base, kind, field_name, _parse_value(raw, default)))
+        return specs
     except ValueError as exc:
         raise SpecError(f"cannot parse --values {args.values!r} for --param {args.param}: {exc}") from exc
-    if not values:
-        raise SpecError("--values needs at least one value")
-    return [spec_from_args(argparse.Namespace(**{**vars(args), param.dest: v})) for v in values]
 
 
 def _runner(args):
@@ -163,7 +258,26 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "models": cmd_models}
+def cmd_mods(args) -> int:
+    load_families()
+    rows = [
+        {
+            "kind": kind,
+            "doc": (cls.__doc__ or "").strip().splitlines()[0],
+            "options": {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING},
+        }
+        for kind, cls in sorted(MODIFICATIONS.items())
+    ]
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        for r in rows:
+            opts = ",".join(f"{k}={v}" for k, v in r["options"].items())
+            print(f"{r['kind']:<16} {r['doc']}\n{'':<16} --mod {r['kind']}:{opts}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "models": cmd_models, "mods": cmd_mods}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -126,7 +127,13 @@ class Temperature(Modification):
         return f"T={self.value:g}"
 
 
+def load_families() -> None:
+    """Import every family's spec module (hemorrhage_core.specs) so all kinds are registered."""
+    importlib.import_module("hemorrhage_core.specs")
+
+
 def mod_from_dict(data: dict[str, Any]) -> Modification:
+    load_families()
     data = dict(data)
     kind = data.pop("kind", None)
     cls = MODIFICATIONS.get(kind)

@@ -20,10 +20,7 @@ def test_rtn_round_trip_error_is_within_half_a_step(bits, scheme, granularity):
     w = torch.randn(16, 100)  # 100 is not a multiple of the group size: exercises the short last group
     deq = quantize_rtn(w, bits=bits, scheme=scheme, granularity=granularity, group_size=32)
     rows = w.reshape(1, -1) if granularity == "tensor" else w
-    if granularity == "group":
-        groups = [w[:, i : i + 32] for i in range(0, 100, 32)]
-    else:
-        groups = [rows]
+    groups = [w[:, i:i + 32] for i in range(0, 100, 32)] if granularity == "group" else [rows]
     for g_idx, g in enumerate(groups):
         d = deq[:, g_idx * 32 : g_idx * 32 + g.shape[1]] if granularity == "group" else deq.reshape(g.shape)
         if scheme == "sym":

@@ -1,5 +1,7 @@
 """Specs are data with stable hashes; the DuckDB store is atomic and never loses rows."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -27,7 +29,7 @@ def test_spec_round_trips_through_json_and_hash_is_stable():
 
 def test_spec_is_frozen_and_hashable():
     spec = RunSpec(model="m", mods=(Temperature(1.5),))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.model = "x"
     assert hash(spec) == hash(RunSpec(model="m", mods=(Temperature(1.5),)))
 
