@@ -43,6 +43,8 @@ class Modification:
     """Base of every modification. Subclasses are frozen dataclasses validated in __post_init__."""
 
     kind: ClassVar[str] = "abstract"
+    # Which dashboard page and chart colour the modification belongs to: quant, prune, decode, depth, mitigation.
+    family: ClassVar[str] = "other"
     # Whether the handler changes weights (then the runner works on a deep copy of the base model).
     touches_weights: ClassVar[bool] = True
 
@@ -64,6 +66,8 @@ def _check(cond: bool, message: str) -> None:
 @dataclass(frozen=True)
 class QuantizeRTN(Modification):
     """Weight-only round-to-nearest quantization of every Linear / Conv1D (lm_head and embeddings excluded)."""
+
+    family: ClassVar[str] = "quant"
 
     bits: int = 8
     scheme: str = "sym"  # "sym": zero-centred grid; "asym": min/max grid with a zero point
@@ -95,6 +99,8 @@ PRUNE_METHODS: set[str] = {"magnitude"}
 class Prune(Modification):
     """Unstructured pruning: zero the lowest-scoring weights, per output row or per tensor."""
 
+    family: ClassVar[str] = "prune"
+
     sparsity: float = 0.5
     method: str = "magnitude"
     scope: str = "row"  # "row": the same share in every output row (as Wanda); "tensor": one threshold per matrix
@@ -117,6 +123,7 @@ class Prune(Modification):
 class Temperature(Modification):
     """Decoding temperature: the logits the metrics see are divided by `value` (reference setting: 1)."""
 
+    family: ClassVar[str] = "decode"
     touches_weights: ClassVar[bool] = False
     value: float = 1.0
 
