@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ class Runner:
                 "stride": spec.probe.stride,
                 "token_budget": spec.probe.tokens,
                 "code_version": CODE_VERSION,
-                "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+                "created_at": datetime.now(UTC).replace(tzinfo=None),
                 "wall_s": time.perf_counter() - started,
                 "report_json": json.dumps(profile.report),
             },
