@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import corpora, models
 from .modify import ModContext, apply_modifications
+from .modify.calibration import calibration_windows
 from .paths import cache_dir
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
@@ -112,6 +113,7 @@ class Runner:
         self.allowed_dirs = allowed_dirs
         self._models: dict[str, models.LoadedModel] = {}
         self._inputs: dict[tuple, tuple] = {}
+        self._calibration: dict[tuple, object] = {}
         self._compute = threading.Lock()
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
@@ -140,6 +142,27 @@ class Runner:
             reference = build_reference(loaded.model, windows, probe_ids, probe=p, path=ref_dir, progress=progress)
             self._inputs[key] = (windows, probe_ids, reference)
         return self._inputs[key]
+
+    def calibration_windows(self, spec: RunSpec, corpus: str, n: int, length: int):
+        """Calibration sequences [n, length] from the end of `corpus` for `spec.model`, cached per
+        (model, corpus, n, length). When `corpus` is the evaluation corpus, the attention probe set at its end is
+        skipped and an overlap with the evaluation windows at its start is an error (see modify/calibration.py).
+        """
+        calib = self.corpus(corpus)
+        same = calib.sha256 == self.corpus(spec.probe.corpus).sha256
+        p = spec.probe
+        # The probe settings only matter when the corpora are the same; they are part of the key only then.
+        key = (spec.model, calib.sha256, n, length, (p.tokens, p.attn_probes, p.attn_len) if same else None)
+        if key not in self._calibration:
+            self._calibration[key] = calibration_windows(
+                self.base(spec.model).tokenizer,
+                calib,
+                n,
+                length,
+                skip_tail_tokens=p.attn_probes * p.attn_len if same else 0,
+                reserved_head_tokens=p.tokens if same else 0,
+            )
+        return self._calibration[key]
 
     def reference(self, spec: RunSpec) -> BaseReference:
         return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[2]
@@ -191,7 +214,11 @@ class Runner:
         windows, probe_ids, reference = self._inputs_for(spec, corpus, progress)
         loaded = self.base(spec.model)
         t0 = time.perf_counter()
-        ctx = ModContext(tokenizer=loaded.tokenizer, calibration=lambda: windows)
+        ctx = ModContext(
+            tokenizer=loaded.tokenizer,
+            calibration=lambda: windows,
+            calibration_source=lambda corpus, n, length: self.calibration_windows(spec, corpus, n, length),
+        )
         modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, ctx)
         modify_s = time.perf_counter() - t0
         t1 = time.perf_counter()

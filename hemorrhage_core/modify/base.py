@@ -24,12 +24,28 @@ log = logging.getLogger(__name__)
 LogitTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
+CalibrationSource = Callable[[str, int, int], torch.Tensor]  # (corpus, n, length) -> LongTensor [n, length]
+
+
 @dataclass
 class ModContext:
     """What a handler may need besides the model: the tokenizer and calibration token windows (lazy)."""
 
     tokenizer: Any = None
-    calibration: Callable[[], torch.Tensor] | None = None  # -> LongTensor [n, T]
+    calibration: Callable[[], torch.Tensor] | None = None  # -> LongTensor [n, T]: the evaluation windows
+    calibration_source: CalibrationSource | None = None  # the runner's cached `calibration_windows`
+
+    def calibration_windows(self, corpus: str, n: int, length: int) -> torch.Tensor:
+        """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
+
+        LongTensor [n, length] on the CPU. The runner takes them from the end of the corpus, so they never
+        overlap the evaluation windows (see modify/calibration.py).
+        """
+        if self.calibration_source is None:
+            raise RuntimeError(
+                "this ModContext has no calibration source: run the modification through the Runner"
+            )
+        return self.calibration_source(corpus, n, length)
 
 
 @dataclass
