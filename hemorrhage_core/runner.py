@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
-from .modify import ModContext, apply_modifications
+from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
 from .probes.profile import Profile, profile_model
@@ -164,6 +164,22 @@ class Runner:
             )
         return self._calibration[key]
 
+    def context(self, spec: RunSpec) -> ModContext:
+        """What the handlers of `spec` may use: tokenizer, calibration text and the base model (read-only)."""
+        loaded = self.base(spec.model)
+        return ModContext(
+            tokenizer=loaded.tokenizer,
+            # Lazy: the evaluation windows (and base reference) are built only if a handler asks for them.
+            calibration=lambda: self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[0],
+            calibration_source=lambda corpus, n, length: self.calibration_windows(spec, corpus, n, length),
+            base_model=loaded.model,
+        )
+
+    def modify(self, spec: RunSpec) -> ModifiedModel:
+        """`spec.mods` applied to a copy of the shared base model (or to no copy for decoding-only chains)."""
+        loaded = self.base(spec.model)
+        return apply_modifications(loaded.model, loaded.num_layers, spec.mods, self.context(spec))
+
     def reference(self, spec: RunSpec) -> BaseReference:
         return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[2]
 
@@ -212,14 +228,8 @@ class Runner:
         key, corpus = self.cache_key(spec)
         started = time.perf_counter()
         windows, probe_ids, reference = self._inputs_for(spec, corpus, progress)
-        loaded = self.base(spec.model)
         t0 = time.perf_counter()
-        ctx = ModContext(
-            tokenizer=loaded.tokenizer,
-            calibration=lambda: windows,
-            calibration_source=lambda corpus, n, length: self.calibration_windows(spec, corpus, n, length),
-        )
-        modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, ctx)
+        modified = self.modify(spec)
         modify_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         profile = profile_model(

@@ -21,7 +21,16 @@ from ..spec import Modification
 
 log = logging.getLogger(__name__)
 
-LogitTransform = Callable[[torch.Tensor], torch.Tensor]
+# fn(logits [rows, V]) -> [rows, V]; a transform marked with `context_transform` is called as
+# fn(logits, context) with context = LongTensor [rows, C] of the tokens each row has seen (its own last),
+# left-padded with -1 (what a repetition penalty needs).
+LogitTransform = Callable[..., torch.Tensor]
+
+
+def context_transform(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LogitTransform:
+    """Mark a logit transform as needing the context token ids of each row (see `LogitTransform`)."""
+    fn.needs_context = True
+    return fn
 
 
 CalibrationSource = Callable[[str, int, int], torch.Tensor]  # (corpus, n, length) -> LongTensor [n, length]
@@ -34,6 +43,8 @@ class ModContext:
     tokenizer: Any = None
     calibration: Callable[[], torch.Tensor] | None = None  # -> LongTensor [n, T]: the evaluation windows
     calibration_source: CalibrationSource | None = None  # the runner's cached `calibration_windows`
+    # The unmodified model, read-only (never mutate it): targets for decoding calibration and distillation.
+    base_model: nn.Module | None = None
 
     def calibration_windows(self, corpus: str, n: int, length: int) -> torch.Tensor:
         """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
@@ -55,9 +66,20 @@ class ModifiedModel:
     logit_transforms: list[LogitTransform] = field(default_factory=list)
     report: dict[str, float] = field(default_factory=dict)
 
-    def transform_logits(self, logits: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_context(self) -> bool:
+        """Whether some logit transform reads the preceding tokens (callers then pass `context`)."""
+        return any(getattr(fn, "needs_context", False) for fn in self.logit_transforms)
+
+    def transform_logits(self, logits: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """logits [rows, V] -> [rows, V]; `context` [rows, C] (see `LogitTransform`) when `needs_context`."""
         for fn in self.logit_transforms:
-            logits = fn(logits)
+            if getattr(fn, "needs_context", False):
+                if context is None:
+                    raise ValueError("a logit transform of this chain needs each row's context token ids")
+                logits = fn(logits, context)
+            else:
+                logits = fn(logits)
         return logits
 
 
