@@ -402,6 +402,19 @@ def _resolve_source(name_or_path: str) -> tuple[str, Path | None, dict[str, Any]
     )
 
 
+def _load_error(name_or_path: str, folder: Path | None, exc: Exception) -> ModelError:
+    if folder is not None:
+        return ModelError(
+            f"Cannot load a causal language model from {folder}: {exc}. A model folder needs config.json, "
+            f"the weights and the tokenizer files, as written by save_pretrained."
+        )
+    return ModelError(
+        f"Could not load {name_or_path!r} from the Hugging Face hub: the hub could not be reached or has no "
+        f"such causal language model, and it is not in the local cache ({exc}). Embedded models work "
+        f"offline: {_embedded_list()}."
+    )
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -426,22 +439,15 @@ def load_model(
     common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
     try:
         config = AutoConfig.from_pretrained(source, **common)
-    except OSError as exc:
-        if folder is not None:
-            raise ModelError(f"Cannot read the model config in {folder}: {exc}") from exc
-        raise ModelError(
-            f"Could not load {name_or_path!r} from the Hugging Face hub: the hub could not be reached or has no "
-            f"such model, and it is not in the local cache ({exc}). Embedded models work offline: "
-            f"{_embedded_list()}."
-        ) from exc
-    _check_memory(name_or_path, config, folder, dev, dtype)
-
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, attn_implementation=attn_implementation, **common, **extra
-    )
+        _check_memory(name_or_path, config, folder, dev, dtype)
+        t0 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation=attn_implementation, **common, **extra
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    except (OSError, ValueError) as exc:  # what transformers raises for missing files and unknown model types
+        raise _load_error(name_or_path, folder, exc) from exc
     model.to(dev).eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(source, **common)
     if tokenizer.pad_token is None:
         # Batching needs a pad id; padded positions are masked, so which token it is does not matter.
         tokenizer.pad_token = tokenizer.eos_token

@@ -105,6 +105,22 @@ def test_missing_folder_file_and_folder_without_config_are_model_errors(tmp_path
         load_model(str(tiny_llama_dir / "config.json"))
 
 
+def test_incomplete_or_non_causal_folders_are_model_errors(tmp_path, tiny_llama_dir):
+    from transformers import BertConfig
+
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_llama_dir / "config.json", config_only)
+    with pytest.raises(ModelError, match="Cannot load a causal language model"):
+        load_model(str(config_only))
+    bert = tmp_path / "bert"
+    BertConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+    ).save_pretrained(bert)
+    with pytest.raises(ModelError, match="Cannot load a causal language model"):
+        load_model(str(bert))
+
+
 def test_too_big_for_this_machine(monkeypatch, tiny_llama_dir):
     monkeypatch.setattr(models, "_available_bytes", lambda device: 1000)
     with pytest.raises(ModelError, match="too big for this machine"):
