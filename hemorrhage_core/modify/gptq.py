@@ -1,0 +1,189 @@
+"""GPTQ (Frantar et al., 2022): weight-only quantization that compensates each rounding error with the columns not
+yet quantized, using the inverse Hessian H⁻¹ of the layer's squared output error, H = 2/n · X Xᵀ.
+
+The quantizer is a pure function on (W, H) (`gptq_quantize`); the handler walks the model block by block
+(`sequential.walk_blocks`), so each block's Hessians come from the outputs of the already-quantized blocks before
+it, and, with `true_sequential`, each sub-layer group (q/k/v, o, gate/up, down) from the outputs of the groups
+quantized before it inside the block.
+
+Optional library backends: auto-gptq 0.7.1 fails to import against transformers 5 and gptqmodel needs a newer
+torch than the project's pin (see the environment guide), so no library backend is registered; this module is
+the implementation used everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from ..footprint import Footprint, grouped_bits_per_weight
+from ..probes.capture import find_blocks
+from ..specs.quant import GPTQ
+from .base import ModContext, ModifiedModel, handles
+from .quantize import fake_quant, grid_params
+from .sequential import input_groups, walk_blocks
+from .targets import set_weight, weight_view
+
+log = logging.getLogger(__name__)
+
+
+class HessianAccumulator:
+    """Running H = 2/n · Σ x xᵀ over the tokens seen so far ([in, in], float32)."""
+
+    def __init__(self, in_features: int, device: torch.device):
+        self.H = torch.zeros(in_features, in_features, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """`x`: [..., in] inputs of one call; every leading position is one sample."""
+        x = x.reshape(-1, x.shape[-1]).float()  # [m, in]
+        m = x.shape[0]
+        # Rescale the running mean so the result is exactly 2/n Σ x xᵀ for the n seen so far.
+        self.H *= self.n / (self.n + m)
+        self.n += m
+        x = x * math.sqrt(2 / self.n)
+        self.H.addmm_(x.t(), x)
+
+
+def _inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor U of (H + λI)⁻¹ (so (H + λI)⁻¹ = Uᵀ U), λ = damp · mean(diag H).
+
+    GPTQ's row-by-row updates need exactly the rows of U: using the Cholesky form instead of repeatedly updating
+    H⁻¹ is what makes the algorithm numerically stable at scale.
+    """
+    H = H.clone()
+    idx = torch.arange(H.shape[0], device=H.device)
+    H[idx, idx] += damp * torch.mean(torch.diag(H))
+    L = torch.linalg.cholesky(H)
+    H_inv = torch.cholesky_inverse(L)
+    return torch.linalg.cholesky(H_inv, upper=True)
+
+
+@torch.no_grad()
+def gptq_quantize(
+    w: torch.Tensor,
+    H: torch.Tensor,
+    *,
+    bits: int,
+    scheme: str = "sym",
+    group_size: int = -1,
+    damp: float = 0.01,
+    block_size: int = 128,
+    act_order: bool = False,
+) -> torch.Tensor:
+    """Quantize the weight `w` [out, in] given its input Hessian `H` [in, in]; return the dequantized float32
+    weight [out, in] on the same grid as `quantize_rtn` (per output row, or per row and `group_size` columns).
+
+    Columns are quantized left to right (or by decreasing diag(H) with `act_order`); each column's rounding error
+    is spread over the remaining columns through the rows of the inverse Hessian's Cholesky factor, in blocks of
+    `block_size` columns with a lazy update of the rest (the paper's Algorithm 1).
+    """
+    W = w.detach().float().clone()  # [out, in]
+    H = H.float().clone()
+    out_features, in_features = W.shape
+    dead = torch.diag(H) == 0  # inputs that were always zero: their weights cannot matter
+    H[dead, dead] = 1
+    W[:, dead] = 0
+
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    U = _inverse_hessian_cholesky(H, damp)  # [in, in], upper triangular
+
+    Q = torch.zeros_like(W)
+    scale, zero = grid_params(W, bits, scheme)  # per-channel grid; replaced per group below
+    for i1 in range(0, in_features, block_size):
+        i2 = min(i1 + block_size, in_features)
+        W1 = W[:, i1:i2].clone()  # [out, b]: the block, updated column by column
+        Q1 = torch.zeros_like(W1)
+        E1 = torch.zeros_like(W1)  # scaled errors, for the lazy update of the columns after the block
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if group_size != -1 and col % group_size == 0:
+                # The group's grid is fitted on its weights as updated so far (GPTQ's choice, not the originals).
+                group = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group_size]
+                scale, zero = grid_params(group, bits, scheme)
+            w_col = W1[:, i : i + 1]  # [out, 1]
+            q_col = fake_quant(w_col, scale, zero, bits, scheme)
+            Q1[:, i : i + 1] = q_col
+            err = (w_col - q_col) / U1[i, i]
+            W1[:, i:] -= err @ U1[i : i + 1, i:]
+            E1[:, i : i + 1] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    return Q
+
+
+def _quantize_group(
+    members: list[tuple[str, nn.Module]], H: torch.Tensor, mod: GPTQ, prefix: str, fp: Footprint
+):
+    for name, module in members:
+        w = weight_view(module)
+        q = gptq_quantize(
+            w,
+            H,
+            bits=mod.bits,
+            scheme=mod.scheme,
+            group_size=mod.group_size,
+            damp=mod.damp,
+            block_size=mod.block_size,
+            act_order=mod.act_order,
+        )
+        set_weight(module, q)
+        out_f, in_f = w.shape
+        bpw = grouped_bits_per_weight(
+            mod.bits, in_f, out_f, mod.group_size, asym=mod.scheme == "asym", act_order=mod.act_order
+        )
+        fp.add(f"{prefix}.{name}", w.numel(), bpw)
+
+
+def _hessian_pass(step, groups, device) -> list[HessianAccumulator]:
+    """One calibration pass through the block collecting one Hessian per input group (shared by its members)."""
+    accs = [HessianAccumulator(weight_view(g[0][1]).shape[1], device) for g in groups]
+    handles = [
+        g[0][1].register_forward_pre_hook(lambda _m, args, acc=acc: acc.add(args[0]))
+        for g, acc in zip(groups, accs, strict=True)
+    ]
+    try:
+        step.forward(stop_after=groups[-1][-1][1])  # nothing after the last group's layers is needed
+    finally:
+        for h in handles:
+            h.remove()
+    return accs
+
+
+@handles(GPTQ)
+def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
+    model = state.model
+    device = next(model.parameters()).device
+    windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
+    footprint = Footprint()
+    block_prefix = _block_prefix(model)
+    for step in walk_blocks(model, windows, batch_size=8):
+        groups = input_groups(step)
+        # true_sequential: one pass per group, each on the outputs of the groups already quantized before it.
+        stages = [[g] for g in groups] if mod.true_sequential else [groups]
+        for stage in stages:
+            accs = _hessian_pass(step, stage, device)
+            for members, acc in zip(stage, accs, strict=True):
+                _quantize_group(members, acc.H, mod, f"{block_prefix}.{step.index}", footprint)
+        log.info("GPTQ: block %d quantized (%d layers)", step.index, sum(len(g) for g in groups))
+    state.report.update(footprint.report(model))
+    state.report["calib_tokens"] = float(windows.numel())
+
+
+def _block_prefix(model: nn.Module) -> str:
+    """Qualified name of the block list (e.g. 'model.layers'), so footprint entries match parameter names."""
+    blocks = find_blocks(model)
+    for name, module in model.named_modules():
+        if module is blocks:
+            return name
+    raise ValueError("block list not found among the model's modules")
