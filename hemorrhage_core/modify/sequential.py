@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import torch
@@ -119,10 +119,8 @@ class BlockStep:
             handle = stop_after.register_forward_hook(stop)
         try:
             for hidden, call in zip(self.inputs, self.calls, strict=True):
-                try:
+                with suppress(_StopForward):
                     self.block(hidden, *call.args, **call.kwargs)
-                except _StopForward:
-                    pass
         finally:
             if handle is not None:
                 handle.remove()
