@@ -16,6 +16,7 @@ import torch
 
 from ..modify.base import ModifiedModel
 from .capture import attention_patterns, forward_sites
+from .decoding import PredictionStats
 from .metrics import LayerAccumulator, entropy, histogram, js_divergence, kl_topk, quantile_summary
 from .reference import BaseReference, batch_slices, position_logprobs
 
@@ -59,6 +60,7 @@ def profile_model(
     num_layers = len(mod.layer_map)
     acc = LayerAccumulator(num_layers)
     kl_parts, base_t, mod_t, agree, top5 = [], [], [], [], []
+    decoding = PredictionStats()  # support cut by samplers, reverse KL, ECE
 
     slices = batch_slices(windows.shape[0], batch_size)
     for i, sl in enumerate(slices):
@@ -68,9 +70,16 @@ def profile_model(
         ids = windows[sl].to(device)
         final, resid = forward_sites(model, ids)
         targets = ids[:, 1:].reshape(-1)
-        for rows, lp in position_logprobs(model, final, mod.transform_logits):
+        context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
+        for rows, lp in position_logprobs(model, final, mod.transform_logits, context_ids=context):
             top_ids = ref["top_ids"][rows].to(device)
             kl = kl_topk(ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device), top_ids, lp)
+            # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite
+            # there by definition (kl_topk would give inf, or NaN through 0 * inf).
+            kl = torch.where(torch.isneginf(lp).any(-1), torch.full_like(kl, math.inf), kl)
+            decoding.add(
+                ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device), top_ids, lp, targets[rows]
+            )
             kl_parts.append(kl.cpu())
             mod_t.append(lp.gather(1, targets[rows, None]).squeeze(1).cpu())
             mod_top5 = torch.topk(lp, min(5, lp.shape[-1]), dim=-1).indices
@@ -102,6 +111,7 @@ def profile_model(
         "dp_mean": float(dp.mean()),
         "dp_rms": float(dp.pow(2).mean().sqrt()),
         "evaluated_tokens": float(kl.numel()),
+        **decoding.results(),
     }
 
     layer_rows = [

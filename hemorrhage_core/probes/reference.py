@@ -58,17 +58,37 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def position_logprobs(model, final_hidden: torch.Tensor, transform=None):
+def context_rows(ids: torch.Tensor, rows: slice) -> torch.Tensor:
+    """The tokens each flattened predicting position of `ids` [B, T] has seen, itself included: [rows, T-1].
+
+    Row r is position t = r % (T-1) of window b = r // (T-1) (the layout of `position_logprobs`); its tokens
+    ids[b, :t+1] are right-aligned and left-padded with -1, so `[:, -n:]` are the last n tokens.
+    """
+    width = ids.shape[1] - 1
+    r = torch.arange(rows.start, rows.stop, device=ids.device)
+    b, t = r // width, r % width
+    src = t[:, None] - (width - 1) + torch.arange(width, device=ids.device)  # [rows, width] source positions
+    return torch.where(src >= 0, ids[b[:, None], src.clamp(min=0)], -1)
+
+
+def position_logprobs(
+    model, final_hidden: torch.Tensor, transform=None, context_ids: torch.Tensor | None = None
+):
     """Yield (row slice, log-probs [rows, V] float32) over the flattened predicting positions of a batch.
 
-    final_hidden: [B, T, d]; only positions 0..T-2 predict a token inside the window.
+    final_hidden: [B, T, d]; only positions 0..T-2 predict a token inside the window. With `context_ids` (the
+    window ids [B, T]) the transform is called as transform(logits, context=context_rows(...)) (repetition
+    penalties read the preceding tokens).
     """
     flat = final_hidden[:, :-1].reshape(-1, final_hidden.shape[-1])
     for start in range(0, flat.shape[0], LOGIT_CHUNK):
         rows = slice(start, min(start + LOGIT_CHUNK, flat.shape[0]))
         logits = unembed(model, flat[rows])
         if transform is not None:
-            logits = transform(logits)
+            if context_ids is not None:
+                logits = transform(logits, context=context_rows(context_ids, rows))
+            else:
+                logits = transform(logits)
         yield rows, torch.log_softmax(logits, dim=-1)
 
 

@@ -1,0 +1,125 @@
+"""Metrics of the distribution a user samples from: truncated support, reverse KL, confidence calibration.
+
+Truncating samplers (top-k, top-p, min-p) give probability 0 to tokens the original model can emit, so the
+forward KL(P_base || P_mod) is infinite at those positions by definition. What stays finite and informative:
+
+- `mass_cut`: the original model's probability on the tokens the modified distribution gives 0;
+- `kl_reverse`: KL(P_mod || P_base), which sums over the modified support only;
+- `kl_forward_infinite_share`: the share of positions where the forward KL is infinite;
+- `target_cut_share`: the share of positions whose reference token has probability 0 (perplexity is then inf).
+
+The base distribution is known as its top-K plus one tail bucket (see reference.py), so `kl_reverse` and
+`mass_cut` are computed on those K + 1 outcomes. `kl_reverse` is a lower bound of the full reverse KL (log-sum
+inequality), exact when the modified support lies inside the base top-K. `mass_cut` is exact when the cut set
+lies inside the top-K or covers the whole tail, and a lower bound when a tail is only partly cut (the base
+probabilities of individual tail tokens are not kept). generation.py measures both exactly from full logits.
+
+Expected calibration error (ECE) uses 15 equal-width bins of the modified model's top-1 probability:
+ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|, with accuracy against the reference (next) token (`ece`)
+or against the original model's argmax (`ece_agree`); `ece_base` is the original model's own ECE.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .metrics import log_tail_mass, quantile_summary
+
+ECE_BINS = 15
+
+
+def support_divergence(
+    base_top_lp: torch.Tensor, base_tail_lp: torch.Tensor, top_ids: torch.Tensor, mod_logprobs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kl_reverse [N], mass_cut [N]) from the base top-K [N, K] + tail [N] and modified log-probs [N, V].
+
+    kl_reverse = sum over the K + 1 outcomes with q > 0 of q (log q - log p); 0 log 0 = 0, so cut tokens add
+    nothing. mass_cut = base mass on the top-K tokens with q = 0, plus the base tail when q's tail is 0.
+    """
+    mod_top = mod_logprobs.gather(1, top_ids.long())  # [N, K]
+    mod_tail = log_tail_mass(mod_logprobs, top_ids)  # [N]
+    q_top, q_tail = mod_top.exp(), mod_tail.exp()
+    head = torch.where(q_top > 0, q_top * (mod_top - base_top_lp), torch.zeros_like(q_top)).sum(-1)
+    tail = torch.where(q_tail > 0, q_tail * (mod_tail - base_tail_lp), torch.zeros_like(q_tail))
+    p_top = base_top_lp.exp()
+    cut_top = torch.where(torch.isneginf(mod_top), p_top, torch.zeros_like(p_top)).sum(-1)
+    cut_tail = torch.where(torch.isneginf(mod_tail), base_tail_lp.exp(), torch.zeros_like(q_tail))
+    return head + tail, cut_top + cut_tail
+
+
+def expected_calibration_error(
+    confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS
+) -> float:
+    """ECE over equal-width confidence bins: sum_b (n_b / N) |mean(correct_b) - mean(confidence_b)|.
+
+    confidence: [N] in [0, 1]; correct: [N] bool.
+    """
+    conf = confidence.double().flatten()
+    hit = correct.double().flatten()
+    if conf.numel() == 0:
+        return float("nan")
+    # Bin b holds (b/n, (b+1)/n]; confidence 0 goes to the first bin.
+    idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    conf_sum = torch.bincount(idx, weights=conf, minlength=n_bins)
+    hit_sum = torch.bincount(idx, weights=hit, minlength=n_bins)
+    return float((hit_sum - conf_sum).abs().sum() / conf.numel())
+
+
+class PredictionStats:
+    """Streams the decoding metrics above over position chunks; keeps O(N) scalars, never a distribution."""
+
+    PARTS = (
+        "kl_reverse",
+        "mass_cut",
+        "infinite",
+        "target_cut",
+        "conf",
+        "hit",
+        "agree",
+        "base_conf",
+        "base_hit",
+    )
+
+    def __init__(self):
+        self._parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.PARTS}
+
+    def add(
+        self,
+        base_top_lp: torch.Tensor,
+        base_tail_lp: torch.Tensor,
+        top_ids: torch.Tensor,
+        mod_logprobs: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> None:
+        """One chunk: base top-K [N, K] / tail [N] / ids [N, K], modified log-probs [N, V], reference ids [N]."""
+        kl_rev, cut = support_divergence(base_top_lp, base_tail_lp, top_ids, mod_logprobs)
+        conf, arg = mod_logprobs.max(dim=-1)
+        targets = targets.long()
+        values = {
+            "kl_reverse": kl_rev,
+            "mass_cut": cut,
+            "infinite": torch.isneginf(mod_logprobs).any(-1),
+            "target_cut": torch.isneginf(mod_logprobs.gather(1, targets[:, None]).squeeze(1)),
+            "conf": conf.exp(),
+            "hit": arg == targets,
+            "agree": arg == top_ids[:, 0].long(),
+            "base_conf": base_top_lp[:, 0].exp(),
+            "base_hit": top_ids[:, 0].long() == targets,
+        }
+        for k, v in values.items():
+            self._parts[k].append(v.detach().cpu())
+
+    def results(self) -> dict[str, float]:
+        cat = {k: torch.cat(v) for k, v in self._parts.items()}
+        mass_cut = cat["mass_cut"].double()
+        return {
+            **quantile_summary(cat["kl_reverse"].double(), "kl_reverse"),
+            "mass_cut_mean": float(mass_cut.mean()),
+            "mass_cut_p90": quantile_summary(mass_cut, "m")["m_p90"],
+            "mass_cut_max": float(mass_cut.max()),
+            "kl_forward_infinite_share": float(cat["infinite"].double().mean()),
+            "target_cut_share": float(cat["target_cut"].double().mean()),
+            "ece": expected_calibration_error(cat["conf"], cat["hit"]),
+            "ece_agree": expected_calibration_error(cat["conf"], cat["agree"]),
+            "ece_base": expected_calibration_error(cat["base_conf"], cat["base_hit"]),
+        }
