@@ -65,6 +65,9 @@ class ModifiedModel:
     layer_map: list[int | None]  # original block i -> block index in `model` (None: removed)
     logit_transforms: list[LogitTransform] = field(default_factory=list)
     report: dict[str, float] = field(default_factory=dict)
+    # original block i -> the original head index of each head its block still has, for blocks whose heads were
+    # pruned (structured pruning): the profile then compares every surviving head with the head it was.
+    head_map: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def needs_context(self) -> bool:

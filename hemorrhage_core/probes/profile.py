@@ -138,6 +138,8 @@ def _attention_rows(mod: ModifiedModel, reference: BaseReference, probe_ids: tor
         if j is None:
             continue
         p, q = base[layer], modified[j].cpu()
+        heads = mod.head_map.get(layer, list(range(p.shape[1])))  # original index of each modified head
+        p = p[:, heads]  # pruned heads: compare each surviving head with the head it was
         if p.shape != q.shape:  # a structural change altered the head count: heads no longer correspond
             continue
         js = js_divergence(p, q).mean(dim=(0, 2))  # [H]: mean over probes and queries
@@ -146,10 +148,10 @@ def _attention_rows(mod: ModifiedModel, reference: BaseReference, probe_ids: tor
         sink_p, sink_q = p[:, :, 1:, 0].mean(dim=(0, 2)), q[:, :, 1:, 0].mean(dim=(0, 2))
         for h in range(js.shape[0]):
             head_rows += [
-                (layer, h, "attn_js", float(js[h])),
-                (layer, h, "attn_entropy_shift", float(dh[h])),
-                (layer, h, "attn_sink_base", float(sink_p[h])),
-                (layer, h, "attn_sink", float(sink_q[h])),
+                (layer, heads[h], "attn_js", float(js[h])),
+                (layer, heads[h], "attn_entropy_shift", float(dh[h])),
+                (layer, heads[h], "attn_sink_base", float(sink_p[h])),
+                (layer, heads[h], "attn_sink", float(sink_q[h])),
             ]
         layer_rows += [(layer, "attn_js_mean", float(js.mean())), (layer, "attn_entropy_shift", float(dh.mean()))]
     return head_rows, layer_rows
