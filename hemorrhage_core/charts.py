@@ -1,11 +1,18 @@
 """Tidy DataFrame -> Plotly figure. No Streamlit and no SQL here, so every chart is testable and exportable.
 
 One visual language: the original model is always blue, the modified one always red, each method family has
-its own colour, axes carry units, and perplexity-like quantities use log scales where they explode.
+its own colour (several runs of one family get shades and dashes of it), axes carry units, and
+perplexity-like quantities use log scales because collapsed models reach thousands. Backgrounds are
+transparent so charts read in Streamlit's light and dark themes; exports are rendered on white.
 """
 
 from __future__ import annotations
 
+import colorsys
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -18,18 +25,42 @@ FAMILY_COLORS = {
     "decode": "#B279A2",
     "depth": "#9D755D",
     "mitigation": "#72B7B2",
+    "paper": "#8C8C8C",
+    "other": "#7F7F7F",
 }
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (metrics.md §4)
+
+# Units and readable names of the metrics the charts draw.
+METRIC_LABELS = {
+    "hidden_rel_error": "relative error ‖h′−h‖/‖h‖",
+    "hidden_cosine": "cosine similarity",
+    "hidden_sqnr_db": "SQNR (dB)",
+    "logit_lens_kl": "logit-lens KL (nats)",
+    "attn_js_mean": "attention JS divergence (nats)",
+    "attn_entropy_shift": "attention entropy shift (nats)",
+    "cascade_ratio": "cascade ratio e(l+1)/e(l)",
+    "ppl_ratio": "perplexity ratio (modified / original)",
+    "kl_mean": "KL mean (nats)",
+    "kl_p99": "KL p99 (nats)",
+    "top1_agreement": "top-1 agreement",
+    "top5_overlap": "top-5 overlap",
+    "dp_rms": "Δp RMS",
+}
+_LOG_METRICS = {"ppl_ratio", "ppl", "kl_mean", "kl_p99", "logit_lens_kl"}
+_SHARE_METRICS = {"top1_agreement", "top5_overlap"}
 
 
-def _style(fig: go.Figure, title: str) -> go.Figure:
+def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
     fig.update_layout(
         title=dict(text=title, x=0.01, xanchor="left"),
         template=TEMPLATE,
         font=FONT,
-        margin=dict(l=60, r=20, t=60, b=50),
+        margin=dict(l=60, r=20, t=80 if legend else 60, b=50),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        showlegend=legend,
         # Transparent backgrounds keep the chart readable in Streamlit's light and dark themes; exports set white.
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
@@ -37,60 +68,277 @@ def _style(fig: go.Figure, title: str) -> go.Figure:
     return fig
 
 
+def _empty(title: str, message: str) -> go.Figure:
+    """A figure that says why there is nothing to draw (instead of an empty grid)."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _style(fig, title, legend=False)
+
+
+def shade(color: str, i: int, n: int) -> str:
+    """The i-th of n shades of a hex colour (lighter to darker around the base), so runs of one family differ."""
+    if n <= 1:
+        return color
+    r, g, b = (int(color[k : k + 2], 16) / 255 for k in (1, 3, 5))
+    h, light, s = colorsys.rgb_to_hls(r, g, b)
+    light = min(max(light + (0.22 * (i / (n - 1)) - 0.11) * 2, 0.15), 0.8)
+    r, g, b = colorsys.hls_to_rgb(h, light, s)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def run_styles(runs: Sequence[str], families: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+    """(colour, dash) per run: the family colour, shaded and dashed when a family has several runs.
+
+    A single run with no family is drawn in MODIFIED red (it is "the modified model").
+    """
+    families = list(families) if families is not None else [None] * len(runs)
+    if len(runs) == 1 and families[0] is None:
+        return {runs[0]: (MODIFIED, "solid")}
+    by_family: dict[str, list[str]] = {}
+    for run, fam in zip(runs, families, strict=True):
+        by_family.setdefault(fam or "other", []).append(run)
+    out = {}
+    palette = list(FAMILY_COLORS.values())
+    for f_index, (fam, members) in enumerate(by_family.items()):
+        base = FAMILY_COLORS.get(fam.split("+")[0], palette[f_index % len(palette)])
+        if fam == "other" and families[0] is None:
+            base = MODIFIED
+        for i, run in enumerate(members):
+            out[run] = (shade(base, i, len(members)), DASHES[i % len(DASHES)])
+    return out
+
+
+def _runs_of(df: pd.DataFrame) -> tuple[list, dict[str, tuple[str, str]]]:
+    runs = df["run"].drop_duplicates().tolist() if "run" in df.columns else [None]
+    fams = None
+    if "family" in df.columns and "run" in df.columns:
+        fams = df.drop_duplicates("run").set_index("run").loc[runs, "family"].tolist()
+    styles = run_styles([str(r) for r in runs], fams)
+    return runs, styles
+
+
+# -- per-run profile charts ---------------------------------------------------------------------------------------
+
+
 def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str | None = None) -> go.Figure:
-    """Layer x head heatmap of one per-head metric (default: JS divergence of attention rows, nats)."""
-    data = heads[heads.metric == metric]
+    """Layer x head heatmap of one per-head metric (default: JS divergence of attention rows, nats).
+
+    `heads` is tidy: layer, head, metric, value.
+    """
+    units = {
+        "attn_js": "JS divergence (nats)",
+        "attn_entropy_shift": "entropy shift H(A′)−H(A) (nats)",
+        "attn_sink": "sink mass, modified (share)",
+        "attn_sink_base": "sink mass, original (share)",
+    }.get(metric, metric)
+    title = title or "Attention disruption per layer and head"
+    data = heads[heads.metric == metric] if not heads.empty else heads
+    if data.empty:
+        return _empty(title, "no per-head attention rows for this run")
     grid = data.pivot(index="layer", columns="head", values="value").sort_index()
-    units = {"attn_js": "JS divergence (nats)", "attn_entropy_shift": "entropy shift (nats)"}.get(metric, metric)
+    diverging = metric == "attn_entropy_shift"
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
             x=[f"h{h}" for h in grid.columns],
             y=[f"L{layer}" for layer in grid.index],
-            colorscale="Reds" if metric != "attn_entropy_shift" else "RdBu_r",
-            zmid=0 if metric == "attn_entropy_shift" else None,
-            colorbar=dict(title=units),
+            colorscale="RdBu_r" if diverging else "Reds",
+            zmid=0 if diverging else None,
+            zmin=None if diverging else 0,
+            colorbar=dict(title=dict(text=units, side="right")),
             hovertemplate="layer %{y} head %{x}<br>" + units + " %{z:.4g}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="attention head")
     fig.update_yaxes(title_text="layer", autorange="reversed")
-    return _style(fig, title or "Attention disruption per layer and head")
+    return _style(fig, title, legend=False)
 
 
 def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Relative error ‖h′−h‖/‖h‖ (left axis) and cosine similarity (right axis) of the residual stream per layer.
 
-    `layers` is tidy (layer, metric, value) and may carry a `run` column to overlay several runs.
+    `layers` is tidy (layer, metric, value) and may carry a `run` column (and `family`) to overlay several runs.
     """
-    runs = layers["run"].unique().tolist() if "run" in layers.columns else [None]
+    title = title or "Layer-wise information loss (the cascade)"
+    if layers.empty or not layers.metric.isin(["hidden_rel_error", "hidden_cosine"]).any():
+        return _empty(title, "no per-layer rows for this run")
+    runs, styles = _runs_of(layers)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    dash = ["solid", "dash", "dot", "dashdot"]
-    for i, run in enumerate(runs):
+    for run in runs:
         df = layers if run is None else layers[layers.run == run]
+        color, dash = styles[str(run)]
         suffix = "" if run is None else f" — {run}"
         rel = df[df.metric == "hidden_rel_error"].sort_values("layer")
         cos = df[df.metric == "hidden_cosine"].sort_values("layer")
         fig.add_trace(
-            go.Scatter(x=rel.layer, y=rel.value, name=f"relative error{suffix}", mode="lines+markers",
-                       line=dict(color=MODIFIED, dash=dash[i % 4])),
+            go.Scatter(
+                x=rel.layer,
+                y=rel.value,
+                name=f"relative error{suffix}",
+                mode="lines+markers",
+                line=dict(color=color, dash=dash),
+            ),
             secondary_y=False,
-        )  # fmt: skip
+        )
         fig.add_trace(
-            go.Scatter(x=cos.layer, y=cos.value, name=f"cosine (modified vs original){suffix}", mode="lines",
-                       line=dict(color=ORIGINAL, dash=dash[i % 4])),
+            go.Scatter(
+                x=cos.layer,
+                y=cos.value,
+                name=f"cosine{suffix}",
+                mode="lines",
+                line=dict(color=ORIGINAL if run is None else color, dash="dot", width=1.5),
+            ),
             secondary_y=True,
-        )  # fmt: skip
-    fig.add_hline(y=1.0, line=dict(color=ORIGINAL, width=1, dash="dot"), secondary_y=True,
-                  annotation_text="original (cosine 1)", annotation_position="bottom right")  # fmt: skip
+        )
+    fig.add_hline(
+        y=1.0,
+        line=dict(color=ORIGINAL, width=1, dash="dot"),
+        secondary_y=True,
+        annotation_text="original (cosine 1)",
+        annotation_position="bottom right",
+    )
     fig.update_xaxes(title_text="layer (residual stream after block)")
     fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="cosine similarity", secondary_y=True)
-    return _style(fig, title or "Layer-wise information loss (the cascade)")
+    fig.update_yaxes(title_text="cosine similarity", secondary_y=True, showgrid=False)
+    return _style(fig, title)
 
 
-def kl_distribution_chart(kl_hist: pd.DataFrame, metrics: dict[str, float] | None = None, title: str | None = None) -> go.Figure:
-    """Histogram of per-token KL(base‖modified) on log-spaced bins, with mean and p99 marked."""
+def cascade_chart(
+    layers: pd.DataFrame, metrics: Sequence[str] | None = None, title: str | None = None
+) -> go.Figure:
+    """Small multiples, one panel per per-layer metric (relative error, cosine, SQNR, logit-lens KL, ...),
+    with every run of `layers` (tidy: [run, family,] layer, metric, value) overlaid in its own style."""
+    title = title or "Information-loss cascade per layer"
+    wanted = list(metrics or ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "logit_lens_kl"])
+    present = [m for m in wanted if not layers.empty and (layers.metric == m).any()]
+    if not present:
+        return _empty(title, "no per-layer rows for these runs")
+    runs, styles = _runs_of(layers)
+    fig = make_subplots(
+        rows=len(present),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=[METRIC_LABELS.get(m, m) for m in present],
+    )
+    for row, metric in enumerate(present, start=1):
+        for run in runs:
+            df = layers if run is None else layers[layers.run == run]
+            d = df[df.metric == metric].sort_values("layer")
+            color, dash = styles[str(run)]
+            fig.add_trace(
+                go.Scatter(
+                    x=d.layer,
+                    y=d.value,
+                    mode="lines+markers",
+                    name=str(run or "modified"),
+                    legendgroup=str(run),
+                    showlegend=row == 1,
+                    line=dict(color=color, dash=dash),
+                    marker=dict(size=5),
+                    hovertemplate=f"{run or ''} layer %{{x}}<br>{METRIC_LABELS.get(metric, metric)} "
+                    "%{y:.4g}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        fig.update_yaxes(
+            title_text=METRIC_LABELS.get(metric, metric).split(" (")[0],
+            row=row,
+            col=1,
+            type="log"
+            if metric in _LOG_METRICS and (layers.loc[layers.metric == metric, "value"] > 0).all()
+            else "linear",
+        )
+    fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
+    fig.update_layout(height=max(320, 230 * len(present)))
+    return _style(fig, title)
+
+
+def module_ranking_chart(
+    modules: pd.DataFrame,
+    value: str = "value",
+    top: int = 20,
+    title: str | None = None,
+    units: str = "relative output error ‖(W′−W)X‖/‖WX‖",
+) -> go.Figure:
+    """Horizontal bars of the `top` modules that bleed most. `modules`: module, value[, layer, family]."""
+    title = title or "Modules that bleed most"
+    if modules.empty:
+        return _empty(title, "no per-module rows for this run")
+    d = modules.sort_values(value, ascending=False).head(top).iloc[::-1]
+    color = [FAMILY_COLORS.get(f, MODIFIED) for f in d["family"]] if "family" in d.columns else MODIFIED
+    fig = go.Figure(
+        go.Bar(
+            x=d[value],
+            y=d["module"],
+            orientation="h",
+            marker_color=color,
+            hovertemplate="%{y}<br>" + units + " %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text=units)
+    fig.update_yaxes(title_text="module", automargin=True)
+    fig.update_layout(height=max(320, 22 * len(d) + 120))
+    return _style(fig, title, legend=False)
+
+
+def attention_maps_chart(
+    base: np.ndarray,
+    modified: np.ndarray,
+    tokens: Sequence[str],
+    title: str | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+) -> go.Figure:
+    """Original, modified and difference attention maps [T, T] (query rows, key columns) with tokens on axes."""
+    where = f"layer {layer}, head {head}" if layer is not None else ""
+    title = title or f"Attention maps {where}".strip()
+    base, modified = np.asarray(base, dtype=float), np.asarray(modified, dtype=float)
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    diff = modified - base
+    lim = float(np.abs(diff).max()) or 1e-9
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        horizontal_spacing=0.07,
+        shared_yaxes=True,
+        subplot_titles=("original", "modified", "modified − original"),
+    )
+    common = dict(x=labels, y=labels, hovertemplate="query %{y}<br>key %{x}<br>%{z:.4f}<extra></extra>")
+    fig.add_trace(go.Heatmap(z=base, colorscale="Blues", zmin=0, zmax=1, showscale=False, **common), 1, 1)
+    fig.add_trace(go.Heatmap(z=modified, colorscale="Reds", zmin=0, zmax=1, showscale=False, **common), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            z=diff,
+            colorscale="RdBu_r",
+            zmid=0,
+            zmin=-lim,
+            zmax=lim,
+            colorbar=dict(title=dict(text="Δ attention weight", side="right")),
+            **common,
+        ),
+        1,
+        3,
+    )
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=9))
+    fig.update_xaxes(tickfont=dict(size=9), tickangle=-60, title_text="key token")
+    fig.update_yaxes(title_text="query token", row=1, col=1)
+    fig.update_layout(height=max(420, 14 * len(tokens) + 200))
+    return _style(fig, title, legend=False)
+
+
+def kl_distribution_chart(
+    kl_hist: pd.DataFrame, metrics: dict[str, float] | None = None, title: str | None = None
+) -> go.Figure:
+    """Histogram of per-token KL(base‖modified) on log-spaced bins, with mean and p99 noted."""
+    title = title or "Divergence: distribution of per-token KL"
+    if kl_hist.empty:
+        return _empty(title, "no KL histogram for this run")
     hist = kl_hist.copy()
     hist["label"] = [f"{lo:.0e}–{hi:.0e}" for lo, hi in zip(hist.bin_lo, hist.bin_hi, strict=True)]
     total = max(int(hist["count"].sum()), 1)
@@ -107,8 +355,42 @@ def kl_distribution_chart(kl_hist: pd.DataFrame, metrics: dict[str, float] | Non
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:
         note = f"mean {metrics.get('kl_mean', float('nan')):.4g} · p99 {metrics.get('kl_p99', float('nan')):.4g} nats"
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right")
-    return _style(fig, title or "Divergence: distribution of per-token KL")
+        fig.add_annotation(
+            text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right"
+        )
+    return _style(fig, title, legend=False)
+
+
+def kl_cdf_chart(kl_hist: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Cumulative share of tokens with KL below x (log x), from the stored log-binned histogram.
+
+    `kl_hist`: bin_lo, bin_hi, count[, run, family]. Each step is drawn at the upper edge of its bin, so the
+    curve is exact at the bin edges.
+    """
+    title = title or "Divergence: cumulative distribution of per-token KL"
+    if kl_hist.empty:
+        return _empty(title, "no KL histogram for these runs")
+    runs, styles = _runs_of(kl_hist)
+    fig = go.Figure()
+    for run in runs:
+        d = (kl_hist if run is None else kl_hist[kl_hist.run == run]).sort_values("bin_lo")
+        total = max(float(d["count"].sum()), 1.0)
+        edges = d.bin_hi.clip(lower=1e-12)
+        color, dash = styles[str(run)]
+        fig.add_trace(
+            go.Scatter(
+                x=edges,
+                y=d["count"].cumsum() / total,
+                mode="lines+markers",
+                line_shape="hv",
+                name=str(run or "modified"),
+                line=dict(color=color, dash=dash),
+                hovertemplate="KL ≤ %{x:.2g} nats: %{y:.1%} of tokens<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text="per-token KL(original ‖ modified), nats (log scale)", type="log")
+    fig.update_yaxes(title_text="share of tokens at or below", tickformat=".0%", range=[0, 1.02])
+    return _style(fig, title, legend=len(runs) > 1)
 
 
 def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.Figure:
@@ -120,15 +402,370 @@ def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.
             marker_color=[ORIGINAL, MODIFIED],
             text=[f"{metrics['ppl_base']:.2f}", f"{metrics['ppl']:.2f}"],
             textposition="outside",
+            cliponaxis=False,
         )
     )
-    fig.update_yaxes(title_text="perplexity (log scale)", type="log")
-    return _style(fig, title or "Perplexity, original vs modified")
+    top = max(metrics["ppl_base"], metrics["ppl"])
+    fig.update_yaxes(
+        title_text="perplexity (log scale)",
+        type="log",
+        range=[math.log10(max(min(metrics["ppl_base"], metrics["ppl"]) / 2, 1e-3)), math.log10(top * 3)],
+    )
+    return _style(fig, title or "Perplexity, original vs modified", legend=False)
 
 
-def export_bytes(fig: go.Figure, fmt: str, *, width: int = 1000, height: int = 560) -> bytes:
-    """PNG/SVG/PDF through kaleido (needs Chrome: Debian's chromium), or standalone HTML (plotly.js inlined)."""
+# -- comparisons across runs --------------------------------------------------------------------------------------
+
+
+def metric_bars_chart(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = ("ppl_ratio", "kl_mean", "top1_agreement"),
+    title: str | None = None,
+) -> go.Figure:
+    """One panel per metric, one bar per run (wide table: label, family, metrics as columns)."""
+    title = title or "Runs compared"
+    present = [m for m in metrics if m in runs.columns]
+    if runs.empty or not present:
+        return _empty(title, "no runs selected")
+    labels = runs["label"].astype(str).tolist()
+    if len(set(labels)) < len(labels):  # same label on several models or corpora: make them distinct
+        labels = [f"{lb} · {m}" for lb, m in zip(labels, runs.get("model", [""] * len(runs)), strict=True)]
+    styles = run_styles(labels, runs["family"].tolist() if "family" in runs.columns else None)
+    fig = make_subplots(
+        rows=1,
+        cols=len(present),
+        subplot_titles=[METRIC_LABELS.get(m, m) for m in present],
+        horizontal_spacing=0.08,
+    )
+    for col, metric in enumerate(present, start=1):
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=runs[metric],
+                marker_color=[styles[lb][0] for lb in labels],
+                showlegend=False,
+                hovertemplate="%{x}<br>" + METRIC_LABELS.get(metric, metric) + " %{y:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        if metric in _LOG_METRICS and (runs[metric] > 0).all():
+            fig.update_yaxes(type="log", row=1, col=col)
+        if metric in _SHARE_METRICS:
+            fig.update_yaxes(tickformat=".0%", row=1, col=col)
+        if metric == "ppl_ratio":
+            fig.add_hline(y=1.0, line=dict(color=ORIGINAL, dash="dot"), row=1, col=col)
+    fig.update_xaxes(tickangle=-30, automargin=True)
+    return _style(fig, title, legend=False)
+
+
+def sweep_chart(
+    points: pd.DataFrame,
+    x: str,
+    *,
+    x_label: str | None = None,
+    y: str = "ppl_ratio",
+    thresholds: Sequence[float] = THRESHOLDS,
+    robust: dict[str, float] | None = None,
+    reverse_x: bool | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Quality along one knob, one line per series, with the 1.1× / 2× / 10× thresholds and the robust zone.
+
+    `points`: series, x, y[, family]. `robust`: series -> the last knob value still inside the robust zone
+    (ratio ≤ 1.1×); the zone from the mildest setting to it is shaded in the series' colour. Bits fall as
+    compression grows, so the x axis is reversed for them (compression always grows to the right).
+    """
+    title = title or "Sweep: perplexity ratio along the knob"
+    if points.empty:
+        return _empty(title, "no sweep points yet")
+    reverse_x = ("bits" in x) if reverse_x is None else reverse_x
+    series = points["series"].drop_duplicates().tolist()
+    fams = (
+        points.drop_duplicates("series").set_index("series").loc[series, "family"].tolist()
+        if "family" in points
+        else None
+    )
+    styles = run_styles([str(s) for s in series], fams)
+    fig = go.Figure()
+    for s in series:
+        d = points[points.series == s].sort_values(x)
+        color, dash = styles[str(s)]
+        fig.add_trace(
+            go.Scatter(
+                x=d[x],
+                y=d[y],
+                mode="lines+markers",
+                name=str(s),
+                line=dict(color=color, dash=dash),
+                hovertemplate=f"{s}<br>{x} %{{x}}<br>{METRIC_LABELS.get(y, y)} %{{y:.4g}}<extra></extra>",
+            )
+        )
+        if robust and s in robust and robust[s] is not None:
+            lo = d[x].max() if reverse_x else d[x].min()
+            fig.add_vrect(
+                x0=lo,
+                x1=robust[s],
+                fillcolor=color,
+                opacity=0.10,
+                line_width=0,
+                layer="below",
+                annotation_text=f"robust zone (≤1.1×){' — ' + str(s) if len(series) > 1 else ''}",
+                annotation_position="top left",
+                annotation_font_size=11,
+            )
+    if y == "ppl_ratio":
+        fig.add_hline(
+            y=1.0,
+            line=dict(color=ORIGINAL, width=1.5),
+            annotation_text="original",
+            annotation_position="bottom right",
+        )
+        for t in thresholds:
+            fig.add_hline(
+                y=t,
+                line=dict(color="#888888", width=1, dash="dash"),
+                annotation_text=f"{t:g}×",
+                annotation_position="top right",
+            )
+    positive = (points[y] > 0).all()
+    fig.update_yaxes(
+        title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if y in _LOG_METRICS and positive else ""),
+        type="log" if y in _LOG_METRICS and positive else "linear",
+    )
+    if y in _SHARE_METRICS:
+        fig.update_yaxes(tickformat=".0%")
+    fig.update_xaxes(
+        title_text=(x_label or x) + (" (compression grows →)" if reverse_x else ""),
+        autorange="reversed" if reverse_x else True,
+    )
+    return _style(fig, title)
+
+
+def quality_memory_chart(points: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Perplexity ratio against the weights' memory: one marker per run (label, memory_mb, ppl_ratio, family[,
+    series]); runs of one series are joined. Lower-left is better."""
+    title = title or "Quality against memory"
+    if points.empty:
+        return _empty(title, "no runs with a memory estimate")
+    fig = go.Figure()
+    group = "series" if "series" in points.columns else "family"
+    keys = points[group].drop_duplicates().tolist()
+    fams = (
+        points.drop_duplicates(group).set_index(group).loc[keys, "family"].tolist()
+        if "family" in points
+        else None
+    )
+    styles = run_styles([str(k) for k in keys], fams)
+    for k in keys:
+        d = points[points[group] == k].sort_values("memory_mb")
+        color, dash = styles[str(k)]
+        fig.add_trace(
+            go.Scatter(
+                x=d.memory_mb,
+                y=d.ppl_ratio,
+                mode="lines+markers",
+                name=str(k),
+                text=d.label,
+                line=dict(color=color, dash=dash),
+                marker=dict(size=9),
+                hovertemplate="%{text}<br>%{x:.1f} MB<br>×%{y:.3f}<extra></extra>",
+            )
+        )
+    fig.add_hline(
+        y=1.0,
+        line=dict(color=ORIGINAL, width=1.5),
+        annotation_text="original quality",
+        annotation_position="bottom right",
+    )
+    fig.add_hline(
+        y=1.1,
+        line=dict(color="#888888", width=1, dash="dash"),
+        annotation_text="1.1×",
+        annotation_position="top right",
+    )
+    fig.update_xaxes(title_text="weight memory (MB)")
+    fig.update_yaxes(title_text="perplexity ratio (log scale)", type="log")
+    return _style(fig, title)
+
+
+# -- the paper -------------------------------------------------------------------------------------------------
+
+
+def paper_chart(
+    table: pd.DataFrame,
+    *,
+    x: str = "x",
+    y: str = "ppl",
+    x_label: str,
+    y_label: str = "perplexity",
+    title: str,
+    log_y: bool = True,
+    reverse_x: bool = False,
+) -> go.Figure:
+    """One of the paper's tables as lines, one per method (tidy: method, x, y). Grey-scale-free palette: the
+    paper's methods are told apart by colour; our own runs are never drawn here."""
+    if table.empty:
+        return _empty(title, "empty table")
+    fig = go.Figure()
+    palette = [
+        "#4C78A8",
+        "#F58518",
+        "#54A24B",
+        "#E45756",
+        "#72B7B2",
+        "#B279A2",
+        "#FF9DA6",
+        "#9D755D",
+        "#BAB0AC",
+        "#EECA3B",
+    ]
+    for i, (method, d) in enumerate(table.groupby("method", sort=False)):
+        d = d.dropna(subset=[y]).sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=d[x],
+                y=d[y],
+                mode="lines+markers",
+                name=str(method),
+                line=dict(color=palette[i % len(palette)], dash=DASHES[(i // len(palette)) % len(DASHES)]),
+                hovertemplate=f"{method}<br>{x_label} %{{x}}<br>{y_label} %{{y:.4g}}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
+    fig.update_yaxes(
+        title_text=y_label + (" (log scale)" if log_y else ""), type="log" if log_y else "linear"
+    )
+    return _style(fig, title)
+
+
+def paper_overlay_chart(
+    paper: pd.DataFrame, ours: pd.DataFrame, *, x_label: str, title: str, reverse_x: bool = False
+) -> go.Figure:
+    """The paper's curves (thin, grey shades: method, x, ratio) with our runs (bold, family colour: series, x,
+    ratio, family) on one normalised axis: perplexity ratio to each model's own baseline."""
+    fig = go.Figure()
+    methods = paper["method"].drop_duplicates().tolist() if not paper.empty else []
+    for i, method in enumerate(methods):
+        d = paper[paper.method == method].dropna(subset=["ratio"]).sort_values("x")
+        grey = shade("#8C8C8C", i, max(len(methods), 1))
+        fig.add_trace(
+            go.Scatter(
+                x=d.x,
+                y=d.ratio,
+                mode="lines+markers",
+                name=f"paper: {method}",
+                line=dict(color=grey, width=1.2, dash=DASHES[i % len(DASHES)]),
+                marker=dict(size=5),
+                hovertemplate=f"paper · {method}<br>{x_label} %{{x}}<br>×%{{y:.3g}}<extra></extra>",
+            )
+        )
+    if not ours.empty:
+        series = ours["series"].drop_duplicates().tolist()
+        fams = ours.drop_duplicates("series").set_index("series").loc[series, "family"].tolist()
+        styles = run_styles([str(s) for s in series], fams)
+        for s in series:
+            d = ours[ours.series == s].sort_values("x")
+            color, dash = styles[str(s)]
+            fig.add_trace(
+                go.Scatter(
+                    x=d.x,
+                    y=d.ratio,
+                    mode="lines+markers",
+                    name=f"ours: {s}",
+                    line=dict(color=color, width=3, dash=dash),
+                    marker=dict(size=10, symbol="diamond"),
+                    hovertemplate=f"ours · {s}<br>{x_label} %{{x}}<br>×%{{y:.3g}}<extra></extra>",
+                )
+            )
+    if not methods and ours.empty:
+        return _empty(title, "nothing to compare")
+    fig.add_hline(
+        y=1.0,
+        line=dict(color=ORIGINAL, width=1.5),
+        annotation_text="baseline",
+        annotation_position="bottom right",
+    )
+    for t in THRESHOLDS:
+        fig.add_hline(
+            y=t,
+            line=dict(color="#888888", width=1, dash="dash"),
+            annotation_text=f"{t:g}×",
+            annotation_position="top right",
+        )
+    fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
+    fig.update_yaxes(title_text="perplexity ratio to the model's own baseline (log scale)", type="log")
+    return _style(fig, title)
+
+
+def decoding_heatmap(scores: pd.DataFrame, task: str, title: str | None = None) -> go.Figure:
+    """Score change of each decoder against greedy, per model, for one task (tidy: model, task, decoder,
+    score). Diverging colours centred at 0: blue better than greedy, red worse."""
+    title = title or f"Decoding methods vs greedy — {task}"
+    d = scores[scores.task == task]
+    if d.empty:
+        return _empty(title, f"no rows for task {task}")
+    grid = d.pivot(index="model", columns="decoder", values="score")
+    order = [c for c in d.decoder.drop_duplicates() if c in grid.columns]
+    grid = grid[order]
+    delta = grid.sub(grid["Greedy"], axis=0) if "Greedy" in grid.columns else grid
+    lim = float(np.nanmax(np.abs(delta.values))) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=delta.values,
+            x=list(delta.columns),
+            y=list(delta.index),
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-lim,
+            zmax=lim,
+            customdata=grid.values,
+            colorbar=dict(title=dict(text="score − greedy (points)", side="right")),
+            hovertemplate="%{y}<br>%{x}: %{customdata:.2f} (%{z:+.2f} vs greedy)<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="decoding method")
+    fig.update_yaxes(title_text="model", automargin=True, autorange="reversed")
+    return _style(fig, title, legend=False)
+
+
+def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Per-step KL along the original model's own generation (tidy: step, kl[, run, family]); log y."""
+    title = title or "Per-step KL along the original trajectory"
+    if steps.empty:
+        return _empty(title, "no generation steps")
+    runs, styles = _runs_of(steps)
+    fig = go.Figure()
+    for run in runs:
+        d = (steps if run is None else steps[steps.run == run]).sort_values("step")
+        color, dash = styles[str(run)]
+        fig.add_trace(
+            go.Scatter(
+                x=d.step,
+                y=d.kl.clip(lower=1e-8),
+                mode="lines+markers",
+                name=str(run or "modified"),
+                line=dict(color=color, dash=dash),
+            )
+        )
+    fig.update_xaxes(title_text="generated token (step)")
+    fig.update_yaxes(title_text="KL(original ‖ modified), nats (log scale)", type="log")
+    return _style(fig, title, legend=len(runs) > 1)
+
+
+# -- export ------------------------------------------------------------------------------------------------------
+
+
+def export_bytes(fig: go.Figure, fmt: str, *, width: int = 1000, height: int | None = None) -> bytes:
+    """PNG/SVG/PDF through kaleido (needs Chrome: Debian's chromium), or standalone HTML (plotly.js inlined).
+
+    Static exports are drawn on white with dark text whatever the app theme. Height defaults to the figure's
+    own (tall small-multiples keep their proportions), else 560 px.
+    """
     if fmt == "html":
         return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+    if fmt not in ("png", "svg", "pdf"):
+        raise ValueError(f"unknown export format {fmt!r}; use png, svg, pdf or html")
     printable = go.Figure(fig).update_layout(paper_bgcolor="white", plot_bgcolor="white")
-    return printable.to_image(format=fmt, width=width, height=height)
+    height = height or fig.layout.height or 560
+    return printable.to_image(format=fmt, width=width, height=height, scale=1)

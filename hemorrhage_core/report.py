@@ -1,0 +1,272 @@
+"""One-click report: a standalone HTML file (and a PDF) with the chosen runs' charts, their specs and the
+measurement settings (corpus, hash, window, stride, tokens, code version), ready to send.
+
+The HTML inlines plotly.js once, so it opens offline with interactive charts. The PDF is the same report with
+every chart rendered to SVG by kaleido and printed by headless Chromium (the browser kaleido already needs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from . import charts
+from .errors import HemlabError
+from .paths import PROJECT_ROOT
+from .runner import RunResult
+from .spec import CODE_VERSION, MODIFICATIONS, load_families
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("torch", "transformers", "plotly", "duckdb", "streamlit")
+_CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+@cache
+def code_version() -> dict[str, str]:
+    """What produced the numbers: the metric code version, the git commit (and whether the tree was dirty) when
+    the project is a checkout, and the versions of the libraries that compute or draw them."""
+    out = {"hemorrhage_lab_code": CODE_VERSION}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        out["git_commit"] = commit + (" (uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = "unknown (not a git checkout)"
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _family(result: RunResult) -> str:
+    load_families()
+    fams = dict.fromkeys(getattr(MODIFICATIONS.get(m.kind), "family", "other") for m in result.spec.mods)
+    return "+".join(fams) or "original"
+
+
+def run_names(results: list[RunResult]) -> list[str]:
+    """A unique display name per run: its label, plus model / corpus / budget where labels collide."""
+    names = [r.spec.label() for r in results]
+    if len(set(names)) < len(names):
+        names = [
+            f"{n} · {r.spec.model} · {r.settings.get('corpus')} · {r.settings.get('tokens')} tok"
+            for n, r in zip(names, results, strict=True)
+        ]
+    if len(set(names)) < len(names):
+        names = [f"{n} · {r.run_key[:6]}" for n, r in zip(names, results, strict=True)]
+    return names
+
+
+def default_figures(results: list[RunResult]) -> list[tuple[str, go.Figure]]:
+    """The charts a report shows for these runs: headline metrics compared, the layer cascade overlaid, the
+    KL distributions, and the attention heatmap of each run (capped at four)."""
+    names = run_names(results)
+    fams = [_family(r) for r in results]
+    wide = pd.DataFrame(
+        [
+            {"label": n, "family": f, "model": r.spec.model, **r.metrics}
+            for n, f, r in zip(names, fams, results, strict=True)
+        ]
+    )
+    layers = pd.concat(
+        [r.layers.assign(run=n, family=f) for n, f, r in zip(names, fams, results, strict=True)],
+        ignore_index=True,
+    )
+    hists = pd.concat(
+        [r.kl_hist.assign(run=n, family=f) for n, f, r in zip(names, fams, results, strict=True)],
+        ignore_index=True,
+    )
+    figures = [
+        ("Headline metrics", charts.metric_bars_chart(wide, ("ppl_ratio", "kl_mean", "top1_agreement"))),
+        (
+            "Layer cascade",
+            charts.cascade_chart(layers, ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db"]),
+        ),
+        ("KL distribution", charts.kl_cdf_chart(hists)),
+    ]
+    if len(results) == 1:
+        figures.insert(1, ("Perplexity", charts.perplexity_chart(results[0].metrics)))
+    for n, r in list(zip(names, results, strict=True))[:4]:
+        figures.append(
+            (f"Attention disruption — {n}", charts.attention_heatmap(r.heads, title=f"Attention JS — {n}"))
+        )
+    return figures
+
+
+_CSS = """
+body { font-family: Inter, Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2430;
+       padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f4f5f7; } code, pre { font-size: .82rem; } pre { background: #f6f8fa; padding: .6rem;
+overflow-x: auto; white-space: pre-wrap; } .figure { page-break-inside: avoid; margin: 1rem 0; }
+.figure svg { max-width: 100%; height: auto; } .muted { color: #5f6b7a; font-size: .9rem; }
+"""
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return (
+        "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    )
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return html.escape(str(v))
+
+
+def _run_section(name: str, result: RunResult) -> str:
+    s, m = result.settings, result.metrics
+    settings = [
+        ("model", f"<code>{html.escape(result.spec.model)}</code>"),
+        ("modifications", html.escape(result.spec.label())),
+        (
+            "corpus",
+            f"{html.escape(str(s.get('corpus')))} (sha256 <code>{html.escape(str(s.get('corpus_sha256')))}</code>)",
+        ),
+        ("window / stride", f"{s.get('window')} / {s.get('stride')} tokens"),
+        ("token budget", f"{s.get('tokens')} ({int(m.get('evaluated_tokens', 0))} predicted tokens)"),
+        ("code version", html.escape(str(s.get("code_version")))),
+        ("run key", f"<code>{result.run_key}</code>"),
+    ]
+    headline = [
+        "ppl_base",
+        "ppl",
+        "ppl_ratio",
+        "kl_mean",
+        "kl_median",
+        "kl_p99",
+        "top1_agreement",
+        "top5_overlap",
+        "dp_rms",
+        "bits_per_weight",
+        "weight_bytes",
+        "achieved_sparsity",
+    ]
+    metrics = [(k, _fmt(m[k])) for k in headline if k in m]
+    spec_json = html.escape(json.dumps(result.spec.to_dict(), indent=2))
+    return (
+        f"<h2>{html.escape(name)}</h2><h3>Measurement settings</h3>{_table(settings)}"
+        f"<h3>Headline metrics</h3>{_table(metrics)}<h3>Spec</h3><pre>{spec_json}</pre>"
+    )
+
+
+def build_html(
+    results: list[RunResult],
+    *,
+    title: str = "Hemorrhage Lab report",
+    figures: list[tuple[str, go.Figure]] | None = None,
+    static: bool = False,
+) -> str:
+    """A standalone HTML report. Interactive charts (plotly.js inlined once) or, with `static`, inline SVGs
+    rendered by kaleido (what the PDF prints). Raises HemlabError for an empty selection."""
+    if not results:
+        raise HemlabError("choose at least one run for the report")
+    figures = default_figures(results) if figures is None else figures
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    version = code_version()
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "" if static else f"<script type='text/javascript'>{get_plotlyjs()}</script>",
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='muted'>{len(results)} run(s) · generated {now} · every number is relative to the unmodified "
+        "model on the same token windows; perplexity depends on corpus, window, stride and token budget, which "
+        "are listed with each run.</p>",
+        "<h2>Code version</h2>",
+        _table([(k, html.escape(v)) for k, v in version.items()]),
+        "<h2>Charts</h2>",
+    ]
+    for caption, fig in figures:
+        if static:
+            body = charts.export_bytes(fig, "svg").decode()
+            body = body[body.find("<svg") :]  # drop the XML prolog: the SVG is inlined in HTML
+        else:
+            body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        parts.append(f"<div class='figure'><h3>{html.escape(caption)}</h3>{body}</div>")
+    for name, result in zip(run_names(results), results, strict=True):
+        parts.append(_run_section(name, result))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def find_chrome() -> str | None:
+    """The Chrome/Chromium executable (HEMLAB_CHROME, else the first of the usual names on PATH)."""
+    explicit = os.environ.get("HEMLAB_CHROME")
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    return next((p for name in _CHROME_NAMES if (p := shutil.which(name))), None)
+
+
+def build_pdf(
+    results: list[RunResult],
+    *,
+    title: str = "Hemorrhage Lab report",
+    figures: list[tuple[str, go.Figure]] | None = None,
+    timeout_s: float = 120.0,
+) -> bytes:
+    """The report as PDF: the static HTML printed by headless Chromium. HemlabError when no browser is found
+    (install Debian's `chromium`) or printing fails."""
+    chrome = find_chrome()
+    if chrome is None:
+        raise HemlabError("PDF export needs Chromium: install Debian's `chromium` (make test installs it)")
+    page = build_html(results, title=title, figures=figures, static=True)
+    with tempfile.TemporaryDirectory(prefix="hemlab-report-") as tmp:
+        src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
+        src.write_text(page, encoding="utf-8")
+        cmd = [
+            chrome,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp}/profile",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={out}",
+            src.as_uri(),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise HemlabError(f"printing the PDF took over {timeout_s:.0f} s and was stopped") from exc
+        if not out.is_file() or out.stat().st_size == 0:
+            log.error("chromium failed: %s", proc.stderr[-2000:])
+            raise HemlabError(
+                f"Chromium could not print the report (exit {proc.returncode}); see the app log"
+            )
+        return out.read_bytes()

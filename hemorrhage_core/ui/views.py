@@ -1,0 +1,75 @@
+"""Data the analysis pages draw, gathered from the store as tidy frames. Pure: a Store in, DataFrames out."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..store import Store
+from . import runs as runs_mod
+
+
+def _names(store: Store, keys: list[str]) -> pd.DataFrame:
+    """run_key -> run (a unique display name) and family, for the given keys (in that order)."""
+    table = runs_mod.history(store)
+    table = table[table.run_key.isin(keys)].set_index("run_key").reindex(keys).dropna(subset=["label"])
+    names = table["label"].astype(str)
+    if names.duplicated().any():  # same label on two models / corpora / budgets: add what differs
+        names = (
+            names
+            + " · "
+            + table["model"].astype(str)
+            + " · "
+            + table["corpus"].astype(str)
+            + " · "
+            + (table["token_budget"].astype(int).astype(str) + " tok")
+        )
+    if names.duplicated().any():
+        names = names + " · " + names.index.str[:6]
+    return pd.DataFrame({"run_key": table.index, "run": names.values, "family": table["family"].values})
+
+
+def layer_rows(store: Store, keys: list[str]) -> pd.DataFrame:
+    """Tidy per-layer rows of several runs: run, family, layer, metric, value (runs in the order given)."""
+    rows = store.layer_metrics(keys)
+    if rows.empty:
+        return pd.DataFrame(columns=["run", "family", "layer", "metric", "value"])
+    names = _names(store, keys)
+    out = rows.merge(names, on="run_key")
+    out["order"] = out.run_key.map({k: i for i, k in enumerate(keys)})
+    return out.sort_values(["order", "metric", "layer"])[["run", "family", "layer", "metric", "value"]]
+
+
+def layer_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """Wide per-layer table (run, layer, one column per metric) for display and export."""
+    if layers.empty:
+        return layers
+    wide = layers.pivot_table(index=["run", "layer"], columns="metric", values="value", aggfunc="first")
+    return wide.reset_index().rename_axis(None, axis=1)
+
+
+def kl_hist_rows(store: Store, keys: list[str]) -> pd.DataFrame:
+    """The stored KL histograms of several runs, tidy: run, family, bin_lo, bin_hi, count."""
+    names = _names(store, keys)
+    parts = []
+    for rec in names.to_dict("records"):
+        stored = store.load_run(rec["run_key"])
+        if stored is not None and not stored.kl_hist.empty:
+            parts.append(stored.kl_hist.assign(run=rec["run"], family=rec["family"]))
+    if not parts:
+        return pd.DataFrame(columns=["run", "family", "bin_lo", "bin_hi", "count"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def compared_runs(store: Store, keys: list[str]) -> pd.DataFrame:
+    """The wide history rows of the chosen runs (in the order given), with a unique `label` per run."""
+    table = runs_mod.history(store)
+    chosen = table.set_index("run_key").reindex(keys).dropna(subset=["label"]).reset_index()
+    names = _names(store, keys).set_index("run_key")["run"]
+    chosen["label"] = chosen.run_key.map(names)
+    return chosen
+
+
+def layer_counts(store: Store, keys: list[str]) -> dict[str, int]:
+    """Blocks of the original model per run (its per-layer rows are indexed by original block)."""
+    rows = store.layer_metrics(keys)
+    return {} if rows.empty else rows.groupby("run_key").layer.nunique().astype(int).to_dict()

@@ -1,0 +1,134 @@
+"""Compare & history: every stored run, filterable; pick any to overlay, export a report, or delete."""
+
+import streamlit as st
+
+from hemorrhage_core import charts, report
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.ui import runs as runs_mod
+from hemorrhage_core.ui import views
+from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.widgets import chart, stored, table
+
+st.title("Compare & history")
+st.caption(
+    "Every run stored in the results database, newest first. Select rows to overlay them, build a report "
+    "or delete them. The command line writes to the same database."
+)
+store = runner().store
+if (deleted := st.session_state.pop("compare.deleted", None)) is not None:
+    st.success(f"Deleted {deleted} run(s).")
+if (failure := st.session_state.pop("compare.delete_error", None)) is not None:
+    st.error(failure)
+history = runs_mod.history(store)
+if history.empty:
+    st.info("The results database is empty: measure something on a family page first.")
+    st.stop()
+
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
+    models = c1.multiselect("Model", sorted(history.model.unique()), key="compare.models")
+    families = c2.multiselect("Family", sorted(history.family.unique()), key="compare.families")
+    corpora_ = c3.multiselect("Corpus", sorted(history.corpus.unique()), key="compare.corpora")
+    text = c4.text_input("Label contains", key="compare.text", placeholder="e.g. w4, 50%, T=")
+shown = history
+if models:
+    shown = shown[shown.model.isin(models)]
+if families:
+    shown = shown[shown.family.isin(families)]
+if corpora_:
+    shown = shown[shown.corpus.isin(corpora_)]
+if text:
+    shown = shown[shown.label.str.contains(text, case=False, regex=False)]
+columns = [
+    c
+    for c in [
+        "label",
+        "model",
+        "family",
+        "corpus",
+        "token_budget",
+        "window_tokens",
+        "ppl_base",
+        "ppl",
+        "ppl_ratio",
+        "kl_mean",
+        "kl_p99",
+        "top1_agreement",
+        "bits_per_weight",
+        "achieved_sparsity",
+        "wall_s",
+        "created_at",
+        "run_key",
+    ]
+    if c in shown.columns
+]
+shown = shown[columns].reset_index(drop=True)
+st.caption(f"{len(shown)} of {len(history)} runs")
+# The table's key changes after a deletion so no stale row selection can point at other runs.
+event = table(
+    shown,
+    f"runs-{st.session_state.get('compare.version', 0)}",
+    selectable=True,
+    column_config={
+        "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f"),
+        "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),
+        "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent"),
+        "wall_s": st.column_config.NumberColumn("wall s", format="%.1f"),
+    },
+)
+rows = event.selection.rows if event is not None else []
+keys = shown.loc[rows, "run_key"].tolist() if rows else []
+if not keys:
+    st.info("Select one or more rows (left edge of the table) to overlay, report or delete them.")
+    st.stop()
+
+compared = views.compared_runs(store, keys)
+chart(charts.metric_bars_chart(compared), "compare-metrics")
+left, right = st.columns(2)
+with left:
+    chart(charts.layer_loss_chart(views.layer_rows(store, keys)), "compare-layers")
+with right:
+    chart(charts.kl_cdf_chart(views.kl_hist_rows(store, keys)), "compare-kl-cdf")
+
+st.subheader("Report")
+st.caption(
+    "A standalone file with these runs' charts, specs and measurement settings (corpus, hash, window, "
+    "tokens, code version)."
+)
+results = [r for k in keys if (r := stored(k)) is not None]
+chrome = report.find_chrome()
+c1, c2, _ = st.columns([1, 1, 4])
+c1.download_button(
+    "Report (HTML)",
+    data=lambda: report.build_html(results).encode(),
+    file_name="hemlab-report.html",
+    mime="text/html",
+    key="compare.report-html",
+    on_click="ignore",
+    type="primary",
+)
+c2.download_button(
+    "Report (PDF)",
+    data=lambda: report.build_pdf(results),
+    file_name="hemlab-report.pdf",
+    mime="application/pdf",
+    key="compare.report-pdf",
+    on_click="ignore",
+    disabled=chrome is None,
+    help=None if chrome else "PDF export needs Debian's chromium on the server.",
+)
+
+
+def _delete(run_keys: list[str]) -> None:
+    """Runs before the page is redrawn, so the table no longer shows the deleted runs."""
+    try:
+        st.session_state["compare.deleted"] = store.delete_runs(run_keys)
+    except HemlabError as exc:
+        st.session_state["compare.delete_error"] = str(exc)
+    st.session_state["compare.sure"] = False
+    st.session_state["compare.version"] = st.session_state.get("compare.version", 0) + 1
+
+
+st.subheader("Delete")
+sure = st.checkbox(f"I want to delete these {len(keys)} run(s) from the database", key="compare.sure")
+st.button("Delete selected runs", disabled=not sure, key="compare.delete", on_click=_delete, args=(keys,))

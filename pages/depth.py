@@ -1,0 +1,9 @@
+"""Depth: remove, duplicate or insert transformer blocks, compared layer by layer with the original."""
+
+from hemorrhage_core.ui.family import family_page
+
+family_page(
+    "depth",
+    "Change the stack of blocks. Each original layer is compared with the layer it maps to in the changed "
+    "model; an identity block (zero output projections) must leave everything unchanged.",
+)

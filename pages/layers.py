@@ -1,0 +1,32 @@
+"""Layers: the information-loss cascade for one run or several overlaid, and the modules that bleed most."""
+
+import streamlit as st
+
+from hemorrhage_core import charts
+from hemorrhage_core.charts import METRIC_LABELS
+from hemorrhage_core.ui import views
+from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.widgets import chart, pending, run_picker, table
+
+st.title("Layers: where the information is lost")
+st.caption(
+    "Per block, the residual stream of the modified model against the original on the same tokens: relative "
+    "error, cosine similarity and SQNR (and logit-lens KL where measured). Error that grows with depth is the "
+    "cascade; compare runs to see which settings amplify it."
+)
+store = runner().store
+keys = run_picker("Runs to overlay", "layers.runs", multi=True)
+if not keys:
+    st.stop()
+layers = views.layer_rows(store, keys)
+present = [m for m in METRIC_LABELS if m in set(layers.metric)]
+default = [m for m in present if m.startswith("hidden_") or m == "logit_lens_kl"]
+metrics = st.multiselect(
+    "Per-layer metrics", present, default=default, format_func=METRIC_LABELS.get, key="layers.metrics"
+)
+chart(charts.cascade_chart(layers, metrics), "layers-cascade")
+with st.expander("Per-layer table"):
+    table(views.layer_table(layers), "layers")
+
+st.subheader("Modules that bleed most")
+pending("hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)")

@@ -1,0 +1,9 @@
+"""Prune: every pruning method of the catalogue, measured against the original model."""
+
+from hemorrhage_core.ui.family import family_page
+
+family_page(
+    "prune",
+    "Zero a share of the weights. The headline shows the achieved sparsity as parameters left; the paper "
+    "finds unstructured pruning holds far longer than structured pruning, and magnitude collapses first.",
+)

@@ -1,0 +1,100 @@
+"""Sweeps & thresholds: run or load a sweep over one knob; the curve with the 1.1× / 2× / 10× thresholds and
+the robust zone; several methods or models overlaid; quality against memory."""
+
+import streamlit as st
+
+from hemorrhage_core import charts
+from hemorrhage_core.errors import SpecError
+from hemorrhage_core.ui import runs as runs_mod
+from hemorrhage_core.ui import sweeps
+from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, describe, family_kinds, sweepable
+from hemorrhage_core.ui.forms import mod_form
+from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
+
+st.title("Sweeps & thresholds")
+st.caption(
+    "One knob varied, everything else fixed, on the same tokens. The robust zone is every setting before the "
+    "perplexity ratio first exceeds 1.1×; 2× and 10× mark serious damage and collapse."
+)
+sel = require_selection()
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns(3)
+    families = [f for f in ("quant", "prune", "decode", "depth", "mitigation") if family_kinds(f)]
+    family = c1.selectbox(
+        "Family", families, format_func=lambda f: FAMILY_TITLES.get(f, f), key="sweep.family"
+    )
+    kinds = family_kinds(family)
+    kind = c2.selectbox(
+        "Method", list(kinds), key="sweep.kind", format_func=lambda k: f"{k} — {describe(kinds[k])[:60]}"
+    )
+    fields = sweepable(kinds[kind])
+    if not fields:
+        st.info(f"{kind} has no numeric setting to sweep.")
+        st.stop()
+    field = c3.selectbox("Knob", fields, format_func=lambda f: f.label, key=f"sweep.{kind}.field")
+    raw = st.text_input(
+        "Values (comma-separated)",
+        ", ".join(map(str, default_sweep_values(field))),
+        key=f"sweep.{kind}.{field.name}.values",
+    )
+    with st.expander("Other settings of the method (held fixed)"):
+        try:
+            base = mod_form(kinds[kind], key=f"sweep.{kind}.fixed")
+            specs = sweeps.sweep_specs(
+                sel.model, sel.probe(), base, field.name, sweeps.parse_values(raw, field.py_type)
+            )
+        except SpecError as exc:
+            st.error(f"Impossible sweep: {exc}")
+            st.stop()
+    go = st.button(
+        f"Run the sweep ({len(specs)} points; stored points return at once)", type="primary", key="sweep.go"
+    )
+
+r = runner()
+if go:
+    st.caption("Changing any setting on this page stops the sweep after the point being measured.")
+    for i, spec in enumerate(specs):
+        st.caption(f"Point {i + 1} of {len(specs)}: {spec.label()}")
+        if run_with_progress(spec, key=f"sweep-{i}") is None:
+            break
+
+history = runs_mod.history(r.store)
+points = sweeps.sweep_points(history, kind, field.name, family=family)
+if points.empty:
+    st.info("No stored runs of this method yet: run the sweep above.")
+    st.stop()
+own = sweeps.series_for_keys(points, [r.cache_key(s)[0] for s in specs])
+all_series = points.series.drop_duplicates().tolist()
+chosen = st.multiselect(
+    "Curves (other models, methods' settings, budgets)",
+    all_series,
+    default=own or all_series[:1],
+    key=f"sweep.{kind}.{field.name}.series",
+)
+shown = points[points.series.isin(chosen)]
+metric = st.radio(
+    "Quality measure",
+    ["ppl_ratio", "kl_mean", "top1_agreement"],
+    horizontal=True,
+    format_func=charts.METRIC_LABELS.get,
+    key="sweep.metric",
+)
+
+thresholds = pending(
+    "hemorrhage_core.analysis.thresholds", "Threshold detection (1.1× / 2× / 10× points, knee)"
+)
+robust = None
+chart(charts.sweep_chart(shown, "x", y=metric, x_label=field.label, robust=robust), "sweep-curve")
+table(shown.drop(columns=["run_key"]), "sweep-points")
+
+st.subheader("Quality against memory")
+with_memory = shown.dropna(subset=["memory_mb", "ppl_ratio"])
+if with_memory.empty:
+    st.info(
+        "None of these runs reports its weights' memory (quantization methods do); pruned or decoded models "
+        "keep the original storage unless stored in a sparse format."
+    )
+else:
+    chart(charts.quality_memory_chart(with_memory), "sweep-memory")
