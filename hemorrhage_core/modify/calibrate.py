@@ -1,0 +1,349 @@
+"""Decoding calibration and short KL distillation: the paper's "decoding calibration" mitigation, made concrete.
+
+`calibrate_decoding` fits, on calibration text held out from the evaluation windows, a scale s = 1/T (and
+optionally a per-token bias b [V]) so that softmax(s * z + b) of the modified logits z is as close as possible
+to the original model's distribution: it minimises the mean KL(P_orig || Q) over positions. The objective is
+cross-entropy with soft targets, convex in (s, b) (a log-sum-exp of an affine function minus a linear term), so
+L-BFGS finds the global optimum. It changes no weight: the fitted affine map is a logit transform.
+
+`kl_distill` goes further when a temperature is not enough: a few hundred Adam steps of the same KL through the
+model, training only norm weights and biases, or rank-r LoRA adapters that are merged back into the weights.
+
+Neither can repair a collapsed model, and the report says so: `beyond_repair` is 1 when the KL recovered is
+below `BEYOND_REPAIR_RECOVERY` and the perplexity ratio after calibration is still above
+`BEYOND_REPAIR_PPL_RATIO`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SpecError
+from ..probes.capture import forward_sites, unembed
+from ..probes.reference import batch_slices, context_rows
+from ..specs.calibrate import CalibrateDecoding, KLDistill
+from .base import ModContext, ModifiedModel, handles
+from .targets import linear_targets, set_weight, weight_view
+
+log = logging.getLogger(__name__)
+
+BEYOND_REPAIR_RECOVERY = 0.10  # share of the KL damage recovered below which ...
+BEYOND_REPAIR_PPL_RATIO = 10.0  # ... a model still this far from the original's perplexity is beyond repair
+ROW_CHUNK = 512  # positions per chunk when evaluating [N, V] objectives (bounds the temporaries)
+
+
+# -- shared: the original's distributions on calibration text ---------------------------------------------------
+
+
+def _base_model(ctx: ModContext, what: str) -> nn.Module:
+    if ctx.base_model is None:
+        raise SpecError(f"{what} needs the original model: run it through the Runner (ModContext.base_model)")
+    return ctx.base_model
+
+
+def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token logits at positions 0..T-2 of ids [B, T], flattened: [B * (T-1), V] float32."""
+    final, _ = forward_sites(model, ids)
+    return unembed(model, final[:, :-1].reshape(-1, final.shape[-1]))
+
+
+def calibration_logits(
+    base: nn.Module, state: ModifiedModel, windows: torch.Tensor, batch_size: int = 4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(original log-probs [N, V], modified logits after the chain's transforms so far [N, V], targets [N]).
+
+    N = n * (T - 1) for windows [n, T]. Both float32 on the CPU: 8 x 256 positions of a 49k vocabulary are
+    ~0.4 GB each.
+    """
+    device = next(state.model.parameters()).device
+    base_lp, mod_z, targets = [], [], []
+    for sl in batch_slices(windows.shape[0], batch_size):
+        ids = windows[sl].to(device)
+        base_lp.append(torch.log_softmax(_logits(base, ids), dim=-1).cpu())
+        z = _logits(state.model, ids)
+        context = context_rows(ids, slice(0, z.shape[0])) if state.needs_context else None
+        mod_z.append(state.transform_logits(z, context).cpu())
+        targets.append(ids[:, 1:].reshape(-1).cpu())
+    return torch.cat(base_lp), torch.cat(mod_z), torch.cat(targets)
+
+
+# -- temperature / bias fit ---------------------------------------------------------------------------------
+
+
+def affine_logits(logits: torch.Tensor, scale: float, bias: torch.Tensor | None) -> torch.Tensor:
+    """The fitted decoding map: logits [rows, V] * scale (+ bias [V])."""
+    out = logits * scale
+    return out + bias.to(out.device) if bias is not None else out
+
+
+def mean_kl(
+    base_lp: torch.Tensor, logits: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None
+) -> float:
+    """Mean over rows of KL(P_base || softmax(scale * logits + bias)), exact over the full vocabulary."""
+    total = 0.0
+    for start in range(0, base_lp.shape[0], ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        q_lp = torch.log_softmax(affine_logits(logits[rows], scale, bias), dim=-1)
+        total += float(F.kl_div(q_lp, base_lp[rows], log_target=True, reduction="sum"))
+    return total / base_lp.shape[0]
+
+
+def mean_nll(
+    logits: torch.Tensor, targets: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None
+) -> float:
+    """Mean negative log-likelihood of targets [N] under softmax(scale * logits [N, V] + bias)."""
+    total = 0.0
+    for start in range(0, logits.shape[0], ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        q_lp = torch.log_softmax(affine_logits(logits[rows], scale, bias), dim=-1)
+        total += float(-q_lp.gather(1, targets[rows, None]).sum())
+    return total / logits.shape[0]
+
+
+def fit_decoding(
+    base_lp: torch.Tensor, logits: torch.Tensor, *, bias: bool, max_iter: int = 100
+) -> tuple[float, torch.Tensor | None]:
+    """argmin over (s, b) of mean KL(P_base || softmax(s * z + b)); base_lp, logits: [N, V]. Returns (s, b or None).
+
+    Minimises the soft-target cross-entropy (the KL minus the constant entropy of P_base), accumulating the
+    gradient over row chunks so no [N, V] temporary is ever built.
+    """
+    n, vocab = logits.shape
+    scale = torch.ones((), dtype=torch.float32, requires_grad=True)
+    b = torch.zeros(vocab, dtype=torch.float32, requires_grad=True) if bias else None
+    params = [scale] + ([b] if b is not None else [])
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_change=1e-12,
+    )
+    probs = [base_lp[start : start + ROW_CHUNK].exp() for start in range(0, n, ROW_CHUNK)]
+
+    def closure() -> float:
+        opt.zero_grad()
+        total = 0.0
+        for i, start in enumerate(range(0, n, ROW_CHUNK)):
+            z = logits[start : start + ROW_CHUNK] * scale
+            if b is not None:
+                z = z + b
+            loss = -(probs[i] * torch.log_softmax(z, dim=-1)).sum() / n
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return float(scale.detach()), (b.detach() if b is not None else None)
+
+
+@handles(CalibrateDecoding)
+def apply_calibrate_decoding(state: ModifiedModel, mod: CalibrateDecoding, ctx: ModContext) -> None:
+    base = _base_model(ctx, "calibrate_decoding")
+    windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
+    t0 = time.perf_counter()
+    base_lp, z, targets = calibration_logits(base, state, windows)
+    if not torch.isfinite(z).all():
+        raise SpecError(
+            "calibrate_decoding must come before truncating samplers (top-k, top-p, min-p): the modified "
+            "distribution gives some tokens probability 0, so no temperature can bring its KL below infinity"
+        )
+    scale, bias = fit_decoding(base_lp, z, bias=mod.bias, max_iter=mod.max_iter)
+    state.logit_transforms.append(partial(affine_logits, scale=scale, bias=bias))
+
+    kl_before, kl_after = mean_kl(base_lp, z), mean_kl(base_lp, z, scale, bias)
+    base_nll = float(-base_lp.gather(1, targets[:, None]).mean())
+    ppl_ratio = math.exp(mean_nll(z, targets, scale, bias) - base_nll)
+    recovered = (kl_before - kl_after) / kl_before if kl_before > 0 else 0.0
+    flag = is_beyond_repair(recovered, ppl_ratio)
+    state.report.update(
+        {
+            "calib_temperature": 1.0 / scale,
+            "calib_kl_before": kl_before,
+            "calib_kl_after": kl_after,
+            "calib_kl_recovered": recovered,
+            "calib_ppl_ratio": ppl_ratio,
+            "beyond_repair": float(flag),
+            "calib_fit_s": time.perf_counter() - t0,
+        }
+    )
+    if bias is not None:
+        state.report["calib_bias_rms"] = float(bias.pow(2).mean().sqrt())
+    log.info(
+        "decoding calibration: T=%.3f, KL %.4f -> %.4f on %d calibration positions",
+        1 / scale,
+        kl_before,
+        kl_after,
+        z.shape[0],
+    )
+    if flag:
+        log.warning(
+            "decoding calibration recovered %.0f%% of the KL and perplexity is still x%.1f the original's: "
+            "the model is beyond repair by calibration",
+            100 * recovered,
+            ppl_ratio,
+        )
+
+
+def is_beyond_repair(recovered: float, ppl_ratio: float) -> bool:
+    """A mitigation that recovers under 10% of the damage on a model still >10x the original's perplexity."""
+    return recovered < BEYOND_REPAIR_RECOVERY and ppl_ratio > BEYOND_REPAIR_PPL_RATIO
+
+
+def recovery(
+    unmitigated: dict[str, float], mitigated: dict[str, float], metric: str = "kl_mean"
+) -> dict[str, float]:
+    """Held-out recovery of two stored runs at the same compression, on the same tokens.
+
+    recovered = (damage_before - damage_after) / damage_before, where the damage is `metric` (KL, 0 for the
+    original) or, for perplexity, ppl_ratio - 1. Also says whether the model is beyond repair.
+    """
+
+    def damage(m: dict[str, float]) -> float:
+        return m["ppl_ratio"] - 1.0 if metric == "ppl_ratio" else m[metric]
+
+    before, after = damage(unmitigated), damage(mitigated)
+    recovered = (before - after) / before if before > 0 else 0.0
+    return {
+        f"{metric}_before": unmitigated[metric],
+        f"{metric}_after": mitigated[metric],
+        "recovered": recovered,
+        "beyond_repair": float(is_beyond_repair(recovered, mitigated["ppl_ratio"])),
+    }
+
+
+# -- KL distillation --------------------------------------------------------------------------------------
+
+
+def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Weights and biases of every normalisation layer, and the biases of every Linear / Conv1D (BitFit-style)."""
+    params = {}
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("Norm"):
+            params.update({id(p): p for p in module.parameters(recurse=False)})
+    for _, module in linear_targets(model):
+        if getattr(module, "bias", None) is not None:
+            params[id(module.bias)] = module.bias
+    return list(params.values())
+
+
+class LoRA:
+    """A rank-r update B @ A [out, in] added to one Linear / Conv1D's output by a forward hook (B starts at 0,
+    so training starts from the unchanged model); `merge` folds it into the weight."""
+
+    def __init__(self, module: nn.Module, rank: int, generator: torch.Generator):
+        w = weight_view(module)
+        out_features, in_features = w.shape
+        self.module = module
+        self.A = (torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)).to(w)
+        self.B = torch.zeros(out_features, rank, dtype=w.dtype, device=w.device)
+        self.A.requires_grad_(True)
+        self.B.requires_grad_(True)
+
+    def hook(self, _module, inputs, output):
+        return output + (inputs[0] @ self.A.t()) @ self.B.t()
+
+    def merge(self) -> None:
+        with torch.no_grad():
+            set_weight(self.module, weight_view(self.module) + self.B @ self.A)
+
+
+@contextlib.contextmanager
+def lora_adapters(model: nn.Module, rank: int, seed: int) -> Iterator[list[LoRA]]:
+    """Attach LoRA adapters to every Linear / Conv1D but lm_head; hooks are always removed on exit."""
+    generator = torch.Generator().manual_seed(seed)
+    adapters = [LoRA(module, rank, generator) for _, module in linear_targets(model)]
+    handles_ = [a.module.register_forward_hook(a.hook) for a in adapters]
+    try:
+        yield adapters
+    finally:
+        for h in handles_:
+            h.remove()
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    windows: torch.Tensor,
+    params: list[torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> list[float]:
+    """Adam on mean KL(teacher || student) over every position of random batches of windows [n, T].
+
+    Only `params` get gradients (the student's own parameters are frozen by the loader). Returns the loss of
+    each step.
+    """
+    device = next(student.parameters()).device
+    opt = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    order = torch.empty(0, dtype=torch.long)
+    for step in range(steps):
+        if order.numel() < batch_size:
+            order = torch.cat([order, torch.randperm(windows.shape[0], generator=generator)])
+        idx, order = order[:batch_size], order[batch_size:]
+        ids = windows[idx].to(device)
+        with torch.no_grad():  # not inference_mode: the targets take part in the autograd graph
+            target = torch.log_softmax(teacher(input_ids=ids, use_cache=False).logits.float(), dim=-1)
+        with torch.enable_grad():
+            logits = student(input_ids=ids, use_cache=False).logits.float()
+            q_lp = torch.log_softmax(logits, dim=-1).flatten(0, 1)
+            loss = F.kl_div(q_lp, target.flatten(0, 1), log_target=True, reduction="batchmean")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses.append(float(loss))
+        if step % 10 == 0 or step == steps - 1:
+            log.info("KL distillation step %d/%d: KL %.4f", step + 1, steps, losses[-1])
+    return losses
+
+
+@handles(KLDistill)
+def apply_kl_distill(state: ModifiedModel, mod: KLDistill, ctx: ModContext) -> None:
+    teacher = _base_model(ctx, "kl_distill")
+    if state.logit_transforms:
+        raise SpecError("kl_distill trains the weights on raw logits: put it before decoding changes")
+    windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
+    student = state.model
+    t0 = time.perf_counter()
+    common = dict(steps=mod.steps, lr=mod.lr, batch_size=mod.batch_size, seed=mod.seed)
+    if mod.params == "lora":
+        with lora_adapters(student, mod.lora_rank, mod.seed) as adapters:
+            params = [t for a in adapters for t in (a.A, a.B)]
+            losses = distill(student, teacher, windows, params, **common)
+            for a in adapters:
+                a.merge()
+    else:
+        params = norm_parameters(student)
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            losses = distill(student, teacher, windows, params, **common)
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+    head = losses[: max(1, len(losses) // 10)]
+    tail = losses[-max(1, len(losses) // 10) :]
+    state.report.update(
+        {
+            "distill_kl_start": sum(head) / len(head),
+            "distill_kl_end": sum(tail) / len(tail),
+            "distill_trained_params": float(sum(p.numel() for p in params)),
+            "distill_s": time.perf_counter() - t0,
+        }
+    )

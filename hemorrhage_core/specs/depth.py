@@ -1,0 +1,124 @@
+"""Depth changes (architecture): duplicate blocks, insert identity blocks, remove blocks. No torch here.
+
+Block lists are tuples of ints. On the command line a value holds no comma (commas separate options), so lists
+are written with `+`, `;` or spaces: `--mod remove_layers:layers=20+21+22`. Indices refer to the model as it is
+when the modification runs (after earlier depth changes in the chain); the handler checks them against it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import SpecError
+from ..spec import Modification, modification
+
+_SEPARATORS = re.compile(r"[+;\s]+")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise SpecError(message)
+
+
+def layer_list(value, what: str) -> tuple[int, ...]:
+    """Normalise an int, a '3+7+12' / '3;7' / '3 7' string, or a sequence of ints to a sorted tuple of ints."""
+    if isinstance(value, bool):
+        raise SpecError(f"{what}: expected block indices, got {value!r}")
+    if isinstance(value, int):
+        items = [value]
+    elif isinstance(value, str):
+        items = [v for v in _SEPARATORS.split(value.strip()) if v]
+    else:
+        items = list(value)
+    try:
+        layers = tuple(sorted({int(v) for v in items}))
+    except (TypeError, ValueError):
+        raise SpecError(f"{what}: block indices must be integers separated by '+', got {value!r}") from None
+    _check(all(i >= 0 for i in layers), f"{what}: block indices must be >= 0, got {value!r}")
+    return layers
+
+
+@dataclass(frozen=True)
+class DepthChange(Modification):
+    family: ClassVar[str] = "depth"
+    touches_weights: ClassVar[bool] = True  # the block list changes: the runner hands the handler a copy
+
+
+@modification("duplicate_layers")
+@dataclass(frozen=True)
+class DuplicateLayers(DepthChange):
+    """Repeat blocks [start, end) `times` more times, the copies inserted right after block end-1."""
+
+    start: int = 0
+    end: int = 1
+    times: int = 1
+
+    def __post_init__(self):
+        _check(
+            0 <= self.start < self.end,
+            f"duplicate_layers needs 0 <= start < end, got [{self.start}, {self.end})",
+        )
+        _check(1 <= self.times <= 8, f"duplicate_layers: times must be in [1, 8], got {self.times}")
+
+    def label(self) -> str:
+        times = f" x{self.times + 1}" if self.times > 1 else ""
+        return f"duplicate [{self.start},{self.end}){times}"
+
+
+@modification("depth_upscale")
+@dataclass(frozen=True)
+class DepthUpscale(DepthChange):
+    """SOLAR depth up-scaling: two copies of the model, the last `overlap` blocks cut from the first and the first
+    `overlap` blocks cut from the second, concatenated (L blocks -> 2L - 2*overlap; SOLAR: 32 -> 48, overlap 8)."""
+
+    overlap: int = 8
+
+    def __post_init__(self):
+        _check(self.overlap >= 0, f"depth_upscale: overlap must be >= 0, got {self.overlap}")
+
+    def label(self) -> str:
+        return f"SOLAR upscale overlap {self.overlap}"
+
+
+@modification("insert_identity")
+@dataclass(frozen=True)
+class InsertIdentity(DepthChange):
+    """LLaMA-Pro block expansion: after each chosen block insert a copy of it whose output projections (attention
+    o_proj / c_proj and MLP down_proj / c_proj, with biases) are zero, so the new block is exactly the identity.
+
+    Choose the blocks with `after` (indices) or `every` (after blocks every-1, 2*every-1, ...; LLaMA-Pro: 32
+    blocks, every=4 -> 40 blocks); exactly one of the two.
+    """
+
+    after: tuple[int, ...] = ()
+    every: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "after", layer_list(self.after, "insert_identity.after"))
+        _check(self.every >= 0, f"insert_identity: every must be >= 0, got {self.every}")
+        _check(
+            bool(self.after) != bool(self.every),
+            "insert_identity needs exactly one of after=i+j+... (block indices) or every=N",
+        )
+
+    def label(self) -> str:
+        if self.every:
+            return f"identity every {self.every}"
+        return "identity after " + "+".join(map(str, self.after))
+
+
+@modification("remove_layers")
+@dataclass(frozen=True)
+class RemoveLayers(DepthChange):
+    """Remove the listed blocks (the residual stream skips them)."""
+
+    layers: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", layer_list(self.layers, "remove_layers.layers"))
+        _check(bool(self.layers), "remove_layers needs layers=i+j+... (at least one block index)")
+
+    def label(self) -> str:
+        return "remove " + "+".join(map(str, self.layers))
