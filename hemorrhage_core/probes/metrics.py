@@ -116,4 +116,6 @@ class LayerAccumulator:
             self.sq_diff > 0, 10 * torch.log10(self.sq_ref / self.sq_diff.clamp(min=1e-30)), torch.full_like(rel, 200.0)
         )
         cos = self.cos_sum / self.count.clamp(min=1)
+        # A layer never added (removed by a depth change: no counterpart) is NaN, not a perfect 0 error.
+        rel, cos, sqnr = (torch.where(self.count > 0, t, torch.full_like(t, math.nan)) for t in (rel, cos, sqnr))
         return {"hidden_rel_error": rel.tolist(), "hidden_cosine": cos.tolist(), "hidden_sqnr_db": sqnr.tolist()}
