@@ -49,6 +49,16 @@ METRIC_LABELS = {
     "top5_overlap": "top-5 overlap",
     "dp_rms": "Δp RMS",
 }
+# Axis titles: the unit of each metric (the panel title names the metric itself).
+METRIC_UNITS = {
+    "hidden_rel_error": "ratio",
+    "hidden_cosine": "cosine",
+    "hidden_sqnr_db": "dB",
+    "logit_lens_kl": "nats",
+    "attn_js_mean": "nats",
+    "attn_entropy_shift": "nats",
+    "cascade_ratio": "ratio",
+}
 _LOG_METRICS = {"ppl_ratio", "ppl", "kl_mean", "kl_p99", "logit_lens_kl"}
 _SHARE_METRICS = {"top1_agreement", "top5_overlap"}
 
@@ -149,7 +159,7 @@ def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str |
             colorscale="RdBu_r" if diverging else "Reds",
             zmid=0 if diverging else None,
             zmin=None if diverging else 0,
-            colorbar=dict(title=dict(text=units, side="right")),
+            colorbar=dict(title=dict(text=units, side="right"), tickformat=".2~g", exponentformat="e"),
             hovertemplate="layer %{y} head %{x}<br>" + units + " %{z:.4g}<extra></extra>",
         )
     )
@@ -247,7 +257,7 @@ def cascade_chart(
                 col=1,
             )
         fig.update_yaxes(
-            title_text=METRIC_LABELS.get(metric, metric).split(" (")[0],
+            title_text=METRIC_UNITS.get(metric, ""),
             row=row,
             col=1,
             type="log"
@@ -339,19 +349,24 @@ def kl_distribution_chart(
     title = title or "Divergence: distribution of per-token KL"
     if kl_hist.empty:
         return _empty(title, "no KL histogram for this run")
-    hist = kl_hist.copy()
-    hist["label"] = [f"{lo:.0e}–{hi:.0e}" for lo, hi in zip(hist.bin_lo, hist.bin_hi, strict=True)]
+    hist = kl_hist.sort_values("bin_lo")
     total = max(int(hist["count"].sum()), 1)
+    # Categorical bars named by each log bin's upper edge ("1e-6" = KL up to 1e-6 nats): short, readable labels.
+    labels = [_edge(hi) for hi in hist.bin_hi]
+    ranges = [f"{lo:.1e} – {hi:.1e}" for lo, hi in zip(hist.bin_lo, hist.bin_hi, strict=True)]
     fig = go.Figure(
         go.Bar(
-            x=hist.label,
+            x=labels,
             y=hist["count"] / total,
+            customdata=ranges,
             marker_color=MODIFIED,
             name="share of tokens",
-            hovertemplate="KL %{x} nats<br>%{y:.1%} of tokens<extra></extra>",
+            hovertemplate="KL %{customdata} nats<br>%{y:.1%} of tokens<extra></extra>",
         )
     )
-    fig.update_xaxes(title_text="per-token KL(original ‖ modified), nats (log bins; first bin includes 0)")
+    fig.update_xaxes(
+        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin", tickangle=-45
+    )
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:
         note = f"mean {metrics.get('kl_mean', float('nan')):.4g} · p99 {metrics.get('kl_p99', float('nan')):.4g} nats"
@@ -359,6 +374,14 @@ def kl_distribution_chart(
             text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right"
         )
     return _style(fig, title, legend=False)
+
+
+def _edge(value: float) -> str:
+    """1e-06 -> '1e-6', 0.01 -> '1e-2', 3.2e-05 -> '3.2e-5', inf -> '∞' (compact log-bin edges)."""
+    if math.isinf(value):
+        return "∞"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def kl_cdf_chart(kl_hist: pd.DataFrame, title: str | None = None) -> go.Figure:

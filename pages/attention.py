@@ -3,7 +3,10 @@
 import streamlit as st
 
 from hemorrhage_core import charts
+from hemorrhage_core.ui.state import through_app
 from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored
+
+through_app()
 
 st.title("Attention disruption")
 st.caption(

@@ -6,8 +6,10 @@ from hemorrhage_core import charts, report
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import views
-from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.state import runner, through_app
 from hemorrhage_core.ui.widgets import chart, stored, table
+
+through_app()
 
 st.title("Compare & history")
 st.caption(
@@ -69,6 +71,7 @@ event = table(
     shown,
     f"runs-{st.session_state.get('compare.version', 0)}",
     selectable=True,
+    file_name="hemlab-runs",
     column_config={
         "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f"),
         "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),

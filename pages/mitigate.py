@@ -4,6 +4,9 @@ import streamlit as st
 
 from hemorrhage_core.ui.family import family_page
 from hemorrhage_core.ui.fields import family_kinds
+from hemorrhage_core.ui.state import through_app
+
+through_app()
 
 if family_kinds("mitigation"):
     family_page(

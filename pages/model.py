@@ -13,7 +13,10 @@ from hemorrhage_core.ui.state import (
     save_upload,
     selection,
     set_selection,
+    through_app,
 )
+
+through_app()
 
 st.title("Model & measurement")
 sel = selection()

@@ -38,7 +38,7 @@ def require_selection() -> Selection:
     issue = problem(sel)
     if issue:
         st.error(issue)
-        st.page_link("pages/model.py", label="Choose another model or corpus", icon="⚙️")
+        st.page_link("pages/model.py", label="Choose another model or corpus", icon=":material/tune:")
         st.stop()
     return sel
 
@@ -140,7 +140,7 @@ def headline(result: RunResult) -> None:
     st.caption(runs_mod.settings_caption(result.spec, result.settings, result.metrics, result.cached))
     items = runs_mod.headlines(result.metrics)
     for col, h in zip(st.columns(len(items)), items, strict=True):
-        col.metric(h.label, h.value, h.delta, delta_color="off", help=h.help)
+        col.metric(h.label, h.value, h.delta, delta_color="off", delta_arrow="off", help=h.help)
 
 
 def run_picker(label: str, key: str, *, multi: bool = False, model: str | None = None) -> list[str]:
@@ -174,17 +174,19 @@ def chart(fig: go.Figure, name: str, *, on_select: str = "ignore", selection_mod
     event = st.plotly_chart(
         fig, width="stretch", key=f"chart-{name}", on_select=on_select, selection_mode=selection_mode
     )
-    cols = st.columns([1, 1, 1, 1, 4])
-    for col, (fmt, mime) in zip(cols, EXPORT_FORMATS.items(), strict=False):
-        col.download_button(
-            fmt.upper(),
-            data=lambda fig=fig, fmt=fmt: export_bytes(fig, fmt),
-            file_name=f"{name}.{fmt}",
-            mime=mime,
-            key=f"dl-{name}-{fmt}",
-            on_click="ignore",
-            help=f"Download this chart as {fmt.upper()}",
-        )
+    with st.container(horizontal=True, gap="small"):
+        st.caption("Export")
+        for fmt, mime in EXPORT_FORMATS.items():
+            st.download_button(
+                fmt.upper(),
+                data=lambda fig=fig, fmt=fmt: export_bytes(fig, fmt),
+                file_name=f"{name}.{fmt}",
+                mime=mime,
+                key=f"dl-{name}-{fmt}",
+                on_click="ignore",
+                type="tertiary",
+                help=f"Download this chart as {fmt.upper()}",
+            )
     return event
 
 
@@ -199,26 +201,31 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def table(df: pd.DataFrame, name: str, *, selectable: bool = False, **kwargs) -> Any:
-    """Show a table with CSV and Parquet downloads. With `selectable`, rows can be picked (multi-row); the
-    selection event is returned."""
+def table(
+    df: pd.DataFrame, name: str, *, selectable: bool = False, file_name: str | None = None, **kwargs
+) -> Any:
+    """Show a table with CSV and Parquet downloads (named `file_name`, default `name`). With `selectable`, rows
+    can be picked (multi-row); the selection event is returned."""
     extra = {"on_select": "rerun", "selection_mode": "multi-row"} if selectable else {}
     event = st.dataframe(df, width="stretch", hide_index=True, key=f"table-{name}", **extra, **kwargs)
-    cols = st.columns([1, 1, 6])
-    cols[0].download_button(
-        "CSV",
-        data=lambda: df.to_csv(index=False).encode(),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        key=f"dl-{name}-csv",
-        on_click="ignore",
-    )
-    cols[1].download_button(
-        "Parquet",
-        data=lambda: parquet_bytes(df),
-        file_name=f"{name}.parquet",
-        mime="application/vnd.apache.parquet",
-        key=f"dl-{name}-parquet",
-        on_click="ignore",
-    )
+    with st.container(horizontal=True, gap="small"):
+        st.caption("Export")
+        st.download_button(
+            "CSV",
+            data=lambda: df.to_csv(index=False).encode(),
+            file_name=f"{file_name or name}.csv",
+            mime="text/csv",
+            key=f"dl-{name}-csv",
+            on_click="ignore",
+            type="tertiary",
+        )
+        st.download_button(
+            "Parquet",
+            data=lambda: parquet_bytes(df),
+            file_name=f"{file_name or name}.parquet",
+            mime="application/vnd.apache.parquet",
+            key=f"dl-{name}-parquet",
+            on_click="ignore",
+            type="tertiary",
+        )
     return event

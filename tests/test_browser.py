@@ -1,0 +1,176 @@
+"""The dashboard in a real browser: `streamlit run app.py` on a free port with a tiny model, driven by Debian's
+chromium through Playwright. Moves a slider, waits for the chart to change, downloads an exported PNG and
+checks it, and saves a screenshot of every page (the folder is printed).
+
+Never `playwright install`: the browser is Debian's /usr/bin/chromium (`make test` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dashboard_env import make_env
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("HEMLAB_CHROME", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+LAUNCH_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# url path (from the page file name) -> what must be on the page once it has drawn
+PAGES = {
+    "quantize": "Quantize",
+    "prune": "Prune",
+    "decode": "Decode",
+    "depth": "Depth",
+    "mitigate": "Mitigate",
+    "model": "Model & measurement",
+    "layers": "Layers: where the information is lost",
+    "attention": "Attention disruption",
+    "divergence": "Divergence: what the model now predicts",
+    "sweeps": "Sweeps & thresholds",
+    "compare": "Compare & history",
+    "paper": "The paper's results, beside ours",
+}
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; AssertionError if it is not a PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("browser-app")
+    env = {**os.environ, **make_env(root, tiny_llama_dir)}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # fmt: skip
+    log = open(root / "streamlit.log", "w")  # noqa: SIM115 (closed in the teardown)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.terminate()
+        pytest.fail("streamlit did not start: " + (root / "streamlit.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def _wait_drawn(page, title: str, charts: int = 0, timeout_ms: int = 90_000) -> None:
+    """Wait until the script has finished and its output is drawn: the app's own navigation (not the legacy
+    pages/ list), the page heading, at least `charts` plotly charts, no stale element, and the app idle for a
+    second (a page may rerun itself once, e.g. on the first deep link of a process)."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Sweeps & thresholds").wait_for(
+        timeout=timeout_ms
+    )
+    page.get_by_role("heading", name=title).first.wait_for(timeout=timeout_ms)
+    idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        page.wait_for_selector(idle, timeout=timeout_ms)
+        page.wait_for_timeout(1000)
+        if page.locator(idle).count():
+            break
+    if charts:
+        page.wait_for_function(
+            f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=timeout_ms
+        )
+    page.wait_for_function("!document.querySelector('[data-stale=\"true\"]')", timeout=timeout_ms)
+
+
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to the content first."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+    page.set_viewport_size({"width": 1440, "height": min(int(height) + 160, 8000)})
+    page.wait_for_timeout(500)  # plotly relayouts on resize
+    page.screenshot(path=path)
+    page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+def test_slider_updates_chart_png_export_and_screenshots_of_every_page(server, browser, tmp_path):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    page.goto(server + "/quantize")
+    _wait_drawn(page, "Quantize", charts=4)
+    caption = page.get_by_text("RTN w8", exact=False).first
+    caption.wait_for()
+
+    # Move the bits slider one step down with the keyboard; the profile must be recomputed and redrawn.
+    ppl_trace = "() => document.querySelectorAll('.js-plotly-plot')[3].data[0].y[1]"
+    before = page.evaluate(ppl_trace)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="bits").get_by_role("slider")
+    slider.focus()
+    slider.press("ArrowLeft")
+    page.get_by_text("RTN w7", exact=False).first.wait_for(timeout=60_000)
+    page.wait_for_function(f"{ppl_trace} !== {before}", timeout=60_000)
+    _wait_drawn(page, "Quantize", charts=4)
+    after = page.evaluate(ppl_trace)
+    assert after != before, "the perplexity chart did not change after the slider moved"
+
+    # Export the first chart as PNG: a real image of the export size (1000 px wide, the figure's height).
+    with page.expect_download(timeout=60_000) as download:
+        # Our export button (plotly's own modebar also offers a PNG of the on-screen chart).
+        page.locator('[data-testid="stDownloadButton"]').filter(has_text="PNG").first.click()
+    path = tmp_path / "chart.png"
+    download.value.save_as(path)
+    assert download.value.suggested_filename == "quant-layer-loss.png"
+    assert png_size(path.read_bytes()) == (1000, 560)
+
+    for slug, title in PAGES.items():
+        if slug != "quantize":
+            page.goto(f"{server}/{slug}")
+            _wait_drawn(page, title)
+        assert not page.locator('[data-testid="stException"]').count(), f"{slug} raised an exception"
+        assert not page.get_by_text("Page not found").count(), f"{slug} was not found"
+        _screenshot(page, SHOTS / f"{slug}.png")
+    print(f"\nscreenshots of every page: {SHOTS}")
