@@ -12,7 +12,6 @@ SENTENCE = (
     "the quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches and a calm "
     "river carries old leaves toward the distant sea as the news of the day travels from town to town"
 )
-)
 
 
 def make_env(root: Path, tiny_model_dir: Path) -> dict[str, str]:
