@@ -77,7 +77,10 @@ class QuantizeRTN(Modification):
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"quantization bits must be between 2 and 8, got {self.bits}")
-        _check(self.scheme in ("sym", "asym"), f"quantization scheme must be 'sym' or 'asym', got {self.scheme!r}")
+        _check(
+            self.scheme in ("sym", "asym"),
+            f"quantization scheme must be 'sym' or 'asym', got {self.scheme!r}",
+        )
         _check(
             self.granularity in ("tensor", "channel", "group"),
             f"quantization granularity must be tensor, channel or group, got {self.granularity!r}",
@@ -89,33 +92,119 @@ class QuantizeRTN(Modification):
         return f"RTN w{self.bits} {self.scheme} {gran}"
 
 
-# Pruning score names; each is implemented in modify/prune.py's score registry (kept here so specs validate
-# without importing torch).
-PRUNE_METHODS: set[str] = {"magnitude"}
+# Pruning score names. Each is implemented in hemorrhage_core/modify/prune.py's method registry (a test checks the two
+# agree); listed here so specs validate without importing torch or the handlers.
+PRUNE_METHODS: set[str] = {"magnitude", "wanda", "sparsegpt", "gblm", "taylor"}
+# Methods that read calibration text (activations or gradients): the calib_* fields matter only for these.
+CALIBRATED_PRUNE_METHODS: frozenset[str] = frozenset({"wanda", "sparsegpt", "gblm", "taylor"})
+DEFAULT_CALIBRATION = (
+    "news",
+    32,
+    256,
+)  # corpus, sequences, tokens per sequence (CPU-sized; Wanda used 128 x 2048)
+
+
+def parse_nm(pattern: str) -> tuple[int, int] | None:
+    """'2:4' -> (2, 4): N zeros in every M consecutive input weights; 'unstructured' -> None. SpecError otherwise."""
+    if pattern == "unstructured":
+        return None
+    n, sep, m = pattern.partition(":")
+    _check(
+        bool(sep) and n.isdigit() and m.isdigit(),
+        f"pruning pattern must be 'unstructured' or 'N:M' (e.g. 2:4, 4:8), got {pattern!r}",
+    )
+    n, m = int(n), int(m)
+    _check(0 < n < m <= 64, f"N:M pattern needs 0 < N < M <= 64, got {pattern!r}")
+    return n, m
+
+
+def check_calibration(corpus: str, samples: int, length: int) -> None:
+    """Validate the calibration fields every calibrated modification carries."""
+    _check(bool(corpus), "calibration corpus (calib_corpus) must be a built-in name or a text file path")
+    _check(1 <= samples <= 4096, f"calib_samples must be in [1, 4096], got {samples}")
+    _check(8 <= length <= 8192, f"calib_len must be in [8, 8192] tokens, got {length}")
+
+
+def calibration_label(corpus: str, samples: int, length: int) -> str:
+    """'' for the default calibration set, else ' cal=bible 64x256' (so sweeps over it read apart in charts)."""
+    if (corpus, samples, length) == DEFAULT_CALIBRATION:
+        return ""
+    return f" cal={corpus} {samples}x{length}"
 
 
 @modification("prune")
 @dataclass(frozen=True)
 class Prune(Modification):
-    """Unstructured pruning: zero the lowest-scoring weights, per output row or per tensor."""
+    """Unstructured or N:M pruning of every Linear / Conv1D: zero the lowest-scoring weights.
+
+    Methods: magnitude |W|; wanda |W|·‖X_j‖ (activation-aware); sparsegpt (OBS mask + update of the remaining
+    weights with the damped inverse Hessian); gblm |W|·‖X_j‖ + grad_alpha·|W|·‖G‖ and taylor |W ⊙ Ḡ| (gradients
+    of the LM loss on calibration text). Calibrated methods run block by block on the outputs of the already
+    pruned blocks when `sequential` (as Wanda's and SparseGPT's reference code do).
+    """
 
     family: ClassVar[str] = "prune"
 
     sparsity: float = 0.5
     method: str = "magnitude"
-    scope: str = "row"  # "row": the same share in every output row (as Wanda); "tensor": one threshold per matrix
+    scope: str = (
+        "row"  # "row": the same share in every output row (as Wanda); "tensor": one threshold per matrix
+    )
     include_lm_head: bool = False
+    pattern: str = "unstructured"  # or "N:M": N zeros in every M consecutive inputs (sparsity must equal N/M)
+    calib_corpus: str = DEFAULT_CALIBRATION[0]
+    calib_samples: int = DEFAULT_CALIBRATION[1]
+    calib_len: int = DEFAULT_CALIBRATION[2]
+    sequential: bool = (
+        True  # calibrate block i on the outputs of the pruned blocks < i (False: all on the dense model)
+    )
+    damp: float = 0.01  # sparsegpt: Hessian damping, as a share of its mean diagonal
+    blocksize: int = 128  # sparsegpt: columns pruned and compensated together
+    grad_alpha: float = 100.0  # gblm: weight of the gradient term (GBLM-Pruner's default)
 
     def __post_init__(self):
         _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
-        _check(self.scope in ("row", "tensor"), f"pruning scope must be 'row' or 'tensor', got {self.scope!r}")
+        _check(
+            self.scope in ("row", "tensor"), f"pruning scope must be 'row' or 'tensor', got {self.scope!r}"
+        )
         _check(
             self.method in PRUNE_METHODS,
             f"unknown pruning method {self.method!r}; available: {', '.join(sorted(PRUNE_METHODS))}",
         )
+        nm = parse_nm(self.pattern)
+        if nm is not None:
+            n, m = nm
+            _check(
+                abs(self.sparsity - n / m) < 1e-9,
+                f"pattern {self.pattern} zeroes {n}/{m} = {n / m:g} of the weights: set sparsity={n / m:g}",
+            )
+            _check(self.scope == "row", "an N:M pattern is per group of inputs: use scope=row")
+            _check(
+                self.blocksize % m == 0,
+                f"sparsegpt blocksize ({self.blocksize}) must be a multiple of M ({m}) for pattern {self.pattern}",
+            )
+        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
+        _check(0.0 < self.damp < 1.0, f"damp must be in (0, 1), got {self.damp}")
+        _check(self.blocksize >= 1, f"blocksize must be at least 1, got {self.blocksize}")
+        _check(self.grad_alpha >= 0.0, f"grad_alpha must be >= 0, got {self.grad_alpha}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_nm(self.pattern)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method in CALIBRATED_PRUNE_METHODS
 
     def label(self) -> str:
-        return f"{self.method} {self.sparsity:.0%} {self.scope}"
+        shape = self.pattern if self.nm else f"{self.sparsity:.0%}"
+        text = f"{self.method} {shape}" + (" tensor" if self.scope == "tensor" else "")
+        if self.method == "gblm" and self.grad_alpha != 100.0:
+            text += f" α={self.grad_alpha:g}"
+        if self.calibrated:
+            text += calibration_label(self.calib_corpus, self.calib_samples, self.calib_len)
+            text += "" if self.sequential else " dense-calib"
+        return text
 
 
 @modification("temperature")
@@ -167,9 +256,15 @@ class ProbeSettings:
 
     def __post_init__(self):
         _check(self.window >= 8, f"window must be at least 8 tokens, got {self.window}")
-        _check(self.tokens >= self.window, f"token budget ({self.tokens}) must be at least one window ({self.window})")
+        _check(
+            self.tokens >= self.window,
+            f"token budget ({self.tokens}) must be at least one window ({self.window})",
+        )
         _check(self.batch_size >= 1, "batch size must be at least 1")
-        _check(self.attn_probes >= 1 and self.attn_len >= 4, "the attention probe set needs >= 1 sequence of >= 4 tokens")
+        _check(
+            self.attn_probes >= 1 and self.attn_len >= 4,
+            "the attention probe set needs >= 1 sequence of >= 4 tokens",
+        )
         _check(self.top_k >= 1, "top_k must be at least 1")
 
     @property

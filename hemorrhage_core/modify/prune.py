@@ -1,41 +1,43 @@
-"""Unstructured pruning: a score per weight, then the lowest share zeroed per output row or per tensor.
+"""Unstructured and N:M pruning: a registry of methods, the masks they share, and the `Prune` handler.
 
-Scores form a registry keyed by `Prune.method`; magnitude is |W|. Activation- and gradient-aware scores register
-themselves the same way (they need calibration inputs from `ModContext`).
+A method is a function `prune(w [out, in] fp32, evidence, mod) -> pruned w [out, in]` registered with what it
+reads: input-activation norms (Wanda), the input Hessian (SparseGPT) and/or loss gradients (GBLM, Taylor). Most
+methods are a score (higher = keep) plus the shared mask (`score_method`); SparseGPT also updates the weights it
+keeps. The handler gathers the evidence: gradients once on the model as it is, activation statistics block by
+block on the outputs of the already pruned blocks (`Prune.sequential`, as the reference Wanda and SparseGPT code
+do) or all at once on the unpruned model.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..errors import SpecError
+from ..probes.capture import find_blocks
 from ..spec import PRUNE_METHODS, Prune
 from .base import ModContext, ModifiedModel, handles
+from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .sequential import walk_blocks
 from .targets import linear_targets, set_weight, weight_view
 
-# score(model, [(name, module)], ctx) -> {name: score tensor [out, in]}; higher = keep
-ScoreFn = Callable[[nn.Module, list[tuple[str, nn.Module]], ModContext], dict[str, torch.Tensor]]
-SCORES: dict[str, ScoreFn] = {}
+log = logging.getLogger(__name__)
+
+CALIB_BATCH = 8  # calibration sequences per forward: bounds activation memory, not the result
 
 
-def pruning_score(name: str):
-    def register(fn: ScoreFn) -> ScoreFn:
-        SCORES[name] = fn
-        PRUNE_METHODS.add(name)
-        return fn
-
-    return register
-
-
-@pruning_score("magnitude")
-def magnitude_scores(model, targets, ctx):
-    return {name: weight_view(module).abs().float() for name, module in targets}
+# ----------------------------------------------------------------------------------------------------------------
+# Masks. All return a boolean keep-mask [out, in]; True = keep.
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def prune_mask(score: torch.Tensor, sparsity: float, scope: str) -> torch.Tensor:
-    """Boolean keep-mask [out, in] that drops exactly floor(sparsity * n) lowest scores per row (or per tensor).
+    """Keep-mask [out, in] that drops exactly floor(sparsity * n) lowest scores per row (or per tensor).
 
     Uses topk rather than a quantile threshold: ties cannot change the count, and torch.quantile refuses tensors
     over 16M elements.
@@ -54,16 +56,192 @@ def prune_mask(score: torch.Tensor, sparsity: float, scope: str) -> torch.Tensor
     return mask
 
 
+def check_nm(in_features: int, n: int, m: int) -> None:
+    if in_features % m:
+        raise SpecError(
+            f"pattern {n}:{m} needs layers whose input size is a multiple of {m}; one has {in_features}"
+        )
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep-mask [out, in]: in every group of `m` consecutive inputs of a row, the `n` lowest scores are dropped."""
+    out_features, in_features = score.shape
+    check_nm(in_features, n, m)
+    groups = score.reshape(out_features, in_features // m, m)
+    mask = torch.ones_like(groups, dtype=torch.bool)
+    mask.scatter_(2, torch.topk(groups, n, dim=2, largest=False).indices, False)
+    return mask.reshape(out_features, in_features)
+
+
+def keep_mask(score: torch.Tensor, mod: Prune) -> torch.Tensor:
+    """The keep-mask `mod` asks for: N:M groups, or its sparsity per row / per tensor."""
+    return nm_mask(score, *mod.nm) if mod.nm else prune_mask(score, mod.sparsity, mod.scope)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The method registry.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a method may read about one layer: its input statistics and the loss gradients (None if unneeded)."""
+
+    name: str
+    inputs: InputStats | None = None
+    grads: GradientStats | None = None
+
+
+PruneFn = Callable[[torch.Tensor, Evidence, Prune], torch.Tensor]
+ScoreFn = Callable[[torch.Tensor, Evidence, Prune], torch.Tensor]  # (w [out, in], evidence, mod) -> [out, in]
+
+
+@dataclass(frozen=True)
+class PruneMethod:
+    prune: PruneFn
+    activations: bool = False  # needs InputStats.sq_norm of the layer input
+    hessian: bool = False  # needs InputStats.hessian
+    grad_mean: bool = False  # needs GradientStats.mean
+    grad_sq: bool = False  # needs GradientStats.sq_sum
+
+    @property
+    def reads_inputs(self) -> bool:
+        return self.activations or self.hessian
+
+    @property
+    def reads_gradients(self) -> bool:
+        return self.grad_mean or self.grad_sq
+
+
+METHODS: dict[str, PruneMethod] = {}
+
+
+def pruning_method(name: str, **needs: bool):
+    """Register `prune(w, evidence, mod) -> w'` under `name` (which must be listed in spec.PRUNE_METHODS)."""
+
+    def register(fn: PruneFn) -> PruneFn:
+        if name not in PRUNE_METHODS:
+            raise ValueError(f"pruning method {name!r} is not listed in spec.PRUNE_METHODS")
+        METHODS[name] = PruneMethod(fn, **needs)
+        return fn
+
+    return register
+
+
+def score_method(name: str, **needs: bool):
+    """Register a score (higher = keep); the method zeroes what `keep_mask` drops and changes nothing else."""
+
+    def register(score: ScoreFn) -> ScoreFn:
+        pruning_method(name, **needs)(lambda w, ev, mod: w * keep_mask(score(w, ev, mod), mod))
+        return score
+
+    return register
+
+
+@score_method("magnitude")
+def magnitude_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
+    return w.abs()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The handler.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def block_of(model: nn.Module) -> dict[int, int]:
+    """id(module) -> index of the transformer block it belongs to (modules outside blocks are absent)."""
+    return {id(m): i for i, block in enumerate(find_blocks(model)) for m in block.modules()}
+
+
+@dataclass
+class _Tally:
+    zeros: int = 0
+    total: int = 0
+
+
 @handles(Prune)
 def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
-    targets = list(linear_targets(state.model, include_lm_head=mod.include_lm_head))
-    scores = SCORES[mod.method](state.model, targets, ctx)
-    zeros = total = 0
-    for name, module in targets:
-        w = weight_view(module)
-        pruned = w * prune_mask(scores[name], mod.sparsity, mod.scope)
+    method = METHODS[mod.method]
+    model = state.model
+    targets = dict(linear_targets(model, include_lm_head=mod.include_lm_head))
+    if mod.nm:
+        for module in targets.values():
+            check_nm(weight_view(module).shape[1], *mod.nm)
+    windows = (
+        ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
+        if mod.calibrated
+        else None
+    )
+    grads = None
+    if method.reads_gradients:
+        grads = accumulate_gradients(model, targets, windows, mean=method.grad_mean, squares=method.grad_sq)
+    tally = _Tally()
+
+    def prune_layer(name: str, inputs: InputStats | None) -> None:
+        module = targets[name]
+        w = weight_view(module).float()
+        pruned = method.prune(w, Evidence(name, inputs, grads), mod)
         set_weight(module, pruned)
-        zeros += int((pruned == 0).sum())
-        total += pruned.numel()
-    state.report["achieved_sparsity"] = zeros / max(total, 1)
-    state.report["pruned_weights"] = float(total)
+        tally.zeros += int((pruned == 0).sum())
+        tally.total += pruned.numel()
+        if grads is not None:  # free this layer's gradients as soon as they are used
+            grads.mean.pop(name, None)
+            grads.sq_sum.pop(name, None)
+
+    if not method.reads_inputs:
+        for name in targets:
+            prune_layer(name, None)
+    elif mod.sequential:
+        _prune_sequentially(model, targets, windows, method, prune_layer)
+    else:
+        stats = _dense_statistics(model, targets, windows, method)
+        for name in targets:
+            prune_layer(name, stats[name])
+
+    state.report["achieved_sparsity"] = tally.zeros / max(tally.total, 1)
+    state.report["pruned_weights"] = float(tally.total)
+    if windows is not None:
+        state.report["calib_tokens"] = float(windows.numel())
+
+
+def _dense_statistics(model, modules: dict[str, nn.Module], windows: torch.Tensor, method: PruneMethod):
+    """Input statistics of `modules` from full forward passes of `model` over `windows` [n, T]."""
+    device = next(model.parameters()).device
+    # The LM head sees every position only when all logits are computed; then one sequence per pass bounds the
+    # [b, T, vocabulary] logits (Gemma 3: 262k entries per position).
+    head = model.get_output_embeddings()
+    with_head = any(m is head for m in modules.values())
+    batch, keep = (1, 0) if with_head else (CALIB_BATCH, 1)
+    with (
+        torch.no_grad(),
+        input_statistics(modules, norms=method.activations, hessian=method.hessian) as stats,
+    ):
+        for start in range(0, windows.shape[0], batch):
+            model(input_ids=windows[start : start + batch].to(device), use_cache=False, logits_to_keep=keep)
+    return stats
+
+
+def _prune_sequentially(model, targets, windows, method: PruneMethod, prune_layer) -> None:
+    """Block by block: statistics of block i's layers on the outputs of the pruned blocks < i, then prune them.
+
+    Inside a block all layers are calibrated on the block's input in one pass (as SparseGPT's and Wanda's
+    reference code do), not one sub-layer after the other. Layers outside the blocks (lm_head when included) are
+    calibrated last, on a full pass of the pruned model.
+    """
+    owner = block_of(model)
+    per_block: dict[int, dict[str, nn.Module]] = defaultdict(dict)
+    outside: dict[str, nn.Module] = {}
+    for name, module in targets.items():
+        (per_block[owner[id(module)]] if id(module) in owner else outside)[name] = module
+    for step in walk_blocks(model, windows, batch_size=CALIB_BATCH):
+        layers = per_block.get(step.index)
+        if not layers:
+            continue
+        with input_statistics(layers, norms=method.activations, hessian=method.hessian) as stats:
+            step.forward()
+        for name in layers:
+            prune_layer(name, stats[name])
+    if outside:
+        stats = _dense_statistics(model, outside, windows, method)
+        for name in outside:
+            prune_layer(name, stats[name])
