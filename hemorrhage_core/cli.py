@@ -4,6 +4,7 @@
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
     hemlab mods            every modification kind usable with --mod, with its options and defaults
+    hemlab thresholds | claims | memory | modules | flips    analyses (see docs/analysis.md)
 
 Any modification of the catalogue, in any order: `--mod KIND:key=value,key=value` (repeatable; applied in the
 order given, after the shorthand flags). The shorthand flags (--quant-bits, --prune-sparsity, --temperature) are
@@ -56,11 +57,15 @@ SWEEP_PARAMS: dict[str, SweepParam] = {
 
 
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="embedded model name (see `hemlab models`), local folder or hub id")
+    p.add_argument(
+        "--model", required=True, help="embedded model name (see `hemlab models`), local folder or hub id"
+    )
     q = p.add_argument_group("quantization (round-to-nearest, weight-only)")
     q.add_argument("--quant-bits", type=int, help="bits per weight, 2-8")
     q.add_argument("--quant-granularity", choices=["tensor", "channel", "group"], default="channel")
-    q.add_argument("--group-size", type=int, default=128, help="inputs per scale for --quant-granularity group")
+    q.add_argument(
+        "--group-size", type=int, default=128, help="inputs per scale for --quant-granularity group"
+    )
     q.add_argument("--quant-scheme", choices=["sym", "asym"], default="sym")
     pr = p.add_argument_group("pruning")
     pr.add_argument("--prune-sparsity", type=float, help="share of weights to zero, in [0, 1)")
@@ -76,18 +81,26 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
         help="any modification of the catalogue (see `hemlab mods`), repeatable, applied in order",
     )
     m = p.add_argument_group("measurement")
-    m.add_argument("--corpus", default="news", help="built-in corpus name (news, wiki, ...) or a UTF-8 text file")
+    m.add_argument(
+        "--corpus", default="news", help="built-in corpus name (news, wiki, ...) or a UTF-8 text file"
+    )
     m.add_argument("--tokens", type=int, default=4096, help="token budget (non-overlapping windows)")
     m.add_argument("--window", type=int, default=512)
     m.add_argument("--batch-size", type=int, default=8)
     m.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    m.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run (off by default)")
+    m.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a hub model's own code to run (off by default)",
+    )
     p.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hemlab", description="Measure model hemorrhage against the original model.")
+    parser = argparse.ArgumentParser(
+        prog="hemlab", description="Measure model hemorrhage against the original model."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_spec_options(sub.add_parser("run", help="profile one modified model"))
@@ -95,10 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_options(sweep)
     sweep.add_argument("--param", required=True, help=f"{', '.join(sorted(SWEEP_PARAMS))} or KIND.FIELD")
     sweep.add_argument("--values", required=True, help="comma-separated values, e.g. 8,6,4,3,2")
+    sweep.add_argument(
+        "--direction",
+        choices=["auto", "ascending", "descending"],
+        default="auto",
+        help="direction of the knob in which damage grows (auto: where the ppl ratio is higher)",
+    )
+    sweep.add_argument(
+        "--summary-json",
+        action="store_true",
+        help="print the sweep summaries (thresholds, knee) as JSON instead",
+    )
     models_p = sub.add_parser("models", help="list the embedded models and whether each is prepared")
     models_p.add_argument("--json", action="store_true")
     mods_p = sub.add_parser("mods", help="list every modification kind and its options")
     mods_p.add_argument("--json", action="store_true")
+    from .analysis import commands as analysis_commands  # thresholds, claims, memory, modules, flips
+
+    analysis_commands.add_parsers(sub, _add_spec_options)
     return parser
 
 
@@ -124,7 +151,9 @@ def parse_mod(text: str) -> Modification:
     kind, _, options = text.partition(":")
     cls = MODIFICATIONS.get(kind.strip())
     if cls is None:
-        raise SpecError(f"unknown modification {kind!r}; known: {', '.join(sorted(MODIFICATIONS))} (see `hemlab mods`)")
+        raise SpecError(
+            f"unknown modification {kind!r}; known: {', '.join(sorted(MODIFICATIONS))} (see `hemlab mods`)"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for item in filter(None, (o.strip() for o in options.split(","))):
@@ -147,7 +176,10 @@ def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
     if args.quant_bits is not None:
         mods.append(
             QuantizeRTN(
-                bits=args.quant_bits, scheme=args.quant_scheme, granularity=args.quant_granularity, group_size=args.group_size
+                bits=args.quant_bits,
+                scheme=args.quant_scheme,
+                granularity=args.quant_granularity,
+                group_size=args.group_size,
             )
         )
     if args.temperature is not None:
@@ -157,7 +189,9 @@ def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    probe = ProbeSettings(corpus=args.corpus, tokens=args.tokens, window=args.window, batch_size=args.batch_size)
+    probe = ProbeSettings(
+        corpus=args.corpus, tokens=args.tokens, window=args.window, batch_size=args.batch_size
+    )
     return RunSpec(model=args.model, mods=mods_from_args(args), probe=probe)
 
 
@@ -210,7 +244,9 @@ def _runner(args):
     from .runner import Runner
     from .store import Store
 
-    return Runner(Store(args.db or default_db_path()), device=args.device, trust_remote_code=args.trust_remote_code)
+    return Runner(
+        Store(args.db or default_db_path()), device=args.device, trust_remote_code=args.trust_remote_code
+    )
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -234,13 +270,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .analysis.commands import record_sweep
+
     specs = sweep_specs(args)
-    results = _runner(args).sweep(specs, progress=_progress)
-    if args.json:
+    runner = _runner(args)
+    results = runner.sweep(specs, progress=_progress)
+    summaries = record_sweep(args, runner.store, results)  # thresholds, knee, robust zone: stored
+    if args.summary_json:
+        print(json.dumps([s.to_dict() for s in summaries]))
+    elif args.json:
         print(json.dumps([r.to_json_dict() for r in results]))
     else:
         for r in results:
             print(_summary_line(r))
+        for s in summaries:
+            print(s.describe())
     return 0
 
 
@@ -264,7 +308,9 @@ def cmd_mods(args) -> int:
         {
             "kind": kind,
             "doc": (cls.__doc__ or "").strip().splitlines()[0],
-            "options": {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING},
+            "options": {
+                f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+            },
         }
         for kind, cls in sorted(MODIFICATIONS.items())
     ]
@@ -280,6 +326,15 @@ def cmd_mods(args) -> int:
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "models": cmd_models, "mods": cmd_mods}
 
 
+def _command(name: str):
+    """The handler of a subcommand: the core ones above, or one of the analysis package's."""
+    if name in COMMANDS:
+        return COMMANDS[name]
+    from .analysis.commands import COMMANDS as ANALYSIS_COMMANDS
+
+    return ANALYSIS_COMMANDS[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -289,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except HemlabError as exc:
         print(f"hemlab: error: {exc}", file=sys.stderr)
         return 2
@@ -299,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
         if args.debug:
             raise
-        print(f"hemlab: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        print(
+            f"hemlab: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -50,9 +50,19 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS distributions (
         run_key VARCHAR, name VARCHAR, bin_lo DOUBLE, bin_hi DOUBLE, count BIGINT,
         PRIMARY KEY (run_key, name, bin_lo))""",
+    # One row per (sweep, model): the knob, its settings and run keys in order, and the thresholds found
+    # (analysis/sweeps.py). The id hashes model, knob and run keys, so re-running a sweep replaces its row.
+    """CREATE TABLE IF NOT EXISTS sweeps (
+        sweep_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, param VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
+        run_keys_json VARCHAR NOT NULL, summary_json VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL)""",
+    # Results of analyses computed on demand for a run (per-module errors, cloze flips): tidy rows keyed by the
+    # run, the analysis name and an item (a module name, a cloze set id, ...).
+    """CREATE TABLE IF NOT EXISTS analysis_results (
+        run_key VARCHAR, analysis VARCHAR, item VARCHAR, metric VARCHAR, value DOUBLE,
+        PRIMARY KEY (run_key, analysis, item, metric))""",
 ]
 
-CHILD_TABLES = ("metrics", "layer_metrics", "head_metrics", "distributions")
+CHILD_TABLES = ("metrics", "layer_metrics", "head_metrics", "distributions", "analysis_results")
 LOCK_MARKERS = ("could not set lock", "conflicting lock", "resource temporarily unavailable")
 
 
@@ -141,7 +151,8 @@ class Store:
                     [run_key, *run_row.values()],
                 )
                 con.executemany(
-                    "INSERT INTO metrics VALUES (?, ?, ?)", [[run_key, k, float(v)] for k, v in metrics.items()]
+                    "INSERT INTO metrics VALUES (?, ?, ?)",
+                    [[run_key, k, float(v)] for k, v in metrics.items()],
                 )
                 if not layers.empty:
                     con.executemany(
@@ -151,12 +162,18 @@ class Store:
                 if not heads.empty:
                     con.executemany(
                         "INSERT INTO head_metrics VALUES (?, ?, ?, ?, ?)",
-                        [[run_key, int(r.layer), int(r.head), r.metric, float(r.value)] for r in heads.itertuples()],
+                        [
+                            [run_key, int(r.layer), int(r.head), r.metric, float(r.value)]
+                            for r in heads.itertuples()
+                        ],
                     )
                 if not kl_hist.empty:
                     con.executemany(
                         "INSERT INTO distributions VALUES (?, 'kl', ?, ?, ?)",
-                        [[run_key, float(r.bin_lo), float(r.bin_hi), int(r.count)] for r in kl_hist.itertuples()],
+                        [
+                            [run_key, float(r.bin_lo), float(r.bin_hi), int(r.count)]
+                            for r in kl_hist.itertuples()
+                        ],
                     )
                 con.execute("COMMIT")
                 return True
@@ -195,7 +212,8 @@ class Store:
                 return None
             metrics = con.execute("SELECT name, value FROM metrics WHERE run_key = ?", [run_key]).fetchall()
             layers = con.execute(
-                "SELECT layer, metric, value FROM layer_metrics WHERE run_key = ? ORDER BY metric, layer", [run_key]
+                "SELECT layer, metric, value FROM layer_metrics WHERE run_key = ? ORDER BY metric, layer",
+                [run_key],
             ).df()
             heads = con.execute(
                 "SELECT layer, head, metric, value FROM head_metrics WHERE run_key = ? ORDER BY metric, layer, head",
@@ -233,6 +251,66 @@ class Store:
         return self._query(
             f"SELECT run_key, layer, metric, value FROM layer_metrics WHERE run_key IN ({marks}) ORDER BY run_key, layer",
             keys,
+        )
+
+    # -- sweeps and on-demand analyses (additive) -------------------------------------------------------------
+    def save_sweep(self, summary: dict[str, Any], created_at) -> None:
+        """Store (or replace) one sweep summary: `SweepSummary.to_dict()` output."""
+        points = summary["points"]
+        row = [
+            summary["sweep_id"],
+            summary["model"],
+            summary["param"],
+            json.dumps([p["value"] for p in points], default=str),
+            json.dumps([p["run_key"] for p in points]),
+            json.dumps(summary, default=str),
+            created_at,
+        ]
+
+        def write(con):
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM sweeps WHERE sweep_id = ?", [row[0]])
+            con.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            con.execute("COMMIT")
+
+        self._run(write)
+
+    def sweeps(self, model: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
+        """Stored sweep summaries (dicts as saved), newest first, optionally for one model and/or knob."""
+        clauses, params = [], []
+        for column, value in (("model", model), ("param", param)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        df = self._query(
+            f"SELECT summary_json, created_at FROM sweeps {where} ORDER BY created_at DESC", params
+        )
+        return [
+            json.loads(s) | {"created_at": str(t)}
+            for s, t in zip(df.summary_json, df.created_at, strict=True)
+        ]
+
+    def save_analysis(self, run_key: str, analysis: str, rows: Iterable[tuple[str, str, float]]) -> None:
+        """Replace the stored rows (item, metric, value) of one analysis of one run."""
+        data = [[run_key, analysis, str(item), str(metric), float(value)] for item, metric, value in rows]
+
+        def write(con):
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "DELETE FROM analysis_results WHERE run_key = ? AND analysis = ?", [run_key, analysis]
+            )
+            if data:
+                con.executemany("INSERT INTO analysis_results VALUES (?, ?, ?, ?, ?)", data)
+            con.execute("COMMIT")
+
+        self._run(write)
+
+    def analysis(self, run_key: str, analysis: str) -> pd.DataFrame:
+        """Stored rows of one analysis of one run: columns item, metric, value (empty when never computed)."""
+        return self._query(
+            "SELECT item, metric, value FROM analysis_results WHERE run_key = ? AND analysis = ? ORDER BY item, metric",
+            [run_key, analysis],
         )
 
 

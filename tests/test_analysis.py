@@ -1,0 +1,193 @@
+"""Analyses: thresholds on analytic curves, sweep summaries through the CLI and the store, and (on tiny models)
+the cascade, per-module errors, attention maps, flips, the memory table and the claims report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hemorrhage_core.analysis.thresholds import find_knee, thresholds
+
+# ------------------------------------------------------------------------------------------------------------
+# Thresholds and the knee on analytic curves
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_first_setting_over_each_level_in_severity_order_for_bits():
+    bits = [8, 6, 5, 4, 3, 2]
+    ratios = [1.001, 1.004, 1.02, 1.15, 2.6, 40.0]
+    t = thresholds(bits, ratios)
+    assert t.direction == "descending"  # fewer bits hurt more
+    assert t.values == (8, 6, 5, 4, 3, 2)
+    assert t.first_over == {"1.1": 4, "2": 3, "10": 2}
+    assert t.robust_zone == (8, 6, 5)
+
+
+def test_thresholds_ignore_input_order_and_find_ascending_knobs():
+    sparsity = [0.7, 0.1, 0.5, 0.3]
+    ratios = [12.0, 1.01, 1.5, 1.05]
+    t = thresholds(sparsity, ratios)
+    assert t.direction == "ascending"
+    assert t.values == (0.1, 0.3, 0.5, 0.7)
+    assert t.first_over == {"1.1": 0.5, "2": 0.7, "10": 0.7}
+    assert t.robust_zone == (0.1, 0.3)
+
+
+def test_levels_never_reached_and_zone_that_is_empty():
+    t = thresholds([0.1, 0.2, 0.3], [1.0, 1.01, 1.05])
+    assert t.first_over == {"1.1": None, "2": None, "10": None}
+    assert t.robust_zone == (0.1, 0.2, 0.3)
+    t = thresholds([0.1, 0.2, 0.3], [1.5, 3.0, 30.0])
+    assert t.robust_zone == () and t.first_over["1.1"] == 0.1 and t.crossing["1.1"] is None
+
+
+def test_crossing_interpolates_log_ratio_linearly_in_the_knob():
+    # ln r grows linearly from ln 1 at 0 to ln 4 at 1: r crosses 2 exactly half-way.
+    t = thresholds([0.0, 1.0], [1.0, 4.0], direction="ascending")
+    assert t.crossing["2"] == pytest.approx(0.5)
+    t = thresholds([8, 4], [1.0, 4.0], direction="descending")  # same curve, bits-style orientation
+    assert t.crossing["2"] == pytest.approx(6.0)
+
+
+def test_explicit_direction_overrides_auto():
+    t = thresholds([1.0, 2.0, 3.0], [3.0, 1.5, 1.0], direction="ascending")
+    assert t.direction == "ascending" and t.first_over["2"] == 1.0
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.05, 0.7])
+def test_a_straight_line_in_log_ppl_has_no_knee(slope):
+    x = np.arange(8.0)
+    assert find_knee(x, slope * x) is None
+
+
+def test_knee_of_an_exact_hinge_is_its_breakpoint():
+    x = np.arange(10.0)
+    y = 0.05 * x + 0.8 * np.maximum(x - 6, 0)
+    k, knee = find_knee(x, y)
+    assert k == 6 and knee.value == 6.0
+    assert knee.slope_before == pytest.approx(0.05) and knee.slope_after == pytest.approx(0.85)
+
+
+def test_knee_of_flat_then_exploding_bits_curve_in_knob_units():
+    bits = [8, 7, 6, 5, 4, 3, 2]
+    # ln ppl ratio flat to 5 bits, then grows 1.2 per bit lost: the knee is the last flat setting, 5 bits.
+    ratios = [math.exp(max(0.0, 5 - b) * 1.2) for b in bits]
+    t = thresholds(bits, ratios)
+    assert t.knee is not None and t.knee.value == 5
+    assert t.knee.slope_after == pytest.approx(1.2)
+
+
+def test_knee_of_exponential_growth_sits_where_the_curve_bends():
+    x = np.linspace(0, 1, 11)
+    y = np.exp(6 * x) / 400  # convex everywhere: the hinge picks a bend in the upper half, never an endpoint
+    k, knee = find_knee(x, y)
+    assert 5 <= k <= 9
+    assert knee.slope_after > 2 * max(knee.slope_before, 0)
+
+
+def test_concave_curve_has_no_knee():
+    x = np.arange(8.0)
+    assert find_knee(x, np.sqrt(x)) is None  # growth slows down: not a knee
+
+
+def test_two_points_have_no_knee_and_bad_inputs_are_refused():
+    assert thresholds([4, 3], [1.2, 3.0]).knee is None
+    with pytest.raises(ValueError, match="duplicated"):
+        thresholds([4, 4], [1.0, 2.0])
+    with pytest.raises(ValueError, match="direction"):
+        thresholds([4, 3], [1.0, 2.0], direction="up")
+
+
+def test_non_finite_ratio_counts_as_over_every_level():
+    t = thresholds([0.2, 0.5, 0.9], [1.0, 1.3, float("nan")])
+    assert t.first_over == {"1.1": 0.5, "2": 0.9, "10": 0.9}
+    assert t.notes and "non-finite" in t.notes[0]
+    json.dumps(t.to_dict(), allow_nan=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sweeps end to end on a tiny model: stored points are reused, summaries are printed and stored
+# ------------------------------------------------------------------------------------------------------------
+
+PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches", "and", "a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea"]  # fmt: skip
+    rng = __import__("random").Random(0)
+    sentences = []
+    for _ in range(700):
+        sentences.append(" ".join(rng.choice(words) for _ in range(rng.randint(6, 12))).capitalize() + ".")
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(" ".join(sentences))
+    return str(path)
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _cli_common(model_dir, text_file, db):
+    return ["--model", str(model_dir), "--corpus", text_file, "--tokens", "256", "--window", "64",
+            "--batch-size", "2", "--db", str(db), "--device", "cpu"]  # fmt: skip
+
+
+def test_sweep_prints_and_stores_thresholds_and_reuses_stored_points(
+    cache_env, capsys, tiny_llama_dir, text_file
+):
+    from hemorrhage_core.cli import build_parser, main, spec_from_args, sweep_specs
+    from hemorrhage_core.runner import Runner
+    from hemorrhage_core.store import Store
+
+    db = cache_env / "sweep.duckdb"
+    common = _cli_common(tiny_llama_dir, text_file, db)
+    argv = ["sweep", "--param", "quant_rtn.bits", "--values", "8,4,3,2", *common]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "thresholds: >1.1x at" in out and "robust zone" in out and "knee" in out
+    stored = Store(db).sweeps()
+    assert len(stored) == 1
+    summary = stored[0]
+    assert summary["param"] == "quant_rtn.bits" and [p["value"] for p in summary["points"]] == [8, 4, 3, 2]
+    assert summary["thresholds"]["direction"] == "descending"
+    ratios = [p["ppl_ratio"] for p in summary["points"]]
+    first = summary["thresholds"]["first_over"]["1.1"]
+    if first is not None:  # the stored threshold is the first setting, in falling bits, over 1.1x
+        expected = next(v for v, r in zip([8, 4, 3, 2], ratios, strict=True) if r > 1.1)
+        assert first == expected
+
+    # The same sweep again: every point comes from the store, no model is loaded, and no second summary row.
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert isinstance(rows, list) and all(r["cached"] for r in rows)
+    assert len(Store(db).sweeps()) == 1
+    args = build_parser().parse_args(argv)
+    fresh = Runner(Store(db), device="cpu")
+    results = fresh.sweep(sweep_specs(args))
+    assert all(r.cached for r in results) and fresh._models == {}, "stored points must not touch a model"
+    assert spec_from_args(args).model == str(tiny_llama_dir)
+
+    assert main([*argv, "--summary-json"]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert summaries[0]["sweep_id"] == summary["sweep_id"] and "knee" in summaries[0]["thresholds"]
+    assert main(["thresholds", "--db", str(db)]) == 0
+    assert "quant_rtn.bits" in capsys.readouterr().out
+
+
+def test_sweep_over_two_models_gives_one_summary_each(
+    cache_env, capsys, tiny_llama_dir, tiny_gpt2_dir, text_file
+):
+    from hemorrhage_core.cli import main
+
+    db = cache_env / "two.duckdb"
+    common = _cli_common(f"{tiny_llama_dir},{tiny_gpt2_dir}", text_file, db)
+    assert main(["sweep", "--param", "prune.sparsity", "--values", "0.2,0.6", "--summary-json", *common]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["model"] for s in summaries] == [str(tiny_llama_dir), str(tiny_gpt2_dir)]
+    assert all(s["thresholds"]["direction"] in ("ascending", "descending") for s in summaries)
