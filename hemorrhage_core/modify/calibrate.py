@@ -127,7 +127,9 @@ def fit_decoding(
         max_iter=max_iter,
         history_size=20,
         line_search_fn="strong_wolfe",
-        tolerance_change=1e-12,
+        # A float32 mean over positions: default tolerances stop while it still falls (max_iter bounds it).
+        tolerance_grad=1e-11,
+        tolerance_change=0.0,
     )
     probs = [base_lp[start : start + ROW_CHUNK].exp() for start in range(0, n, ROW_CHUNK)]
 
@@ -307,7 +309,7 @@ def distill(
             opt.zero_grad()
             loss.backward()
             opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 10 == 0 or step == steps - 1:
             log.info("KL distillation step %d/%d: KL %.4f", step + 1, steps, losses[-1])
     return losses
