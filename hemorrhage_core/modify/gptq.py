@@ -79,65 +79,70 @@ def gptq_quantize(
 
     Columns are quantized left to right (or by decreasing diag(H) with `act_order`); each column's rounding error
     is spread over the remaining columns through the rows of the inverse Hessian's Cholesky factor, in blocks of
-    `block_size` columns with a lazy update of the rest (the paper's Algorithm 1).
+    `block_size` columns with a lazy update of the rest (the paper's Algorithm 1). Rows are independent given H,
+    so layers sharing an input can be quantized in one call on their stacked weights.
     """
-    W = w.detach().float().clone()  # [out, in]
     H = H.float().clone()
-    out_features, in_features = W.shape
+    # Work on Wᵀ [in, out]: column j of W is the contiguous row j, which the column loop below reads and updates.
+    Wt = w.detach().float().t().contiguous()
+    n_cols = Wt.shape[0]
     dead = torch.diag(H) == 0  # inputs that were always zero: their weights cannot matter
     H[dead, dead] = 1
-    W[:, dead] = 0
+    Wt[dead] = 0
 
     perm = None
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
+        Wt, H = Wt[perm], H[perm][:, perm]
     U = _inverse_hessian_cholesky(H, damp)  # [in, in], upper triangular
 
-    Q = torch.zeros_like(W)
-    scale, zero = grid_params(W, bits, scheme)  # per-channel grid; replaced per group below
-    for i1 in range(0, in_features, block_size):
-        i2 = min(i1 + block_size, in_features)
-        W1 = W[:, i1:i2].clone()  # [out, b]: the block, updated column by column
-        Q1 = torch.zeros_like(W1)
-        E1 = torch.zeros_like(W1)  # scaled errors, for the lazy update of the columns after the block
+    Qt = torch.empty_like(Wt)
+    scale, zero = (t.squeeze(1) for t in grid_params(Wt.t(), bits, scheme))  # per-row grid, [out] each
+    for i1 in range(0, n_cols, block_size):
+        i2 = min(i1 + block_size, n_cols)
+        W1 = Wt[i1:i2]  # view: the updates below land in Wt
+        E1 = torch.empty_like(W1)  # scaled errors, for the lazy update of the columns after the block
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
             if group_size != -1 and col % group_size == 0:
-                # The group's grid is fitted on its weights as updated so far (GPTQ's choice, not the originals).
-                group = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group_size]
-                scale, zero = grid_params(group, bits, scheme)
-            w_col = W1[:, i : i + 1]  # [out, 1]
+                # A group's grid is fitted to its weights as updated so far, as in the reference implementation.
+                scale, zero = (
+                    t.squeeze(1) for t in grid_params(Wt[col : col + group_size].t(), bits, scheme)
+                )
+            w_col = W1[i]  # [out]
             q_col = fake_quant(w_col, scale, zero, bits, scheme)
-            Q1[:, i : i + 1] = q_col
-            err = (w_col - q_col) / U1[i, i]
-            W1[:, i:] -= err @ U1[i : i + 1, i:]
-            E1[:, i : i + 1] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+            Qt[col] = q_col
+            err = (w_col - q_col).div_(U1[i, i])
+            E1[i] = err
+            W1[i + 1 :].addr_(U1[i, i + 1 :], err, alpha=-1)
+        Wt[i2:].addmm_(U[i1:i2, i2:].t(), E1, alpha=-1)
 
     if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return Q
+        Qt = Qt[torch.argsort(perm)]
+    return Qt.t().contiguous()
 
 
 def _quantize_group(
     members: list[tuple[str, nn.Module]], H: torch.Tensor, mod: GPTQ, prefix: str, fp: Footprint
 ):
-    for name, module in members:
-        w = weight_view(module)
-        q = gptq_quantize(
-            w,
-            H,
-            bits=mod.bits,
-            scheme=mod.scheme,
-            group_size=mod.group_size,
-            damp=mod.damp,
-            block_size=mod.block_size,
-            act_order=mod.act_order,
-        )
-        set_weight(module, q)
+    """Quantize layers that share an input (and so a Hessian) in one GPTQ call on their stacked weights."""
+    weights = [weight_view(module) for _, module in members]
+    stacked = torch.cat([w.float() for w in weights], dim=0)  # [Σ out, in]
+    q = gptq_quantize(
+        stacked,
+        H,
+        bits=mod.bits,
+        scheme=mod.scheme,
+        group_size=mod.group_size,
+        damp=mod.damp,
+        block_size=mod.block_size,
+        act_order=mod.act_order,
+    )
+    for (name, module), w, q_part in zip(
+        members, weights, q.split([w.shape[0] for w in weights]), strict=True
+    ):
+        set_weight(module, q_part)
         out_f, in_f = w.shape
         bpw = grouped_bits_per_weight(
             mod.bits, in_f, out_f, mod.group_size, asym=mod.scheme == "asym", act_order=mod.act_order
