@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     models_p.add_argument("--json", action="store_true")
     mods_p = sub.add_parser("mods", help="list every modification kind and its options")
     mods_p.add_argument("--json", action="store_true")
+    gen = sub.add_parser("generate", help="generation divergence: original vs modified continuations")
+    _add_spec_options(gen)
+    gen.add_argument(
+        "--prompt", action="append", default=[], help="a prompt (repeatable; default: built-in set)"
+    )
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--seeds", default="0,1", help="comma-separated sampling seeds")
+    gen.add_argument("--greedy", action="store_true", help="argmax decoding instead of seeded sampling")
     from .analysis import commands as analysis_commands  # thresholds, claims, memory, modules, flips
 
     analysis_commands.add_parsers(sub, _add_spec_options)
@@ -323,7 +331,38 @@ def cmd_mods(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "models": cmd_models, "mods": cmd_mods}
+def cmd_generate(args) -> int:
+    from .generation import GenerationSettings, generation_divergence
+
+    try:
+        seeds = tuple(int(v) for v in args.seeds.split(",") if v.strip())
+    except ValueError as exc:
+        raise SpecError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from exc
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, sample=not args.greedy, seeds=seeds)
+    result = generation_divergence(_runner(args), spec_from_args(args), args.prompt, settings)
+    if args.json:
+        print(json.dumps(result.to_json_dict()))
+        return 0
+    s = result.summary
+    print(
+        f"{result.settings['label']}: matching prefix {s['gen_matching_prefix_mean']:.1f}/{args.max_new_tokens} "
+        f"tokens, identical {s['gen_identical_share']:.0%}, trajectory KL {s['gen_traj_kl_mean']:.4f}"
+    )
+    for r in result.rollouts.itertuples():
+        at = f"diverges at token {r.matching_prefix}" if r.diverged else "identical"
+        print(
+            f"[prompt {r.prompt_index}, seed {r.seed}] {at}\n  original: {r.base_text!r}\n  modified: {r.mod_text!r}"
+        )
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "models": cmd_models,
+    "mods": cmd_mods,
+    "generate": cmd_generate,
+}
 
 
 def _command(name: str):
