@@ -3,7 +3,7 @@
 import streamlit as st
 
 from hemorrhage_core import charts
-from hemorrhage_core.ui.state import through_app
+from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored
 
 through_app()

@@ -6,7 +6,8 @@ from hemorrhage_core import charts, report
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import views
-from hemorrhage_core.ui.state import runner, through_app
+from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.state import runner
 from hemorrhage_core.ui.widgets import chart, stored, table
 
 through_app()
@@ -80,9 +81,13 @@ event = table(
     },
 )
 rows = event.selection.rows if event is not None else []
-keys = shown.loc[rows, "run_key"].tolist() if rows else []
+titles = {r["run_key"]: runs_mod.run_title(r) for r in history.to_dict("records")}
+picked = st.multiselect("…or pick runs by name", list(titles), format_func=titles.get, key="compare.pick")
+keys = list(dict.fromkeys([*shown.loc[rows, "run_key"].tolist(), *picked]))
 if not keys:
-    st.info("Select one or more rows (left edge of the table) to overlay, report or delete them.")
+    st.info(
+        "Select one or more rows (left edge of the table) or pick runs by name to overlay, report or delete them."
+    )
     st.stop()
 
 compared = views.compared_runs(store, keys)
@@ -129,6 +134,7 @@ def _delete(run_keys: list[str]) -> None:
     except HemlabError as exc:
         st.session_state["compare.delete_error"] = str(exc)
     st.session_state["compare.sure"] = False
+    st.session_state["compare.pick"] = []
     st.session_state["compare.version"] = st.session_state.get("compare.version", 0) + 1
 
 

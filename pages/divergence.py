@@ -4,7 +4,8 @@ import streamlit as st
 
 from hemorrhage_core import charts
 from hemorrhage_core.ui import views
-from hemorrhage_core.ui.state import runner, through_app
+from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.state import runner
 from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, stored, table
 
 through_app()

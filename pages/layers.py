@@ -5,7 +5,8 @@ import streamlit as st
 from hemorrhage_core import charts
 from hemorrhage_core.charts import METRIC_LABELS
 from hemorrhage_core.ui import views
-from hemorrhage_core.ui.state import runner, through_app
+from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.state import runner
 from hemorrhage_core.ui.widgets import chart, pending, run_picker, table
 
 through_app()

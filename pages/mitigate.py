@@ -4,7 +4,7 @@ import streamlit as st
 
 from hemorrhage_core.ui.family import family_page
 from hemorrhage_core.ui.fields import family_kinds
-from hemorrhage_core.ui.state import through_app
+from hemorrhage_core.ui.navigation import through_app
 
 through_app()
 

@@ -4,6 +4,7 @@ import streamlit as st
 
 from hemorrhage_core import corpora, models
 from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import (
     TOKEN_BUDGETS,
     WINDOWS,
@@ -13,7 +14,6 @@ from hemorrhage_core.ui.state import (
     save_upload,
     selection,
     set_selection,
-    through_app,
 )
 
 through_app()

@@ -7,7 +7,8 @@ from hemorrhage_core import charts
 from hemorrhage_core.ui import paper, views
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui.fields import FAMILY_TITLES
-from hemorrhage_core.ui.state import runner, through_app
+from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.state import runner
 from hemorrhage_core.ui.widgets import chart, table
 
 through_app()

@@ -9,7 +9,8 @@ from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import sweeps
 from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, describe, family_kinds, sweepable
 from hemorrhage_core.ui.forms import mod_form
-from hemorrhage_core.ui.state import runner, through_app
+from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.state import runner
 from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
 
 through_app()

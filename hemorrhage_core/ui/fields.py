@@ -42,14 +42,26 @@ _NAME_CHOICES: dict[str, Sequence[Any] | Callable[[], Sequence[Any]]] = {
     "scheme": ("sym", "asym"),
     "granularity": ("channel", "group", "tensor"),
     "scope": ("row", "tensor"),
-    "group_size": (16, 32, 64, 128, 256),
+    "group_size": (-1, 16, 32, 64, 128, 256),  # -1: one scale per output channel (GPTQ/AWQ convention)
     "method": lambda: _spec_module_set("PRUNE_METHODS"),
     "calib_corpus": lambda: _builtin_corpora(),
+    "pattern": ("unstructured", "2:4", "4:8", "1:4", "8:16"),
+    "importance": ("magnitude", "l1", "l2", "taylor", "wanda", "activation", "fluctuation", "random"),
+    "unit": ("query", "kv", "head", "group"),
+    "quant_type": ("nf4", "fp4"),
+    "compute_dtype": ("float32", "bfloat16", "float16"),
+    "a_mode": ("dynamic", "static"),
+    "a_static_stat": ("max", "percentile", "mse"),
+    "params": ("norm", "bias", "lora", "all"),
 }
 # (lo, hi, step), or a function of the form context (e.g. the model's layer count) giving one (or None).
 _Bounds = tuple[float, float, float]
 _NAME_BOUNDS: dict[str, _Bounds | Callable[[dict[str, Any]], _Bounds | None]] = {
     "bits": (2, 8, 1),
+    "w_bits": (2, 8, 1),
+    "a_bits": (2, 16, 1),
+    "fraction": (0.0, 0.9, 0.05),
+    "n_blocks": lambda ctx: (1, ctx["num_layers"] - 1, 1) if ctx.get("num_layers", 0) > 1 else None,
     "sparsity": (0.0, 0.95, 0.05),
     "value": (0.05, 3.0, 0.05),  # temperature-like knobs
     "temperature": (0.05, 3.0, 0.05),

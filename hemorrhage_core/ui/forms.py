@@ -85,18 +85,24 @@ def _widget(f: FieldSpec, key: str, disabled: bool) -> Any:
     )
 
 
-def mod_form(cls: type[Modification], key: str, context: dict[str, Any] | None = None) -> Modification:
-    """Draw one widget per field of `cls` (keys `key.field`) and return the modification they describe.
+def mod_form(
+    cls: type[Modification], key: str, context: dict[str, Any] | None = None, *, columns: int = 3
+) -> Modification:
+    """Draw one widget per field of `cls` (keys `key.field`, laid out over `columns` columns, row by row) and
+    return the modification they describe.
 
     Raises SpecError (the class's own validation message) when the combination is impossible; the caller
     shows it. A field whose `enabled_when` condition is false is drawn disabled and keeps its default.
     """
     values: dict[str, Any] = {}
     errors: list[str] = []
-    for f in form_fields(cls, context):
+    fields = form_fields(cls, context)
+    grid = st.columns(min(columns, len(fields)) or 1, gap="medium")
+    for i, f in enumerate(fields):
         disabled = f.enabled_when is not None and values.get(f.enabled_when[0]) != f.enabled_when[1]
         try:
-            value = _widget(f, f"{key}.{f.name}", disabled)
+            with grid[i % len(grid)]:
+                value = _widget(f, f"{key}.{f.name}", disabled)
         except SpecError as exc:
             errors.append(f"{f.label}: {exc}")
             continue

@@ -138,9 +138,9 @@ _SIZE_HEADLINES: list[tuple[str, str, Callable[[float], str], str]] = [
     ),
     (
         "achieved_sparsity",
-        "Parameters left",
+        "Weights kept",
         lambda v: f"{1 - v:.1%}",
-        "non-zero share of the pruned weights",
+        "share of the weights of the pruned layers that stay non-zero (1 − achieved sparsity)",
     ),
     ("layers_after", "Blocks", lambda v: f"{v:.0f}", "transformer blocks in the changed model"),
 ]

@@ -30,21 +30,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SELECTION = "hemlab.selection"
 
 
-def through_app() -> None:
-    """Make sure a page runs inside app.py's navigation. Call first in every page script.
-
-    Streamlit treats a `pages/` folder beside the entry script as a legacy multipage app until the entry script
-    has called st.navigation once in the process; until then, a first request for a deep link (/prune) runs
-    the page script alone: legacy sidebar, no page config, no shared sidebar. In that case switch the process
-    to st.navigation mode and rerun, which runs app.py and lands on the same page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def allowed_dirs() -> list[Path]:
     """Folders the web UI may read models and text files from (HEMLAB_ALLOWED_DIRS, os.pathsep-separated).
 

@@ -73,6 +73,10 @@ def _cancel(run_key: str) -> None:
     st.session_state[_CANCELLED] = run_key
 
 
+def _resume() -> None:
+    st.session_state.pop(_CANCELLED, None)
+
+
 def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
     """A stored result appears at once; a new one computes under a progress bar with an estimated time and a
     Cancel button. Errors become messages on the page; None when there is no result to draw."""
@@ -85,9 +89,8 @@ def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
         run_key, _ = r.cache_key(spec)
         if st.session_state.get(_CANCELLED) == run_key:
             st.warning(f"Cancelled **{spec.label()}**: nothing was stored.")
-            if not st.button("Compute it after all", key=f"{key}-resume"):
-                return None
-            st.session_state.pop(_CANCELLED, None)
+            st.button("Compute it after all", key=f"{key}-resume", on_click=_resume)
+            return None
         estimate = estimate_seconds(r.store.runs(), spec)
         box = st.empty()
         with box.container(border=True):
