@@ -25,6 +25,7 @@ from . import corpora, models
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
+from .probes.kernels import use_fast_attention
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
 from .spec import CODE_VERSION, RunSpec
@@ -75,7 +76,13 @@ class RunResult:
     def to_json_dict(self) -> dict[str, Any]:
         """The public `--json` contract: spec, cached, metrics, layers (+ run_key and measurement settings)."""
         table = self.layer_table()
-        layer_cols = ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "attn_js_mean", "attn_entropy_shift"]
+        layer_cols = [
+            "hidden_rel_error",
+            "hidden_cosine",
+            "hidden_sqnr_db",
+            "attn_js_mean",
+            "attn_entropy_shift",
+        ]
         layers = [
             {"layer": int(r["layer"]), **{c: _finite(r.get(c)) for c in layer_cols if c in table.columns}}
             for r in table.to_dict("records")
@@ -120,9 +127,10 @@ class Runner:
     def base(self, name: str) -> models.LoadedModel:
         """The shared base model (loaded once per process; never mutated: modifications work on copies)."""
         if name not in self._models:
-            self._models[name] = models.load_model(
-                name, device=self.device, trust_remote_code=self.trust_remote_code
-            )
+            loaded = models.load_model(name, device=self.device, trust_remote_code=self.trust_remote_code)
+            # sdpa for corpus passes, eager wherever attention weights are asked for (probes/kernels.py)
+            use_fast_attention(loaded.model)
+            self._models[name] = loaded
         return self._models[name]
 
     def corpus(self, name_or_path: str) -> corpora.Corpus:
@@ -136,10 +144,14 @@ class Runner:
             p = spec.probe
             windows = corpora.token_windows(loaded.tokenizer, corpus, window=p.window, tokens=p.tokens)
             probe_ids = corpora.probe_texts(corpus, loaded.tokenizer, p.attn_probes, p.attn_len)
-            ref_dir = cache_dir() / "reference" / reference_key(
-                model_identity(spec.model), corpus.sha256, p, loaded.dtype
+            ref_dir = (
+                cache_dir()
+                / "reference"
+                / reference_key(model_identity(spec.model), corpus.sha256, p, loaded.dtype)
             )
-            reference = build_reference(loaded.model, windows, probe_ids, probe=p, path=ref_dir, progress=progress)
+            reference = build_reference(
+                loaded.model, windows, probe_ids, probe=p, path=ref_dir, progress=progress
+            )
             self._inputs[key] = (windows, probe_ids, reference)
         return self._inputs[key]
 
@@ -220,7 +232,11 @@ class Runner:
     def sweep(self, specs: list[RunSpec], *, progress: Progress | None = None) -> list[RunResult]:
         results = []
         for i, spec in enumerate(specs):
-            sub = (lambda f, msg, i=i: progress((i + f) / len(specs), f"[{i + 1}/{len(specs)}] {msg}")) if progress else None
+            sub = (
+                (lambda f, msg, i=i: progress((i + f) / len(specs), f"[{i + 1}/{len(specs)}] {msg}"))
+                if progress
+                else None
+            )
             results.append(self.run(spec, progress=sub))
         return results
 
@@ -233,7 +249,14 @@ class Runner:
         modify_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         profile = profile_model(
-            modified, reference, windows, probe_ids, batch_size=spec.probe.batch_size, progress=progress, cancelled=cancelled
+            modified,
+            reference,
+            windows,
+            probe_ids,
+            batch_size=spec.probe.batch_size,
+            progress=progress,
+            cancelled=cancelled,
+            base_model=self.base(spec.model).model,  # the logit lens reads through the base's norm and unembedding
         )
         profile_s = time.perf_counter() - t1
         del modified

@@ -191,3 +191,89 @@ def test_sweep_over_two_models_gives_one_summary_each(
     summaries = json.loads(capsys.readouterr().out)
     assert [s["model"] for s in summaries] == [str(tiny_llama_dir), str(tiny_gpt2_dir)]
     assert all(s["thresholds"]["direction"] in ("ascending", "descending") for s in summaries)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The cascade in the profile: cascade ratio, logit lens, top-k attended-position overlap
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _spec(model_dir, text_file, *mods, **probe):
+    from hemorrhage_core.spec import ProbeSettings, RunSpec
+
+    return RunSpec(model=str(model_dir), mods=mods, probe=ProbeSettings(corpus=text_file, **(PROBE | probe)))
+
+
+@pytest.fixture
+def runner(cache_env):
+    from hemorrhage_core.runner import Runner
+    from hemorrhage_core.store import Store
+
+    return Runner(Store(cache_env / "r.duckdb"), device="cpu")
+
+
+def test_identity_run_has_zero_lens_kl_full_overlap_and_no_cascade(runner, tiny_llama_dir, text_file):
+    r = runner.run(_spec(tiny_llama_dir, text_file))
+    table = r.layer_table()
+    assert (table.lens_kl == 0).all()
+    assert (table.attn_topk_overlap == 1).all()
+    assert "cascade_ratio" not in table.columns or table.cascade_ratio.isna().all()
+    assert r.metrics["lens_positions"] == 16 * 2  # 4 windows in 2 batches, 16 lens positions per batch
+    assert "cascade_growth" not in r.metrics
+
+
+def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir, text_file):
+    from hemorrhage_core.spec import QuantizeRTN
+
+    r = runner.run(_spec(tiny_llama_dir, text_file, QuantizeRTN(bits=3)))
+    t = r.layer_table().sort_values("layer")
+    e = t.hidden_rel_error.to_numpy()
+    assert e[0] > 0
+    assert t.cascade_ratio.iloc[1] == pytest.approx(e[1] / e[0])
+    assert r.metrics["cascade_growth"] == pytest.approx(e[1] / e[0])  # two layers: one ratio
+    assert (t.lens_kl > 0).all()
+
+
+def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, text_file):
+    """Through the final norm and unembedding, the last block's residual stream *is* the output distribution, so
+    the lens KL of the last layer equals the exact KL of the two models' outputs at the same positions (up to
+    the fp16 storage of the reference's hidden states)."""
+    import torch
+
+    from hemorrhage_core.probes.lens import lens_rows
+    from hemorrhage_core.probes.metrics import kl_full
+    from hemorrhage_core.spec import Prune
+
+    spec = _spec(tiny_gpt2_dir, text_file, Prune(sparsity=0.5))
+    r = runner.run(spec)
+    lens_last = r.layer_table().sort_values("layer").lens_kl.iloc[-1]
+    windows, _, _ = runner._inputs_for(spec, runner.corpus(text_file), None)
+    base = runner.base(spec.model).model
+    modified = runner.modify(spec).model
+    kls = []
+    for start in range(0, windows.shape[0], spec.probe.batch_size):
+        ids = windows[start : start + spec.probe.batch_size]
+        with torch.inference_mode():
+            p = torch.log_softmax(base(input_ids=ids).logits[:, :-1].reshape(-1, base.config.vocab_size), -1)
+            q = torch.log_softmax(modified(input_ids=ids).logits[:, :-1].reshape(-1, base.config.vocab_size), -1)
+        rows = lens_rows(p.shape[0])
+        kls.append(kl_full(p[rows], q[rows]))
+    exact = float(torch.cat(kls).mean())
+    assert exact > 0
+    assert lens_last == pytest.approx(exact, rel=0.02)
+
+
+def test_topk_overlap_counts_shared_attended_positions():
+    import torch
+
+    from hemorrhage_core.probes.profile import topk_overlap
+
+    t = 8
+    p = torch.tril(torch.ones(t, t))
+    p = p / p.sum(-1, keepdim=True)
+    p[5] = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05, 0.0, 0.0, 0.0])  # top-4 keys: 0, 1, 2, 3
+    q = p.clone()
+    q[5] = torch.tensor([0.5, 0.2, 0.0, 0.0, 0.05, 0.15, 0.0, 0.0])  # top-4 keys: 0, 1, 5, 4 -> 2 shared
+    share = topk_overlap(p, q, k=4)
+    assert torch.isnan(share[:4]).all()  # fewer than k+1 visible keys
+    assert share[5] == 0.5 and share[4] == 1 and share[7] == 1

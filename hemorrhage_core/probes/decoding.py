@@ -29,15 +29,22 @@ ECE_BINS = 15
 
 
 def support_divergence(
-    base_top_lp: torch.Tensor, base_tail_lp: torch.Tensor, top_ids: torch.Tensor, mod_logprobs: torch.Tensor
+    base_top_lp: torch.Tensor,
+    base_tail_lp: torch.Tensor,
+    top_ids: torch.Tensor,
+    mod_logprobs: torch.Tensor,
+    *,
+    mod_top: torch.Tensor | None = None,
+    mod_tail: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(kl_reverse [N], mass_cut [N]) from the base top-K [N, K] + tail [N] and modified log-probs [N, V].
 
     kl_reverse = sum over the K + 1 outcomes with q > 0 of q (log q - log p); 0 log 0 = 0, so cut tokens add
     nothing. mass_cut = base mass on the top-K tokens with q = 0, plus the base tail when q's tail is 0.
     """
-    mod_top = mod_logprobs.gather(1, top_ids.long())  # [N, K]
-    mod_tail = log_tail_mass(mod_logprobs, top_ids)  # [N]
+    # mod_top / mod_tail may be passed in precomputed (the profile shares them between metrics).
+    mod_top = mod_logprobs.gather(1, top_ids.long()) if mod_top is None else mod_top  # [N, K]
+    mod_tail = log_tail_mass(mod_logprobs, top_ids) if mod_tail is None else mod_tail  # [N]
     q_top, q_tail = mod_top.exp(), mod_tail.exp()
     head = torch.where(q_top > 0, q_top * (mod_top - base_top_lp), torch.zeros_like(q_top)).sum(-1)
     tail = torch.where(q_tail > 0, q_tail * (mod_tail - base_tail_lp), torch.zeros_like(q_tail))
@@ -90,16 +97,31 @@ class PredictionStats:
         top_ids: torch.Tensor,
         mod_logprobs: torch.Tensor,
         targets: torch.Tensor,
+        *,
+        mod_top: torch.Tensor | None = None,
+        mod_tail: torch.Tensor | None = None,
+        top1: tuple[torch.Tensor, torch.Tensor] | None = None,
+        infinite: torch.Tensor | None = None,
+        target_lp: torch.Tensor | None = None,
     ) -> None:
-        """One chunk: base top-K [N, K] / tail [N] / ids [N, K], modified log-probs [N, V], reference ids [N]."""
-        kl_rev, cut = support_divergence(base_top_lp, base_tail_lp, top_ids, mod_logprobs)
-        conf, arg = mod_logprobs.max(dim=-1)
+        """One chunk: base top-K [N, K] / tail [N] / ids [N, K], modified log-probs [N, V], reference ids [N].
+
+        The keyword arguments are full-vocabulary reductions the caller may already have (gathered top-K [N, K],
+        log tail mass [N], (max, argmax) [N], any -inf [N], log-prob of the reference token [N]); each is computed
+        here when not given. When all are given, `mod_logprobs` is not read.
+        """
+        kl_rev, cut = support_divergence(
+            base_top_lp, base_tail_lp, top_ids, mod_logprobs, mod_top=mod_top, mod_tail=mod_tail
+        )
+        conf, arg = mod_logprobs.max(dim=-1) if top1 is None else top1
         targets = targets.long()
         values = {
             "kl_reverse": kl_rev,
             "mass_cut": cut,
-            "infinite": torch.isneginf(mod_logprobs).any(-1),
-            "target_cut": torch.isneginf(mod_logprobs.gather(1, targets[:, None]).squeeze(1)),
+            "infinite": torch.isneginf(mod_logprobs).any(-1) if infinite is None else infinite,
+            "target_cut": torch.isneginf(
+                mod_logprobs.gather(1, targets[:, None]).squeeze(1) if target_lp is None else target_lp
+            ),
             "conf": conf.exp(),
             "hit": arg == targets,
             "agree": arg == top_ids[:, 0].long(),

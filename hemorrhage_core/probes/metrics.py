@@ -38,9 +38,16 @@ def kl_topk(
     exact when the tail is empty and exactly 0 for identical models.
     """
     mod_top = mod_logprobs.gather(1, top_ids.long())
+    return kl_topk_parts(base_top_lp, base_tail_lp, mod_top, log_tail_mass(mod_logprobs, top_ids))
+
+
+def kl_topk_parts(
+    base_top_lp: torch.Tensor, base_tail_lp: torch.Tensor, mod_top: torch.Tensor, mod_tail: torch.Tensor
+) -> torch.Tensor:
+    """`kl_topk` from the modified model's log-probs already gathered on the base top-K ids [N, K] and its log
+    tail mass [N] (the profile computes those once per chunk and shares them between metrics)."""
     p_top = base_top_lp.exp()
     head = (p_top * (base_top_lp - mod_top)).sum(-1)
-    mod_tail = log_tail_mass(mod_logprobs, top_ids)
     p_tail = base_tail_lp.exp()
     tail = torch.where(p_tail > 0, p_tail * (base_tail_lp - mod_tail), torch.zeros_like(p_tail))
     return head + tail
@@ -49,7 +56,9 @@ def kl_topk(
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Jensen-Shannon divergence between probability vectors along `dim` (nats, in [0, ln 2]); 0 log 0 = 0."""
     m = 0.5 * (p + q)
-    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(dim) + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(dim)
+    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(dim) + 0.5 * (
+        torch.xlogy(q, q) - torch.xlogy(q, m)
+    ).sum(dim)
 
 
 def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -104,18 +113,33 @@ class LayerAccumulator:
         """ref, mod: [..., d] hidden states of the same tokens."""
         ref = ref.float().reshape(-1, ref.shape[-1])
         mod = mod.float().reshape(-1, mod.shape[-1])
-        self.sq_diff[layer] += float(((mod - ref) ** 2).sum())
-        self.sq_ref[layer] += float((ref**2).sum())
-        self.cos_sum[layer] += float(torch.nn.functional.cosine_similarity(ref, mod, dim=-1, eps=1e-12).sum())
+        diff = (mod - ref).flatten()
+        # Row dot products with einsum: ~4x cheaper on CPU than cosine_similarity's normalised copies (the
+        # profile calls this for every layer of every batch). The difference is formed first, never as
+        # |m|^2 + |r|^2 - 2 m.r, which would cancel for small errors.
+        rr = torch.einsum("nd,nd->n", ref, ref)
+        mm = torch.einsum("nd,nd->n", mod, mod)
+        rm = torch.einsum("nd,nd->n", ref, mod)
+        self.sq_diff[layer] += float(torch.dot(diff, diff))
+        self.sq_ref[layer] += float(rr.double().sum())
+        self.cos_sum[layer] += float((rm / (rr.sqrt() * mm.sqrt()).clamp(min=1e-12)).double().sum())
         self.count[layer] += ref.shape[0]
 
     def results(self) -> dict[str, list[float]]:
         rel = (self.sq_diff / self.sq_ref.clamp(min=1e-30)).sqrt()
         # SQNR is infinite for an unmodified layer; store a large finite cap so it survives JSON and SQL.
         sqnr = torch.where(
-            self.sq_diff > 0, 10 * torch.log10(self.sq_ref / self.sq_diff.clamp(min=1e-30)), torch.full_like(rel, 200.0)
+            self.sq_diff > 0,
+            10 * torch.log10(self.sq_ref / self.sq_diff.clamp(min=1e-30)),
+            torch.full_like(rel, 200.0),
         )
         cos = self.cos_sum / self.count.clamp(min=1)
         # A layer never added (removed by a depth change: no counterpart) is NaN, not a perfect 0 error.
-        rel, cos, sqnr = (torch.where(self.count > 0, t, torch.full_like(t, math.nan)) for t in (rel, cos, sqnr))
-        return {"hidden_rel_error": rel.tolist(), "hidden_cosine": cos.tolist(), "hidden_sqnr_db": sqnr.tolist()}
+        rel, cos, sqnr = (
+            torch.where(self.count > 0, t, torch.full_like(t, math.nan)) for t in (rel, cos, sqnr)
+        )
+        return {
+            "hidden_rel_error": rel.tolist(),
+            "hidden_cosine": cos.tolist(),
+            "hidden_sqnr_db": sqnr.tolist(),
+        }

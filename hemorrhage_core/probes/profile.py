@@ -17,7 +17,9 @@ import torch
 from ..modify.base import ModifiedModel
 from .capture import attention_patterns, forward_sites
 from .decoding import PredictionStats
-from .metrics import LayerAccumulator, entropy, histogram, js_divergence, kl_topk, quantile_summary
+from .kernels import fast_attention
+from .lens import lens_logprobs, lens_rows, predicting_rows
+from .metrics import LayerAccumulator, histogram, kl_full, kl_topk_parts, quantile_summary
 from .reference import BaseReference, batch_slices, position_logprobs
 
 Progress = Callable[[float, str], None]
@@ -41,7 +43,11 @@ class Profile:
         """Wide per-layer table: one row per layer, one column per metric."""
         if self.layers.empty:
             return pd.DataFrame(columns=["layer"])
-        return self.layers.pivot(index="layer", columns="metric", values="value").reset_index().rename_axis(None, axis=1)
+        return (
+            self.layers.pivot(index="layer", columns="metric", values="value")
+            .reset_index()
+            .rename_axis(None, axis=1)
+        )
 
 
 def profile_model(
@@ -53,12 +59,22 @@ def profile_model(
     batch_size: int,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    base_model: torch.nn.Module | None = None,
 ) -> Profile:
+    """Every metric of `mod` against `reference` on `windows` [n, T] and the attention probe set [m, t].
+
+    `base_model` (read-only) supplies the final norm and unembedding of the logit lens, so the lens compares
+    residual streams only; without it the modified model's own are used (the same unless lm_head was modified).
+    """
     model = mod.model
+    lens_model = base_model if base_model is not None else model
     device = next(model.parameters()).device
     store_dtype = getattr(torch, reference.meta["hidden_dtype"].replace("torch.", ""))
     num_layers = len(mod.layer_map)
     acc = LayerAccumulator(num_layers)
+    # Logit lens: summed exact KL per layer over a fixed subset of positions of every batch.
+    lens_sum = torch.zeros(num_layers, dtype=torch.float64)
+    lens_count = 0
     kl_parts, base_t, mod_t, agree, top5 = [], [], [], [], []
     decoding = PredictionStats()  # support cut by samplers, reverse KL, ECE
 
@@ -68,30 +84,67 @@ def profile_model(
             raise Cancelled("profile cancelled")
         ref = reference.batch(i)
         ids = windows[sl].to(device)
-        final, resid = forward_sites(model, ids)
+        with fast_attention():  # sdpa for the long pass; the reference was built the same way
+            final, resid = forward_sites(model, ids)
         targets = ids[:, 1:].reshape(-1)
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
         for rows, lp in position_logprobs(model, final, mod.transform_logits, context_ids=context):
-            top_ids = ref["top_ids"][rows].to(device)
-            kl = kl_topk(ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device), top_ids, lp)
+            # Every full-vocabulary reduction of lp [R, V] happens once here and is shared by the metrics: on
+            # CPU these passes over R x V floats cost as much as the unembedding itself.
+            top_ids = ref["top_ids"][rows].to(device).long()  # [R, K]
+            base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
+            mod_top = lp.gather(1, top_ids)  # [R, K]
+            target_lp = lp.gather(1, targets[rows, None]).squeeze(1)  # [R]
+            top5_lp, top5_ids = torch.topk(lp, min(5, lp.shape[-1]), dim=-1)  # [R, 5]
+            # Only a logit transform (a truncating sampler) can put -inf into log_softmax of finite logits.
+            infinite = (
+                torch.isneginf(lp).any(-1)
+                if mod.logit_transforms
+                else torch.zeros_like(target_lp, dtype=torch.bool)
+            )
+            # Log tail mass outside the base top-K, as a masked logsumexp; in place: lp is not read after this.
+            mod_tail = torch.logsumexp(lp.scatter_(1, top_ids, float("-inf")), dim=-1)  # [R]
+            kl = kl_topk_parts(base_top, base_tail, mod_top, mod_tail)
             # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite
             # there by definition (kl_topk would give inf, or NaN through 0 * inf).
-            kl = torch.where(torch.isneginf(lp).any(-1), torch.full_like(kl, math.inf), kl)
+            kl = torch.where(infinite, torch.full_like(kl, math.inf), kl)
             decoding.add(
-                ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device), top_ids, lp, targets[rows]
+                base_top,
+                base_tail,
+                top_ids,
+                lp,
+                targets[rows],
+                mod_top=mod_top,
+                mod_tail=mod_tail,
+                top1=(top5_lp[:, 0], top5_ids[:, 0]),
+                infinite=infinite,
+                target_lp=target_lp,
             )
             kl_parts.append(kl.cpu())
-            mod_t.append(lp.gather(1, targets[rows, None]).squeeze(1).cpu())
-            mod_top5 = torch.topk(lp, min(5, lp.shape[-1]), dim=-1).indices
-            agree.append((mod_top5[:, 0] == top_ids[:, 0]).cpu())
-            base_top5 = top_ids[:, : mod_top5.shape[1]].long()
-            top5.append((base_top5[:, :, None] == mod_top5[:, None, :]).any(-1).float().mean(-1).cpu())
+            mod_t.append(target_lp.cpu())
+            agree.append((top5_ids[:, 0] == top_ids[:, 0]).cpu())
+            base_top5 = top_ids[:, : top5_ids.shape[1]]
+            top5.append((base_top5[:, :, None] == top5_ids[:, None, :]).any(-1).float().mean(-1).cpu())
         base_t.append(ref["target_lp"])
         ref_hidden = ref["hidden"]
+        lens_idx = lens_rows(targets.numel())
+        lens_count += len(lens_idx)
+        lens_layers, lens_ref, lens_mod = [], [], []
         for layer, j in enumerate(mod.layer_map):
             if j is not None:
                 # Both sides in the storage dtype, so an unmodified layer differs by exactly 0.
-                acc.add(layer, ref_hidden[layer], resid[j].to(store_dtype).cpu())
+                mod_hidden = resid[j].to(store_dtype)
+                acc.add(layer, ref_hidden[layer], mod_hidden.cpu())
+                lens_layers.append(layer)
+                lens_ref.append(predicting_rows(ref_hidden[layer], lens_idx))
+                lens_mod.append(predicting_rows(mod_hidden, lens_idx))
+        if lens_layers:
+            # The lens reads hidden states this pass already captured (no extra forward pass); all layers go
+            # through the unembedding in one matmul: [layers * rows, d] -> [layers * rows, V].
+            p = lens_logprobs(lens_model, torch.cat(lens_ref).to(device))
+            q = lens_logprobs(lens_model, torch.cat(lens_mod))
+            per_layer = kl_full(p, q).double().view(len(lens_layers), -1).sum(-1).cpu()
+            lens_sum[lens_layers] += per_layer
         if progress:
             progress((i + 1) / (len(slices) + 1), f"profiling batch {i + 1}/{len(slices)}")
 
@@ -114,10 +167,26 @@ def profile_model(
         **decoding.results(),
     }
 
+    hidden_results = acc.results()
     layer_rows = [
-        (layer, name, value) for name, values in acc.results().items() for layer, value in enumerate(values)
+        (layer, name, value) for name, values in hidden_results.items() for layer, value in enumerate(values)
     ]
-    head_rows, attn_layer_rows = _attention_rows(mod, reference, probe_ids.to(device))
+    present = [j is not None for j in mod.layer_map]
+    layer_rows += [
+        (layer, "lens_kl", float(lens_sum[layer]) / max(lens_count, 1))
+        for layer in range(num_layers)
+        if present[layer]
+    ]
+    cascade = cascade_ratios(hidden_results["hidden_rel_error"])
+    layer_rows += [(layer, "cascade_ratio", ratio) for layer, ratio in cascade.items()]
+    metrics["lens_positions"] = float(lens_count)
+    if cascade:
+        # Geometric mean of e(l+1)/e(l): above 1, error is amplified with depth on average.
+        metrics["cascade_growth"] = math.exp(sum(math.log(r) for r in cascade.values()) / len(cascade))
+    shares_base = base_model is not None and mod.model is base_model
+    head_rows, attn_layer_rows = _attention_rows(
+        mod, reference, probe_ids.to(device), shares_base=shares_base
+    )
     layers = pd.DataFrame(layer_rows + attn_layer_rows, columns=["layer", "metric", "value"])
     heads = pd.DataFrame(head_rows, columns=["layer", "head", "metric", "value"])
     if not heads.empty:
@@ -129,10 +198,48 @@ def profile_model(
     return Profile(metrics=metrics, layers=layers, heads=heads, kl_hist=kl_hist, report=dict(mod.report))
 
 
-def _attention_rows(mod: ModifiedModel, reference: BaseReference, probe_ids: torch.Tensor):
-    """Per (layer, head): JS divergence, entropy shift and attention-sink mass against the base probe maps."""
+def cascade_ratios(rel_errors: list[float]) -> dict[int, float]:
+    """The cascade ratio e(l) / e(l-1) of consecutive relative errors, keyed by l (l >= 1).
+
+    Only where both errors are finite and positive: before the first modified layer the error is exactly 0 and
+    the ratio is undefined; a removed layer (NaN) has no ratio with its neighbours.
+    """
+    out = {}
+    for layer in range(1, len(rel_errors)):
+        prev, cur = rel_errors[layer - 1], rel_errors[layer]
+        if math.isfinite(prev) and math.isfinite(cur) and prev > 0 and cur > 0:
+            out[layer] = cur / prev
+    return out
+
+
+ATTN_TOPK = 4  # attended positions compared per query by `attn_topk_overlap`
+
+
+def topk_overlap(p: torch.Tensor, q: torch.Tensor, k: int = ATTN_TOPK) -> torch.Tensor:
+    """Share of the k most attended keys that two attention maps [..., T, T] have in common, per query [..., T].
+
+    Queries with fewer than k + 1 visible keys (t < k under a causal mask) would compare masked zeros, so they
+    are NaN; average with nanmean.
+    """
+    k = min(k, p.shape[-1] - 1)
+    top_p = p.topk(k, dim=-1).indices
+    top_q = q.topk(k, dim=-1).indices
+    share = (top_p[..., :, None] == top_q[..., None, :]).any(-1).float().mean(-1)
+    visible = torch.arange(p.shape[-2], device=p.device) >= k
+    return torch.where(visible, share, torch.full_like(share, math.nan))
+
+
+def _attention_rows(
+    mod: ModifiedModel, reference: BaseReference, probe_ids: torch.Tensor, *, shares_base: bool
+):
+    """Per (layer, head): JS divergence, entropy shift, attention-sink mass and top-k attended-position overlap
+    against the base probe maps.
+
+    `shares_base`: the modified model *is* the base model (a decoding-only chain works on no copy), so its maps
+    are the reference's and the probe pass is skipped.
+    """
     base = reference.attention()  # [L, n, H, T, T]
-    modified = attention_patterns(mod.model, probe_ids)
+    modified = list(base) if shares_base else attention_patterns(mod.model, probe_ids)
     head_rows, layer_rows = [], []
     for layer, j in enumerate(mod.layer_map):
         if j is None:
@@ -142,16 +249,27 @@ def _attention_rows(mod: ModifiedModel, reference: BaseReference, probe_ids: tor
         p = p[:, heads]  # pruned heads: compare each surviving head with the head it was
         if p.shape != q.shape:  # a structural change altered the head count: heads no longer correspond
             continue
-        js = js_divergence(p, q).mean(dim=(0, 2))  # [H]: mean over probes and queries
-        dh = (entropy(q) - entropy(p)).mean(dim=(0, 2))
+        # p log p and q log q serve both the entropies and the JS divergence (js_divergence's formula, summed
+        # elementwise so small divergences do not cancel); identical maps give exactly 0.
+        pp, qq = torch.xlogy(p, p), torch.xlogy(q, q)
+        m = 0.5 * (p + q)
+        js_rows = 0.5 * (pp - torch.xlogy(p, m)).sum(-1) + 0.5 * (qq - torch.xlogy(q, m)).sum(-1)  # [n, H, T]
+        js = js_rows.mean(dim=(0, 2))  # [H]: mean over probes and queries
+        dh = (pp.sum(-1) - qq.sum(-1)).mean(dim=(0, 2))  # H(q) - H(p)
         # Sink mass: attention on the first token, over queries >= 1 (query 0 can only attend to itself).
         sink_p, sink_q = p[:, :, 1:, 0].mean(dim=(0, 2)), q[:, :, 1:, 0].mean(dim=(0, 2))
+        overlap = topk_overlap(p, q).transpose(1, 2).reshape(-1, p.shape[1]).nanmean(0)  # [H]
         for h in range(js.shape[0]):
             head_rows += [
                 (layer, heads[h], "attn_js", float(js[h])),
                 (layer, heads[h], "attn_entropy_shift", float(dh[h])),
                 (layer, heads[h], "attn_sink_base", float(sink_p[h])),
                 (layer, heads[h], "attn_sink", float(sink_q[h])),
+                (layer, heads[h], "attn_topk_overlap", float(overlap[h])),
             ]
-        layer_rows += [(layer, "attn_js_mean", float(js.mean())), (layer, "attn_entropy_shift", float(dh.mean()))]
+        layer_rows += [
+            (layer, "attn_js_mean", float(js.mean())),
+            (layer, "attn_entropy_shift", float(dh.mean())),
+            (layer, "attn_topk_overlap", float(overlap.mean())),
+        ]
     return head_rows, layer_rows

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from ..spec import CODE_VERSION, ProbeSettings
 from .capture import attention_patterns, forward_sites, unembed
+from .kernels import fast_attention
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings,
         "top_k": probe.top_k,
         "dtype": str(dtype),
         "code": CODE_VERSION,
+        # The corpus pass runs the sdpa branch of the "hemlab" kernel (kernels.py); profiles must match it.
+        "kernel": "hemlab-sdpa-main/eager-probes",
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -129,7 +132,8 @@ def build_reference(
         slices = batch_slices(windows.shape[0], probe.batch_size)
         for i, sl in enumerate(slices):
             ids = windows[sl].to(device)
-            final, resid = forward_sites(model, ids)
+            with fast_attention():  # the same kernel branch as the profile's corpus pass
+                final, resid = forward_sites(model, ids)
             targets = ids[:, 1:].reshape(-1)
             parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
             for rows, lp in position_logprobs(model, final):
