@@ -42,12 +42,12 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def _block_drop(saliency: torch.Tensor, k: int, scope: str) -> torch.Tensor:
-    """Drop-mask [out, count] of the k lowest saliencies per row (scope 'row', k per row) or in the block."""
+    """Drop-mask [count, out] (transposed block) of the k lowest saliencies per output row or in the whole block."""
     drop = torch.zeros_like(saliency, dtype=torch.bool)
     if k <= 0:
         return drop
     if scope == "row":
-        drop.scatter_(1, torch.topk(saliency, k, dim=1, largest=False).indices, True)
+        drop.scatter_(0, torch.topk(saliency, k, dim=0, largest=False).indices, True)
     else:
         drop.view(-1)[torch.topk(saliency.flatten(), k, largest=False).indices] = True
     return drop
@@ -67,46 +67,49 @@ def sparsegpt_prune(
 
     Exactly floor(sparsity · in) zeros per row (`scope="row"`), floor(sparsity · out · in) per matrix ("tensor"),
     or N in every M consecutive inputs (`nm`). Inputs never active in calibration (zero Hessian diagonal) are
-    pruned first, as in the reference code: their weights cannot affect the calibration outputs.
+    zeroed first, as in the reference code (their weights cannot affect the calibration outputs); the masks then
+    pick them first, so the counts hold unless more of them are dead than the count asks for.
+
+    The loop runs on the transposed weight [in, out] so that a column of W is a contiguous row (the same trick
+    as the project's GPTQ): the per-column OBS update is then one rank-1 `addr_` on contiguous memory.
     """
-    rows, cols = w.shape
-    W = w.clone().float()
+    cols, rows = w.shape[1], w.shape[0]
+    Wt = w.detach().float().t().contiguous()  # [in, out]: Wt[i] is input column i of W
     H = hessian.clone().float()
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    Hinv = inverse_hessian_factor(H, damp)  # [cols, cols], upper triangular
-    # floor(sparsity * total) weights go, spread over the column blocks
+    Wt[dead] = 0.0
+    Hinv = inverse_hessian_factor(H, damp)  # [in, in], upper triangular
+    # floor(sparsity * total) weights go, spread over the column blocks by cumulative rounding
     total = rows * cols if scope == "tensor" else cols
 
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
-        W1 = W[:, i1:i2].clone()  # [rows, count]
+        W1 = Wt[i1:i2].clone()  # [count, out]
         Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d = Hinv1.diagonal()  # [count]
         if nm is None:
-            # Cumulative rounding: blocks together drop exactly floor(sparsity * total).
             k = int(sparsity * total * i2 / cols) - int(sparsity * total * i1 / cols)
-            drop = _block_drop(W1.pow(2) / d.pow(2)[None, :], k, scope)
+            drop = _block_drop(W1.pow(2) / d.pow(2)[:, None], k, scope)
         else:
             drop = torch.zeros_like(W1, dtype=torch.bool)
         for i in range(count):
-            col = W1[:, i]
             if nm is not None and i % nm[1] == 0:
                 n, m = nm
-                sal = W1[:, i : i + m].pow(2) / d[i : i + m].pow(2)[None, :]
-                drop.scatter_(1, i + torch.topk(sal, n, dim=1, largest=False).indices, True)
-            q = col.masked_fill(drop[:, i], 0.0)
-            Q1[:, i] = q
-            err = (col - q) / Hinv1[i, i]  # [rows]
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]  # OBS update of this block's remaining columns
-            Err1[:, i] = err
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # and of every later block at once
-    return W
+                sal = W1[i : i + m].pow(2) / d[i : i + m].pow(2)[:, None]  # [m, out]
+                drop.scatter_(0, i + torch.topk(sal, n, dim=0, largest=False).indices, True)
+            col = W1[i]  # [out]
+            q = col.masked_fill(drop[i], 0.0)
+            err = (col - q) / Hinv1[i, i]  # [out]
+            Q1[i] = q
+            Err1[i] = err
+            W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)  # OBS update of this block's remaining columns
+        Wt[i1:i2] = Q1
+        Wt[i2:].addmm_(Hinv[i1:i2, i2:].t(), Err1, alpha=-1)  # and of every later block at once
+    return Wt.t().contiguous()
 
 
 @pruning_method("sparsegpt", hessian=True)
