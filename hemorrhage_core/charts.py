@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import colorsys
 import math
+import threading
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -151,6 +153,7 @@ def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str |
         return _empty(title, "no per-head attention rows for this run")
     grid = data.pivot(index="layer", columns="head", values="value").sort_index()
     diverging = metric == "attn_entropy_shift"
+    peak = float(np.nanmax(np.abs(grid.values))) if grid.size else 0.0
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
@@ -159,6 +162,8 @@ def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str |
             colorscale="RdBu_r" if diverging else "Reds",
             zmid=0 if diverging else None,
             zmin=None if diverging else 0,
+            # An unmodified model is all zeros: pin the scale so zero reads as "none", not as mid-scale.
+            zmax=None if diverging or peak > 0 else 1e-9,
             colorbar=dict(title=dict(text=units, side="right"), tickformat=".2~g", exponentformat="e"),
             hovertemplate="layer %{y} head %{x}<br>" + units + " %{z:.4g}<extra></extra>",
         )
@@ -432,7 +437,7 @@ def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.
     fig.update_yaxes(
         title_text="perplexity (log scale)",
         type="log",
-        range=[math.log10(max(min(metrics["ppl_base"], metrics["ppl"]) / 2, 1e-3)), math.log10(top * 3)],
+        range=[math.log10(max(min(metrics["ppl_base"], metrics["ppl"]) / 2, 1e-3)), math.log10(top * 1.6)],
     )
     return _style(fig, title or "Perplexity, original vs modified", legend=False)
 
@@ -489,20 +494,23 @@ def sweep_chart(
     x_label: str | None = None,
     y: str = "ppl_ratio",
     thresholds: Sequence[float] = THRESHOLDS,
-    robust: dict[str, float] | None = None,
+    zones: dict[str, tuple[float, float]] | None = None,
+    knees: dict[str, float] | None = None,
     reverse_x: bool | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """Quality along one knob, one line per series, with the 1.1× / 2× / 10× thresholds and the robust zone.
+    """Quality along one knob, one line per series, with the 1.1× / 2× / 10× thresholds, the robust zones and
+    the knees.
 
-    `points`: series, x, y[, family]. `robust`: series -> the last knob value still inside the robust zone
-    (ratio ≤ 1.1×); the zone from the mildest setting to it is shaded in the series' colour. Bits fall as
-    compression grows, so the x axis is reversed for them (compression always grows to the right).
+    `points`: series, x, y[, family]. `zones`: series -> (mildest setting, last setting with ratio ≤ 1.1×),
+    shaded in the series' colour; `knees`: series -> the setting where log-perplexity stops growing linearly,
+    a dotted vertical line. Bits fall as compression grows, so the x axis is reversed for them (compression
+    always grows to the right).
     """
     title = title or "Sweep: perplexity ratio along the knob"
     if points.empty:
         return _empty(title, "no sweep points yet")
-    reverse_x = ("bits" in x) if reverse_x is None else reverse_x
+    reverse_x = ("bits" in (x_label or x)) if reverse_x is None else reverse_x
     series = points["series"].drop_duplicates().tolist()
     fams = (
         points.drop_duplicates("series").set_index("series").loc[series, "family"].tolist()
@@ -521,21 +529,28 @@ def sweep_chart(
                 mode="lines+markers",
                 name=str(s),
                 line=dict(color=color, dash=dash),
-                hovertemplate=f"{s}<br>{x} %{{x}}<br>{METRIC_LABELS.get(y, y)} %{{y:.4g}}<extra></extra>",
+                hovertemplate=f"{s}<br>{x_label or x} %{{x}}<br>{METRIC_LABELS.get(y, y)} %{{y:.4g}}<extra></extra>",
             )
         )
-        if robust and s in robust and robust[s] is not None:
-            lo = d[x].max() if reverse_x else d[x].min()
+        if zones and s in zones:
+            x0, x1 = zones[s]
             fig.add_vrect(
-                x0=lo,
-                x1=robust[s],
+                x0=x0,
+                x1=x1,
                 fillcolor=color,
-                opacity=0.10,
+                opacity=0.12,
                 line_width=0,
                 layer="below",
-                annotation_text=f"robust zone (≤1.1×){' — ' + str(s) if len(series) > 1 else ''}",
+                annotation_text="robust zone (≤1.1×)" + (f" — {s}" if len(series) > 1 else ""),
                 annotation_position="top left",
                 annotation_font_size=11,
+            )
+        if knees and s in knees:
+            fig.add_vline(
+                x=knees[s],
+                line=dict(color=color, width=1.5, dash="dot"),
+                annotation_text="knee",
+                annotation_position="bottom right",
             )
     if y == "ppl_ratio":
         fig.add_hline(
@@ -551,10 +566,11 @@ def sweep_chart(
                 annotation_text=f"{t:g}×",
                 annotation_position="top right",
             )
-    positive = (points[y] > 0).all()
+    positive = bool((points[y] > 0).all())
+    log_y = y in _LOG_METRICS and positive
     fig.update_yaxes(
-        title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if y in _LOG_METRICS and positive else ""),
-        type="log" if y in _LOG_METRICS and positive else "linear",
+        title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if log_y else ""),
+        type="log" if log_y else "linear",
     )
     if y in _SHARE_METRICS:
         fig.update_yaxes(tickformat=".0%")
@@ -779,6 +795,20 @@ def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
 # -- export ------------------------------------------------------------------------------------------------------
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
+def _kaleido_server() -> None:
+    """Keep one headless Chrome for every static export of the process (starting one per image costs seconds).
+
+    kaleido's shared server answers calls in order through one queue, so callers take _EXPORT_LOCK around a call:
+    two sessions exporting at once would otherwise each be able to receive the other's image.
+    """
+    import kaleido
+
+    kaleido.start_sync_server(silence_warnings=True)
+
+
 def export_bytes(fig: go.Figure, fmt: str, *, width: int = 1000, height: int | None = None) -> bytes:
     """PNG/SVG/PDF through kaleido (needs Chrome: Debian's chromium), or standalone HTML (plotly.js inlined).
 
@@ -791,4 +821,8 @@ def export_bytes(fig: go.Figure, fmt: str, *, width: int = 1000, height: int | N
         raise ValueError(f"unknown export format {fmt!r}; use png, svg, pdf or html")
     printable = go.Figure(fig).update_layout(paper_bgcolor="white", plot_bgcolor="white")
     height = height or fig.layout.height or 560
-    return printable.to_image(format=fmt, width=width, height=height, scale=1)
+    with _EXPORT_LOCK, warnings.catch_warnings():
+        # plotly passes browser options the shared server already has; its warning about ignoring them is noise.
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+        _kaleido_server()
+        return printable.to_image(format=fmt, width=width, height=height, scale=1)

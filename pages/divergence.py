@@ -1,14 +1,37 @@
 """Divergence: how the modified model's predictions differ: KL distribution, Δp, top-1 agreement, generations."""
 
+import json
+
 import streamlit as st
 
 from hemorrhage_core import charts
-from hemorrhage_core.ui import views
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.runner import Runner
+from hemorrhage_core.spec import RunSpec
+from hemorrhage_core.ui import render, views
+from hemorrhage_core.ui.generate import PromptGenerations, prompt_generations
 from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, stored, table
+from hemorrhage_core.ui.state import compute_lock, runner
+from hemorrhage_core.ui.widgets import chart, headline, run_picker, stored, table
 
 through_app()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def generations(
+    _runner: Runner, spec_json: str, prompt: str, *, seed: int, sample: bool, n: int
+) -> PromptGenerations:
+    """Cached per (spec, prompt, seed, mode, length); the runner (not hashed) is the process's shared one."""
+    with compute_lock():
+        return prompt_generations(
+            _runner,
+            RunSpec.from_dict(json.loads(spec_json)),
+            prompt,
+            seed=seed,
+            sample=sample,
+            max_new_tokens=n,
+        )
+
 
 st.title("Divergence: what the model now predicts")
 st.caption(
@@ -60,4 +83,35 @@ chart(
 table(compared[cols], "divergence-metrics")
 
 st.subheader("Generations, side by side")
-pending("hemorrhage_core.generation", "Side-by-side generation of the original and modified model")
+st.caption(
+    f"The original model (temperature 1, no truncation) and **{result.spec.label()}** continue the same prompt. "
+    "Sampled mode draws the same random numbers for both (Gumbel-max coupling), so they differ only where the "
+    "modification changes which token wins. Every step is scored teacher-forced along the original's tokens."
+)
+with st.form("divergence.generate"):
+    prompt = st.text_area("Prompt", "The capital of France is", key="divergence.prompt")
+    c1, c2, c3 = st.columns(3)
+    mode = c1.radio("Decoding", ["greedy", "sampled"], horizontal=True, key="divergence.mode")
+    seed = int(c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="divergence.seed"))
+    n = int(c3.slider("New tokens", 4, 128, 32, 4, key="divergence.tokens"))
+    submitted = st.form_submit_button("Generate", type="primary")
+request = (result.run_key, prompt, seed, mode, n)
+if submitted:
+    st.session_state["divergence.request"] = request
+if st.session_state.get("divergence.request") != request:
+    st.info("Press Generate to compare the two continuations (it rebuilds the modified model).")
+    st.stop()
+try:
+    with st.spinner(f"Building {result.spec.label()} and generating {n} tokens with both models…"):
+        gen = generations(runner(), result.spec.to_json(), prompt, seed=seed, sample=mode == "sampled", n=n)
+except HemlabError as exc:
+    st.error(str(exc))
+    st.stop()
+st.html(
+    render.side_by_side_html(
+        prompt, gen.side.base_tokens, gen.side.mod_tokens, gen.side.first_divergence, result.spec.label()
+    )
+)
+chart(
+    charts.step_kl_chart(gen.steps, title="Per-step KL along the original continuation"), "divergence-steps"
+)

@@ -11,7 +11,7 @@ from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, descr
 from hemorrhage_core.ui.forms import mod_form
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
+from hemorrhage_core.ui.widgets import chart, require_selection, run_with_progress, table
 
 through_app()
 
@@ -85,11 +85,17 @@ metric = st.radio(
     key="sweep.metric",
 )
 
-thresholds = pending(
-    "hemorrhage_core.analysis.thresholds", "Threshold detection (1.1× / 2× / 10× points, knee)"
+found = sweeps.series_thresholds(shown)
+chart(
+    charts.sweep_chart(shown, "x", y=metric, x_label=field.label, zones=found.zones, knees=found.knees),
+    "sweep-curve",
 )
-robust = None
-chart(charts.sweep_chart(shown, "x", y=metric, x_label=field.label, robust=robust), "sweep-curve")
+if not found.table.empty:
+    st.caption(
+        "Thresholds per curve: the first setting over 1.1× / 2× / 10×, the interpolated crossing, the robust "
+        "zone (every setting before 1.1×) and the knee where log-perplexity stops growing linearly."
+    )
+    table(found.table, "sweep-thresholds")
 table(shown.drop(columns=["run_key"]), "sweep-points")
 
 st.subheader("Quality against memory")

@@ -362,6 +362,24 @@ def test_analysis_pages_draw_stored_runs(app_env):
     assert layer.value in (0, 1)
 
 
+def test_divergence_page_generates_side_by_side_with_the_divergence_marked(app_env):
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()  # a run that surely changes the continuation
+    at.switch_page("pages/divergence.py").run()
+    _ok(at)
+    charts_before = len(at.get("plotly_chart"))
+    at.radio(key="divergence.mode").set_value("sampled")
+    at.number_input(key="divergence.seed").set_value(3)
+    at.slider(key="divergence.tokens").set_value(8)
+    at.button[0].click().run()  # the form's Generate button
+    _ok(at)
+    page = " ".join(h.proto.body for h in at.get("html"))
+    assert "original" in page and (
+        "first divergence at generated token" in page or "identical for all 8" in page
+    )
+    assert len(at.get("plotly_chart")) == charts_before + 1, "the per-step KL chart"
+
+
 def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):
     at = _app("pages/sweeps.py")
     _ok(at)
@@ -371,6 +389,8 @@ def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):
     bits = {m["bits"] for s in _stored_specs(app_env) for m in s["mods"] if m["kind"] == "quant_rtn"}
     assert {8, 5} <= bits
     assert len(at.get("plotly_chart")) >= 1
+    thresholds = at.dataframe[0].value  # the thresholds of each curve, from analysis.thresholds
+    assert "first over 1.1×" in thresholds.columns and len(thresholds) >= 1
     at.text_input(key="sweep.quant_rtn.bits.values").set_value("8, 1").run()
     _ok(at)
     assert "bits=1" in at.error[0].value

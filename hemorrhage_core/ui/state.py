@@ -73,6 +73,12 @@ def runner(trust_remote_code: bool | None = None) -> Runner:
     return get_runner(db_path(), bool(trust))
 
 
+def compute_lock() -> threading.Lock:
+    """The process-wide computation lock (the runners' queue): hold it for work outside Runner.run that builds
+    a modified model, such as generations, so sessions never hold two modified copies at once."""
+    return _process_locks()["compute"]
+
+
 def load_base(name: str) -> models.LoadedModel:
     """The shared base model; loads are serialised so two sessions never load the same model twice."""
     r = runner()

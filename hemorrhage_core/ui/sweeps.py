@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -101,3 +102,38 @@ def series_for_keys(points: pd.DataFrame, run_keys: list[str]) -> list[str]:
     """The series that contain any of these runs (e.g. the sweep the form describes), in first-seen order."""
     hit = points[points.run_key.isin(run_keys)]
     return hit.series.drop_duplicates().tolist()
+
+
+@dataclass(frozen=True)
+class SeriesThresholds:
+    """What analysis.thresholds found for each curve, shaped for the chart and the table."""
+
+    zones: dict[str, tuple[float, float]]  # series -> (mildest setting, last setting inside the robust zone)
+    knees: dict[str, float]  # series -> knee setting
+    table: pd.DataFrame  # one row per series: 1.1x / 2x / 10x first settings over, crossings, knee, notes
+
+
+def series_thresholds(points: pd.DataFrame) -> SeriesThresholds:
+    """Thresholds, robust zone and knee of every series with at least two settings (see analysis.thresholds)."""
+    from ..analysis import thresholds as th
+
+    zones, knees, rows = {}, {}, []
+    for series, d in points.dropna(subset=["ppl_ratio"]).groupby("series", sort=False):
+        d = d.drop_duplicates("x")
+        if len(d) < 2:
+            continue
+        t = th.thresholds(d.x.astype(float).tolist(), d.ppl_ratio.tolist())
+        if t.robust_zone:
+            zones[series] = (t.values[0], t.robust_zone[-1])
+        if t.knee:
+            knees[series] = t.knee.value
+        rows.append({
+            "series": series,
+            "compression grows": "as the value falls" if t.direction == "descending" else "as the value rises",
+            **{f"first over {k}×": v for k, v in t.first_over.items()},
+            **{f"crosses {k}× at": v for k, v in t.crossing.items()},
+            "robust zone": f"{t.robust_zone[0]:g} … {t.robust_zone[-1]:g}" if t.robust_zone else "empty",
+            "knee": t.knee.value if t.knee else None,
+            "notes": "; ".join(t.notes),
+        })  # fmt: skip
+    return SeriesThresholds(zones, knees, pd.DataFrame(rows))
