@@ -91,6 +91,19 @@ def _empty(title: str, message: str) -> go.Figure:
     return _style(fig, title, legend=False)
 
 
+def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:
+    """A log10 axis range covering the finite positive `values` and the reference lines in `include` (e.g. the
+    1.1× / 2× / 10× thresholds), with a little room: shapes and annotations then never stretch the axis."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v) and v > 0] + [
+        float(v) for v in include
+    ]
+    if not finite:
+        return [-1.0, 1.0]
+    lo, hi = math.log10(min(finite)), math.log10(max(finite))
+    pad = max((hi - lo) * 0.08, 0.04)
+    return [lo - pad, hi + pad]
+
+
 def shade(color: str, i: int, n: int) -> str:
     """The i-th of n shades of a hex colour (lighter to darker around the base), so runs of one family differ."""
     if n <= 1:
@@ -124,6 +137,12 @@ def run_styles(runs: Sequence[str], families: Sequence[str] | None = None) -> di
     return out
 
 
+def _layer_ticks(layers: pd.DataFrame) -> dict:
+    """Whole-number layer ticks (a layer 0.5 does not exist), about a dozen of them at most."""
+    n = int(layers["layer"].max()) + 1 if not layers.empty else 1
+    return dict(tick0=0, dtick=max(1, math.ceil(n / 12)))
+
+
 def _runs_of(df: pd.DataFrame) -> tuple[list, dict[str, tuple[str, str]]]:
     runs = df["run"].drop_duplicates().tolist() if "run" in df.columns else [None]
     fams = None
@@ -146,6 +165,7 @@ def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str |
         "attn_entropy_shift": "entropy shift H(A′)−H(A) (nats)",
         "attn_sink": "sink mass, modified (share)",
         "attn_sink_base": "sink mass, original (share)",
+        "attn_topk_overlap": "top-k attended overlap (share)",
     }.get(metric, metric)
     title = title or "Attention disruption per layer and head"
     data = heads[heads.metric == metric] if not heads.empty else heads
@@ -216,7 +236,7 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
         annotation_text="original (cosine 1)",
         annotation_position="bottom right",
     )
-    fig.update_xaxes(title_text="layer (residual stream after block)")
+    fig.update_xaxes(title_text="layer (residual stream after block)", **_layer_ticks(layers))
     fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="cosine similarity", secondary_y=True, showgrid=False)
     return _style(fig, title)
@@ -269,6 +289,7 @@ def cascade_chart(
             if metric in _LOG_METRICS and (layers.loc[layers.metric == metric, "value"] > 0).all()
             else "linear",
         )
+    fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
     fig.update_layout(height=max(320, 230 * len(present)))
     return _style(fig, title)
@@ -571,6 +592,9 @@ def sweep_chart(
     fig.update_yaxes(
         title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if log_y else ""),
         type="log" if log_y else "linear",
+        range=_log_range(points[y], include=(1.0, *thresholds) if y == "ppl_ratio" else ())
+        if log_y
+        else None,
     )
     if y in _SHARE_METRICS:
         fig.update_yaxes(tickformat=".0%")
@@ -624,7 +648,11 @@ def quality_memory_chart(points: pd.DataFrame, title: str | None = None) -> go.F
         annotation_position="top right",
     )
     fig.update_xaxes(title_text="weight memory (MB)")
-    fig.update_yaxes(title_text="perplexity ratio (log scale)", type="log")
+    fig.update_yaxes(
+        title_text="perplexity ratio (log scale)",
+        type="log",
+        range=_log_range(points.ppl_ratio, include=(1.0, 1.1)),
+    )
     return _style(fig, title)
 
 

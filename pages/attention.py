@@ -31,6 +31,7 @@ labels = {
     "attn_entropy_shift": "entropy shift",
     "attn_sink": "sink mass (modified)",
     "attn_sink_base": "sink mass (original)",
+    "attn_topk_overlap": "top-k attended overlap",
 }
 metric = st.radio(
     "Metric",

@@ -125,13 +125,29 @@ except Exception as exc:  # a library error on an unusual folder: say it, keep t
     st.stop()
 
 cols = st.columns(5)
-cols[0].metric("Parameters", f"{info['n_params'] / 1e6:,.1f} M")
-cols[1].metric(
-    "Blocks × heads", f"{info['layers']} × {info['heads']}", f"{info['kv_heads']} KV heads", delta_color="off"
+cols[0].metric(
+    "Parameters", f"{info['n_params'] / 1e6:,.1f} M" if info["n_params"] >= 1e5 else f"{info['n_params']:,}"
 )
-cols[2].metric("Hidden size", f"{info['hidden_size']:,}", f"vocab {info['vocab_size']:,}", delta_color="off")
+cols[1].metric(
+    "Blocks × heads",
+    f"{info['layers']} × {info['heads']}",
+    f"{info['kv_heads']} KV heads",
+    delta_color="off",
+    delta_arrow="off",
+)
+cols[2].metric(
+    "Hidden size",
+    f"{info['hidden_size']:,}",
+    f"vocab {info['vocab_size']:,}",
+    delta_color="off",
+    delta_arrow="off",
+)
 cols[3].metric(
-    "Memory", f"{info['memory_mb']:,.0f} MB", f"{info['dtype']} on {info['device']}", delta_color="off"
+    "Memory",
+    f"{info['memory_mb']:,.1f} MB" if info["memory_mb"] < 10 else f"{info['memory_mb']:,.0f} MB",
+    f"{info['dtype']} on {info['device']}",
+    delta_color="off",
+    delta_arrow="off",
 )
 cols[4].metric("Tied embeddings", "yes" if info["tied_embeddings"] else "no")
 st.caption(

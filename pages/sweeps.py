@@ -85,7 +85,7 @@ metric = st.radio(
     key="sweep.metric",
 )
 
-found = sweeps.series_thresholds(shown)
+found = sweeps.series_thresholds(shown, sweeps.severity_direction(field.name))
 chart(
     charts.sweep_chart(shown, "x", y=metric, x_label=field.label, zones=found.zones, knees=found.knees),
     "sweep-curve",

@@ -34,8 +34,13 @@ def _num_layers(model: str) -> int | None:
         return None  # the run below reports the loading error on the page
 
 
-def family_page(family: str, intro: str) -> None:
-    """Method picker, generated form, headline numbers and the four profile charts for one family."""
+def family_page(family: str, intro: str, *, auto_default: bool = True, stack_default: bool = False) -> None:
+    """Method picker, generated form, headline numbers and the four profile charts for one family.
+
+    `auto_default`: whether a change measures at once; off for families whose methods calibrate or train
+    (minutes per setting), where a Measure button avoids starting work on every keystroke. `stack_default`:
+    whether the other pages' settings are applied too (on for mitigations, which repair a compression).
+    """
     st.title(FAMILY_TITLES.get(family, family.title()))
     st.caption(intro)
     sel = require_selection()
@@ -55,13 +60,14 @@ def family_page(family: str, intro: str) -> None:
         )
         stack = top[1].toggle(
             "Stack with other pages",
+            value=stack_default,
             key=f"{family}.stack",
             help="Apply the settings last used on the other family pages too, in the order "
             "prune → quantize → depth → decode.",
         )
         auto = top[2].toggle(
             "Update on change",
-            value=True,
+            value=auto_default,
             key=f"{family}.auto",
             help="Measure as soon as a setting changes (stored results appear at once).",
         )

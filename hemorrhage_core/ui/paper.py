@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..paths import PROJECT_ROOT
+from .sweeps import short_model
 
 PAPER_DIR = PROJECT_ROOT / "data" / "paper"
 CITATION = (
@@ -249,7 +250,8 @@ def our_points(
         kinds = "+".join(m["kind"] for m in mods)
         rows.append(
             {
-                "series": f"{rec['model']} · {kinds}" + (f" ({', '.join(fixed)})" if fixed else ""),
+                "series": f"{short_model(rec['model'])} · {kinds}"
+                + (f" ({', '.join(fixed)})" if fixed else ""),
                 "x": x,
                 "ratio": float(rec["ppl_ratio"]),
                 "family": family,

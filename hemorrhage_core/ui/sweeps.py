@@ -6,12 +6,13 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import SpecError
-from ..spec import Modification, ProbeSettings, RunSpec
+from ..spec import MODIFICATIONS, Modification, ProbeSettings, RunSpec
 
 # Columns of a sweep-points frame, one row per stored run on a curve.
 POINT_COLUMNS = [
@@ -49,6 +50,11 @@ def sweep_specs(
     return specs
 
 
+def short_model(model: str) -> str:
+    """A model as charts name it: embedded names and hub ids as they are, folders by their last part."""
+    return Path(model).name if Path(model).expanduser().is_absolute() else model
+
+
 def parse_values(text: str, py_type: type) -> list[Any]:
     """'8, 6,4' -> [8, 6, 4] in the field's type; SpecError on anything unparsable."""
     out = []
@@ -70,16 +76,21 @@ def sweep_points(history: pd.DataFrame, kind: str, field: str, *, family: str = 
     A series is one (model, corpus, budget, window, every other field of the modification), so runs that differ
     only in the swept knob form one line. `history` is ui.runs.history(store).
     """
+    cls = MODIFICATIONS.get(kind)
+    # Only the fields that differ from the method's defaults name a series: short, and still unique.
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
     rows = []
     for rec in history.to_dict("records") if not history.empty else []:
         mods = json.loads(rec["spec_json"]).get("mods", [])
         if len(mods) != 1 or mods[0].get("kind") != kind or field not in mods[0]:
             continue
-        others = ", ".join(f"{k}={v}" for k, v in mods[0].items() if k not in ("kind", field))
+        others = ", ".join(
+            f"{k}={v}" for k, v in mods[0].items() if k not in ("kind", field) and defaults.get(k, v) != v
+        )
         weight_bytes = _num(rec.get("weight_bytes"))
         rows.append(
             {
-                "series": f"{rec['model']} · {kind}"
+                "series": f"{short_model(rec['model'])} · {kind}"
                 + (f" ({others})" if others else "")
                 + f" · {rec['corpus']} {int(rec['token_budget']):,} tok w{int(rec['window_tokens'])}",
                 "x": mods[0][field],
@@ -113,8 +124,18 @@ class SeriesThresholds:
     table: pd.DataFrame  # one row per series: 1.1x / 2x / 10x first settings over, crossings, knee, notes
 
 
-def series_thresholds(points: pd.DataFrame) -> SeriesThresholds:
-    """Thresholds, robust zone and knee of every series with at least two settings (see analysis.thresholds)."""
+def severity_direction(field: str) -> str:
+    """Which way a knob compresses, when its name says so (bits fall, sparsity rises); else let the data tell."""
+    if "bits" in field:
+        return "descending"
+    if field in ("sparsity", "fraction", "n_blocks", "times"):
+        return "ascending"
+    return "auto"
+
+
+def series_thresholds(points: pd.DataFrame, direction: str = "auto") -> SeriesThresholds:
+    """Thresholds, robust zone and knee of every series with at least two settings (see analysis.thresholds);
+    `direction` as severity_direction gives it."""
     from ..analysis import thresholds as th
 
     zones, knees, rows = {}, {}, []
@@ -122,7 +143,7 @@ def series_thresholds(points: pd.DataFrame) -> SeriesThresholds:
         d = d.drop_duplicates("x")
         if len(d) < 2:
             continue
-        t = th.thresholds(d.x.astype(float).tolist(), d.ppl_ratio.tolist())
+        t = th.thresholds(d.x.astype(float).tolist(), d.ppl_ratio.tolist(), direction=direction)
         if t.robust_zone:
             zones[series] = (t.values[0], t.robust_zone[-1])
         if t.knee:
