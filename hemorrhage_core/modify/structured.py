@@ -11,7 +11,7 @@ Layouts are found by module names, not by model class (`ATTENTION_LAYOUTS`, `MLP
 Qwen / Gemma (q/k/v/o_proj, gate/up/down_proj) and GPT-2 (fused c_attn, c_fc/c_proj, Conv1D weights).
 
 Blocks follow ShortGPT: importance 1 − cos(h_in, h_out) averaged over calibration tokens; the least important
-blocks are removed and `layer_map` sends them to None.
+blocks are removed with the depth family's `rebuild_blocks`, and `layer_map` sends them to None.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..probes.capture import find_blocks
 from ..specs.prune_structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
 from .base import ModContext, ModifiedModel, handles
 from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .depth import rebuild_blocks
 from .prune import CALIB_BATCH
 from .targets import weight_view
 
@@ -417,34 +418,6 @@ def block_importance(model: nn.Module, windows: torch.Tensor, batch_size: int = 
     return 1 - sums / tokens
 
 
-def remove_blocks(model: nn.Module, drop: set[int]) -> list[int | None]:
-    """Remove blocks `drop` in place; returns old block index -> new index (None: removed).
-
-    Updates the config's layer count and per-layer type list (Gemma 3's decoder picks each block's mask and rotary
-    table by position in `config.layer_types`) and every `layer_idx` (the KV cache's index), so the model runs
-    with the shorter list, with or without a cache.
-    """
-    decoder = model.get_decoder()
-    blocks = find_blocks(model)
-    attr = next(a for a in ("layers", "h", "blocks") if getattr(decoder, a, None) is blocks)
-    keep = [i for i in range(len(blocks)) if i not in drop]
-    setattr(decoder, attr, nn.ModuleList(blocks[i] for i in keep))
-    for new, old in enumerate(keep):
-        for module in blocks[old].modules():
-            # The KV cache is indexed by `layer_idx`: it must follow the block's new position.
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = new
-    for config in {id(c): c for c in (model.config, getattr(decoder, "config", model.config))}.values():
-        for name in ("num_hidden_layers", "n_layer"):
-            if hasattr(config, name):
-                setattr(config, name, len(keep))
-        types = getattr(config, "layer_types", None)
-        if isinstance(types, list | tuple) and len(types) == len(blocks):
-            config.layer_types = [types[i] for i in keep]
-    new_index = {old: new for new, old in enumerate(keep)}
-    return [new_index.get(i) for i in range(len(blocks))]
-
-
 @handles(PruneBlocks)
 def apply_prune_blocks(state: ModifiedModel, mod: PruneBlocks, ctx: ModContext) -> None:
     model = state.model
@@ -456,8 +429,8 @@ def apply_prune_blocks(state: ModifiedModel, mod: PruneBlocks, ctx: ModContext) 
     bi = block_importance(model, windows)
     drop = set(torch.topk(bi, mod.n_blocks, largest=False).indices.tolist())
     log.info("ShortGPT block influence %s; removing %s", [round(float(v), 4) for v in bi], sorted(drop))
-    remap = remove_blocks(model, drop)
-    state.layer_map = [None if j is None else remap[j] for j in state.layer_map]
+    # The depth family's block-list rebuild keeps layer_map, layer_idx and per-layer config lists consistent.
+    rebuild_blocks(state, [j for j in range(n) if j not in drop])
     for i, j in enumerate(state.layer_map):
         if j is None:
             state.head_map.pop(i, None)
