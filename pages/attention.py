@@ -3,8 +3,11 @@
 import streamlit as st
 
 from hemorrhage_core import charts
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.ui import analyses
 from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored
+from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored, table
 
 through_app()
 
@@ -69,7 +72,39 @@ cell = heads[(heads.layer == layer) & (heads["head"] == head)].set_index("metric
 st.caption(" · ".join(f"{labels.get(m, m)} {v:.4g}" for m, v in cell.items()))
 
 st.subheader(f"Attention maps — layer {layer}, head {head}")
-prompt = st.text_area(
-    "Prompt", "The capital of France is Paris, and the capital of Italy is", key="attention.prompt"
-)
-pending("hemorrhage_core.analysis.attention", "Attention maps for a prompt (original, modified, difference)")
+if pending(
+    "hemorrhage_core.analysis.attention", "Attention maps for a prompt (original, modified, difference)"
+):
+    with st.form("attention.maps"):
+        prompt = st.text_area(
+            "Prompt", "The capital of France is Paris, and the capital of Italy is", key="attention.prompt"
+        )
+        max_tokens = st.slider(
+            "Tokens shown (the prompt is cut after this many)", 8, 128, 48, 8, key="attention.len"
+        )
+        submitted = st.form_submit_button("Show the maps", type="primary")
+    request = (result.run_key, prompt, max_tokens)
+    if submitted:
+        st.session_state["attention.request"] = request
+    if st.session_state.get("attention.request") != request:
+        st.info("Press *Show the maps* to run both models on the prompt (it rebuilds the modified model).")
+        st.stop()
+    try:
+        with st.spinner("Running the original and the modified model on the prompt…"):
+            # One layer's heads at a time: switching heads is then instant, switching layers recomputes.
+            view = analyses.attention_view(
+                runner(), result.spec.to_json(), prompt, int(layer), None, max_tokens
+            )
+    except HemlabError as exc:
+        st.error(str(exc))
+        st.stop()
+    base = view.base[int(head)]
+    modified = view.modified[int(head)] if view.modified is not None else None
+    if modified is None or not (modified == modified).any():  # a removed block or head: NaN maps
+        st.info(
+            f"Layer {layer}, head {head} does not exist in the modified model: only the original map is shown."
+        )
+        modified = base * float("nan")
+    chart(charts.attention_maps_chart(base, modified, view.tokens, layer=layer, head=head), "attention-maps")
+    with st.expander("Every head of this layer on the prompt"):
+        table(view.heads, "attention-prompt-heads")

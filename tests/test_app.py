@@ -351,6 +351,20 @@ def test_model_page_shows_bad_uploads_and_offline_hub_ids_as_messages(app_env):
     assert at.error, "an unreachable hub id is a message on the page"
 
 
+def test_a_model_too_big_for_the_machine_is_a_message(app_env, monkeypatch):
+    from hemorrhage_core import models
+
+    copy = Path(app_env["HEMLAB_DEFAULT_MODEL"]).with_name("tiny-llama-copy")  # not yet loaded by the runner
+    if not copy.exists():
+        __import__("shutil").copytree(app_env["HEMLAB_DEFAULT_MODEL"], copy)
+    monkeypatch.setattr(models, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    at = _app("pages/model.py")
+    at.radio(key="model.source").set_value("local folder or hub id…").run()
+    at.text_input(key="model.custom").set_value(str(copy)).run()
+    _ok(at)
+    assert "too big for this machine" in at.error[0].value
+
+
 def test_analysis_pages_draw_stored_runs(app_env):
     at = _app()  # makes sure at least one run is stored
     for page, charts in [("pages/layers.py", 1), ("pages/attention.py", 1), ("pages/divergence.py", 3)]:
@@ -378,6 +392,34 @@ def test_divergence_page_generates_side_by_side_with_the_divergence_marked(app_e
         "first divergence at generated token" in page or "identical for all 8" in page
     )
     assert len(at.get("plotly_chart")) == charts_before + 1, "the per-step KL chart"
+
+
+def test_layers_page_ranks_the_modules_on_demand_and_stores_the_ranking(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.modules")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(4).run()
+    at.switch_page("pages/layers.py").run()
+    _ok(at)
+    at.button(key="layers.rank").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 2, "the cascade and the module ranking"
+    key = Store(app_env["HEMLAB_DB"]).runs().run_key.iloc[0]
+    assert not Store(app_env["HEMLAB_DB"]).analysis(key, "module_errors").empty
+    at.switch_page("pages/layers.py").run()  # a revisit reads the stored ranking: no button
+    assert not any(b.key == "layers.rank" for b in at.button) and len(at.get("plotly_chart")) == 2
+
+
+def test_attention_page_draws_original_modified_and_difference_maps(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.attention")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()
+    at.switch_page("pages/attention.py").run()
+    _ok(at)
+    at.text_area(key="attention.prompt").set_value("the quick brown fox jumps over the lazy dog")
+    at.button[0].click().run()  # the form's submit button
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 2, "the heatmap and the three maps"
+    assert at.get("plotly_chart")[1].proto.spec.count("query token") >= 1
 
 
 def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):

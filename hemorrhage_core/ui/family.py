@@ -28,8 +28,10 @@ def stacked(family: str, mod: Modification, others: dict[str, Modification]) -> 
 
 
 def _num_layers(model: str) -> int | None:
+    """The model's block count for layer-index widgets (loads the shared base model once per process)."""
     try:
-        return load_base(model).num_layers
+        with st.spinner(f"Loading {model} (once per process)…"):
+            return load_base(model).num_layers
     except HemlabError:
         return None  # the run below reports the loading error on the page
 
