@@ -213,6 +213,43 @@ def test_block_walk_reproduces_the_forward_pass(tiny):
     )
 
 
+def _gemma3() -> nn.Module:
+    """Tiny Gemma 3: sliding and global attention layers (different masks and rotary tables per layer) and
+    (1 + w) RMSNorms, with non-trivial norm weights so a wrong fold would show."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval().requires_grad_(False)
+    for name, module in model.named_modules():
+        if name.endswith(("input_layernorm", "pre_feedforward_layernorm")):
+            module.weight.data.normal_(0, 0.5)
+    return model
+
+
+def test_block_walk_and_smoothing_handle_per_layer_arguments_and_offset_norms():
+    model = _gemma3()
+    ids = _windows(4, 32)
+    _, resid = forward_sites(model, ids)
+    steps = list(walk_blocks(model, ids, batch_size=2))
+    assert torch.allclose(torch.cat(steps[-1].outputs()), resid[-1], atol=1e-5)  # sliding and global layers
+    state = apply_modifications(model, 3, (SmoothQuant(**CALIB),), _ctx())
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, state.model(ids).logits, atol=1e-4, rtol=1e-4)
+    assert state.report["smooth_folded_groups"] == 2 * 3  # folded into Gemma's (1 + w) norms
+
+
 def test_input_groups_follow_shared_inputs():
     llama_step = next(walk_blocks(_llama(), _windows(2, 16)))
     assert [[n for n, _ in g] for g in input_groups(llama_step)] == [
@@ -465,7 +502,7 @@ def test_weight_bytes_counts_tied_embeddings_once_and_the_rest_at_16_bits():
     [
         QuantizeRTN(bits=4),
         GPTQ(bits=4, group_size=16, **CALIB),
-        AWQ(bits=4, group_size=16, **CALIB),
+        AWQ(bits=4, group_size=16, grid=4, **CALIB),
         BnbInt8(),
         Bnb4bit(),
         ActQuant(w_bits=4, a_bits=8, a_mode="static", **CALIB),
