@@ -27,6 +27,7 @@ FAMILY_COLORS = {
     "decode": "#B279A2",
     "depth": "#9D755D",
     "mitigation": "#72B7B2",
+    "original": ORIGINAL,
     "paper": "#8C8C8C",
     "other": "#7F7F7F",
 }
@@ -605,9 +606,12 @@ def sweep_chart(
     return _style(fig, title)
 
 
-def quality_memory_chart(points: pd.DataFrame, title: str | None = None) -> go.Figure:
+def quality_memory_chart(
+    points: pd.DataFrame, title: str | None = None, *, joined: bool = True, front: pd.DataFrame | None = None
+) -> go.Figure:
     """Perplexity ratio against the weights' memory: one marker per run (label, memory_mb, ppl_ratio, family[,
-    series]); runs of one series are joined. Lower-left is better."""
+    series]); with `joined`, the runs of one series are joined by a line. `front` (memory_mb, ppl_ratio): the
+    Pareto front, drawn as a dashed line. Lower-left is better."""
     title = title or "Quality against memory"
     if points.empty:
         return _empty(title, "no runs with a memory estimate")
@@ -627,12 +631,24 @@ def quality_memory_chart(points: pd.DataFrame, title: str | None = None) -> go.F
             go.Scatter(
                 x=d.memory_mb,
                 y=d.ppl_ratio,
-                mode="lines+markers",
+                mode="lines+markers" if joined else "markers",
                 name=str(k),
                 text=d.label,
                 line=dict(color=color, dash=dash),
-                marker=dict(size=9),
+                marker=dict(size=9, color=ORIGINAL if k == "original" else color),
                 hovertemplate="%{text}<br>%{x:.1f} MB<br>×%{y:.3f}<extra></extra>",
+            )
+        )
+    if front is not None and len(front) > 1:
+        f = front.sort_values("memory_mb")
+        fig.add_trace(
+            go.Scatter(
+                x=f.memory_mb,
+                y=f.ppl_ratio,
+                mode="lines",
+                name="Pareto front",
+                line=dict(color="#888888", width=1.5, dash="dash"),
+                hoverinfo="skip",
             )
         )
     fig.add_hline(

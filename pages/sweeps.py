@@ -6,12 +6,12 @@ import streamlit as st
 from hemorrhage_core import charts
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui import sweeps
+from hemorrhage_core.ui import sweeps, views
 from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, describe, family_kinds, sweepable
 from hemorrhage_core.ui.forms import mod_form
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, require_selection, run_with_progress, table
+from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
 
 through_app()
 
@@ -99,11 +99,16 @@ if not found.table.empty:
 table(shown.drop(columns=["run_key"]), "sweep-points")
 
 st.subheader("Quality against memory")
-with_memory = shown.dropna(subset=["memory_mb", "ppl_ratio"])
-if with_memory.empty:
-    st.info(
-        "None of these runs reports its weights' memory (quantization methods do); pruned or decoded models "
-        "keep the original storage unless stored in a sparse format."
+memory = pending("hemorrhage_core.analysis.memory", "The memory of every stored run (analysis.memory)")
+if memory is not None:
+    st.caption(
+        f"Every stored run of `{sel.model}` measured like this one (same corpus, window and budget): weight memory "
+        "as stored on disk (quantized formats with their scales; pruned models dense at 16 bits), the original "
+        "at 16 bits, and the Pareto front."
     )
-else:
-    chart(charts.quality_memory_chart(with_memory), "sweep-memory")
+    mem = views.memory_points(memory, r, sel)
+    if mem.empty:
+        st.info("No stored run of this model with these measurement settings yet.")
+    else:
+        front = memory.pareto_front(mem, x="memory_mb", y="ppl_ratio")
+        chart(charts.quality_memory_chart(mem, joined=False, front=front), "sweep-memory")

@@ -73,3 +73,27 @@ def layer_counts(store: Store, keys: list[str]) -> dict[str, int]:
     """Blocks of the original model per run (its per-layer rows are indexed by original block)."""
     rows = store.layer_metrics(keys)
     return {} if rows.empty else rows.groupby("run_key").layer.nunique().astype(int).to_dict()
+
+
+def memory_points(memory, runner, sel) -> pd.DataFrame:
+    """analysis.memory's table for the selected model, restricted to runs measured like the selection (same
+    corpus content, window and budget), as chart points: label, memory_mb, ppl_ratio, family, series."""
+    table = memory.memory_table(runner.store, [sel.model])
+    if table.empty:
+        return pd.DataFrame(columns=["label", "memory_mb", "ppl_ratio", "family", "series"])
+    sha = runner.corpus(sel.corpus).sha256
+    same = table[
+        (table.corpus_sha256 == sha)
+        & (table.window_tokens == sel.window)
+        & (table.token_budget == sel.tokens)
+    ]
+    same = same.dropna(subset=["weight_bytes", "ppl_ratio"])
+    return pd.DataFrame(
+        {
+            "label": same.label,
+            "memory_mb": same.weight_bytes / 2**20,
+            "ppl_ratio": same.ppl_ratio,
+            "family": same.family,
+            "series": same.family,
+        }
+    )
