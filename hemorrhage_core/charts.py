@@ -92,6 +92,13 @@ def _empty(title: str, message: str) -> go.Figure:
     return _style(fig, title, legend=False)
 
 
+def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
+    """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
+    1-2-5 over a narrow one (plotly's default labels every minor tick there, which reads as noise)."""
+    lo, hi = _log_range(values, include=include)
+    return dict(type="log", range=[lo, hi], dtick=1 if hi - lo > 2.5 else "D2")
+
+
 def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:
     """A log10 axis range covering the finite positive `values` and the reference lines in `include` (e.g. the
     1.1× / 2× / 10× thresholds), with a little room: shapes and annotations then never stretch the axis."""
@@ -455,12 +462,9 @@ def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.
             cliponaxis=False,
         )
     )
-    top = max(metrics["ppl_base"], metrics["ppl"])
-    fig.update_yaxes(
-        title_text="perplexity (log scale)",
-        type="log",
-        range=[math.log10(max(min(metrics["ppl_base"], metrics["ppl"]) / 2, 1e-3)), math.log10(top * 1.6)],
-    )
+    low, top = min(metrics["ppl_base"], metrics["ppl"]), max(metrics["ppl_base"], metrics["ppl"])
+    # From half the lower bar (bars need a floor on a log axis) to room above the higher one for its label.
+    fig.update_yaxes(title_text="perplexity (log scale)", **_log_axis([low / 2, top * 1.6]))
     return _style(fig, title or "Perplexity, original vs modified", legend=False)
 
 
@@ -592,10 +596,7 @@ def sweep_chart(
     log_y = y in _LOG_METRICS and positive
     fig.update_yaxes(
         title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if log_y else ""),
-        type="log" if log_y else "linear",
-        range=_log_range(points[y], include=(1.0, *thresholds) if y == "ppl_ratio" else ())
-        if log_y
-        else None,
+        **(_log_axis(points[y], include=(1.0, *thresholds) if y == "ppl_ratio" else ()) if log_y else {}),
     )
     if y in _SHARE_METRICS:
         fig.update_yaxes(tickformat=".0%")
@@ -665,9 +666,7 @@ def quality_memory_chart(
     )
     fig.update_xaxes(title_text="weight memory (MB)")
     fig.update_yaxes(
-        title_text="perplexity ratio (log scale)",
-        type="log",
-        range=_log_range(points.ppl_ratio, include=(1.0, 1.1)),
+        title_text="perplexity ratio (log scale)", **_log_axis(points.ppl_ratio, include=(1.0, 1.1))
     )
     return _style(fig, title)
 
@@ -717,7 +716,7 @@ def paper_chart(
         )
     fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
     fig.update_yaxes(
-        title_text=y_label + (" (log scale)" if log_y else ""), type="log" if log_y else "linear"
+        title_text=y_label + (" (log scale)" if log_y else ""), **(_log_axis(table[y]) if log_y else {})
     )
     return _style(fig, title)
 
@@ -777,7 +776,11 @@ def paper_overlay_chart(
             annotation_position="top right",
         )
     fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
-    fig.update_yaxes(title_text="perplexity ratio to the model's own baseline (log scale)", type="log")
+    ratios = [*paper.get("ratio", []), *ours.get("ratio", [])]
+    fig.update_yaxes(
+        title_text="perplexity ratio to the model's own baseline (log scale)",
+        **_log_axis(ratios, include=(1.0, *THRESHOLDS)),
+    )
     return _style(fig, title)
 
 
