@@ -1,6 +1,10 @@
 """The analysis subcommands of `hemlab` (registered by cli.build_parser) and the sweep summary the CLI stores.
 
 hemlab thresholds [--model M] [--param P] [--json]     stored sweep summaries: thresholds, knee, robust zone
+hemlab memory [--model a,b] [--json]                   quality vs bytes of weights of every stored run
+hemlab modules --model M --mod ... [--top N] [--json]  per-module output error on calibration text, ranked
+hemlab flips --model M --mod ... [--items N] [--json]  cloze accuracy of both models and the flips
+hemlab claims [--model M] [--tokens N] [--out PATH]    the paper's claims checked, evidence as markdown
 """
 
 from __future__ import annotations
@@ -78,6 +82,107 @@ def _describe_stored(row: dict) -> str:
     return f"{head}\n  {over}; robust zone {zone}; knee {knee}"
 
 
+def _runner_and_spec(args):
+    from ..cli import _runner, spec_from_args
+
+    return _runner(args), spec_from_args(args)
+
+
+def cmd_memory(args) -> int:
+    from .memory import memory_table, pareto_front
+
+    names = [m.strip() for m in args.model.split(",")] if args.model else None
+    df = memory_table(_store(args), names)
+    if args.pareto:
+        df = pareto_front(df)
+    if args.json:
+        print(df.to_json(orient="records"))
+        return 0
+    if df.empty:
+        print("no stored runs for these models")
+        return 0
+    cols = [
+        "model",
+        "label",
+        "weight_mib",
+        "bytes_source",
+        "bits_per_weight",
+        "ppl",
+        "ppl_ratio",
+        "kl_mean",
+        "bpb",
+    ]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_modules(args) -> int:
+    from .modules import rank_modules, to_rows
+
+    runner, spec = _runner_and_spec(args)
+    df = rank_modules(runner, spec, corpus=args.calib_corpus, n=args.calib_samples, length=args.calib_len)
+    key, _ = runner.cache_key(spec)
+    runner.store.save_analysis(key, "module_errors", to_rows(df))
+    shown = df.head(args.top)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_key": key,
+                    "label": spec.label(),
+                    "modules": json.loads(shown.to_json(orient="records")),
+                }
+            )
+        )
+    else:
+        print(
+            f"{spec.label()}: {len(df)} modified modules, the {len(shown)} with the largest relative output error"
+        )
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_flips(args) -> int:
+    from .flips import flip_report
+
+    runner, spec = _runner_and_spec(args)
+    report = flip_report(runner, spec, corpus=args.cloze_corpus, n_items=args.items, n_choices=args.choices)
+    key, _ = runner.cache_key(spec)
+    runner.store.save_analysis(key, "flips", [(report.set_id, k, v) for k, v in report.metrics().items()])
+    if args.json:
+        print(
+            json.dumps({"run_key": key, "label": spec.label(), "set_id": report.set_id, **report.metrics()})
+        )
+    else:
+        print(
+            f"{spec.label()} on {report.n_items} cloze items ({report.corpus}, {report.n_choices} choices, "
+            f"{report.set_id}): accuracy {report.accuracy_base:.3f} -> {report.accuracy_modified:.3f}; "
+            f"flips {report.flips} ({report.flips_right_to_wrong} right->wrong, "
+            f"{report.flips_wrong_to_right} wrong->right), {report.changed_choices} answers changed"
+        )
+    return 0
+
+
+def cmd_claims(args) -> int:
+    from pathlib import Path
+
+    from ..cli import _runner
+    from .claims import check_claims, markdown
+
+    runner = _runner(argparse.Namespace(trust_remote_code=False, **vars(args)))
+    only = [int(c) for c in args.only.split(",")] if args.only else None
+    results = check_claims(runner, model=args.model, tokens=args.tokens, only=only)
+    text = markdown(results, model=args.model, tokens=args.tokens)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+    else:
+        print(text)
+    return 0
+
+
 def add_parsers(sub, add_spec_options) -> None:
     """Register the analysis subcommands on the `hemlab` subparsers (`add_spec_options`: cli's run options)."""
     th = sub.add_parser(
@@ -88,5 +193,47 @@ def add_parsers(sub, add_spec_options) -> None:
     th.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb)")
     th.add_argument("--json", action="store_true")
 
+    mem = sub.add_parser("memory", help="quality vs bytes of weights of every stored run (equal-memory view)")
+    mem.add_argument("--model", help="comma-separated models (default: every stored model)")
+    mem.add_argument(
+        "--pareto", action="store_true", help="only runs no other run beats on both bytes and bpb"
+    )
+    mem.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb)")
+    mem.add_argument("--json", action="store_true")
 
-COMMANDS = {"thresholds": cmd_thresholds}
+    mods = sub.add_parser("modules", help="per-module output error ||(W'-W)X|| on calibration text, ranked")
+    add_spec_options(mods)
+    mods.add_argument("--top", type=int, default=20, help="show this many modules (all are stored)")
+    mods.add_argument(
+        "--calib-corpus", help="calibration text (default: the evaluation corpus, from its end)"
+    )
+    mods.add_argument("--calib-samples", type=int, default=8)
+    mods.add_argument("--calib-len", type=int, default=256)
+
+    flips = sub.add_parser("flips", help="cloze accuracy of the original and modified model and the flips")
+    add_spec_options(flips)
+    flips.add_argument("--items", type=int, default=64)
+    flips.add_argument("--choices", type=int, default=4)
+    flips.add_argument(
+        "--cloze-corpus", help="corpus the cloze set is made from (default: the evaluation corpus)"
+    )
+
+    cl = sub.add_parser(
+        "claims", help="check the paper's claims (metrics.md §6) and write the evidence table"
+    )
+    cl.add_argument("--model", default="smollm2-135m")
+    cl.add_argument("--tokens", type=int, default=2048)
+    cl.add_argument("--only", help="comma-separated claim numbers (default: all)")
+    cl.add_argument("--out", help="write the markdown evidence table here")
+    cl.add_argument("--device")
+    cl.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb); runs are reused")
+    cl.add_argument("--json", action="store_true")
+
+
+COMMANDS = {
+    "thresholds": cmd_thresholds,
+    "memory": cmd_memory,
+    "modules": cmd_modules,
+    "flips": cmd_flips,
+    "claims": cmd_claims,
+}

@@ -1,0 +1,101 @@
+"""lm-evaluation-harness perplexity vs our full profile, in one process on one model object (bench section 3).
+
+Runs in bench/.venv (bench/setup_lmeval.sh), called by bench/probe_engine.py; prints one JSON line.
+
+Same text and window: each of our evaluation windows (their corpus tokens, decoded) is one document for
+`HFLM.loglikelihood_rolling` with max_length = our window and our batch size, so lm-eval scores the same tokens
+in windows of the same length. lm-eval gets the sdpa kernel (its fastest here) and scores the perplexity only;
+our profile computes every metric (KL, top-k, per-layer errors, logit lens, attention probes) against the cached
+base reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lm_eval  # noqa: E402
+import torch  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+from bench.probe_engine import Setup, inputs, spec_for  # noqa: E402
+from hemorrhage_core.probes.profile import profile_model  # noqa: E402
+from hemorrhage_core.runner import Runner  # noqa: E402
+from hemorrhage_core.store import Store  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    for name in ("--model", "--corpus", "--mod"):
+        p.add_argument(name, required=True)
+    for name in ("--tokens", "--window", "--batch-size", "--repeats"):
+        p.add_argument(name, type=int, required=True)
+    a = p.parse_args()
+    setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
+    runner = Runner(Store(":memory:"), device="cpu")
+    spec = spec_for(setup)
+    windows, probe_ids, reference = inputs(runner, spec)
+    loaded = runner.base(spec.model)
+    modified = runner.modify(spec)
+    model, tok = modified.model, loaded.tokenizer
+    kernel = model.config._attn_implementation
+
+    bos = (
+        windows[0, 0].item()
+        if tok.bos_token_id is not None and windows[0, 0].item() == tok.bos_token_id
+        else None
+    )
+    texts = [tok.decode(w[1:] if bos is not None else w) for w in windows]
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=a.batch_size, max_length=a.window)
+    requests = [
+        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+        for i, t in enumerate(texts)
+    ]
+    lm_tokens = sum(len(lm.tok_encode(t)) for t in texts)
+
+    def run_lmeval():
+        model.set_attn_implementation("sdpa")
+        return lm.loglikelihood_rolling(requests, disable_tqdm=True)
+
+    def run_ours():
+        model.set_attn_implementation(kernel)
+        return profile_model(
+            modified, reference, windows, probe_ids, batch_size=a.batch_size, base_model=loaded.model
+        )
+
+    best = {"lmeval": (math.inf, math.inf), "ours": (math.inf, math.inf)}
+    results = {}
+    for _ in range(a.repeats):
+        for name, fn in (("lmeval", run_lmeval), ("ours", run_ours)):
+            w, c = time.perf_counter(), time.process_time()
+            results[name] = fn()
+            w, c = time.perf_counter() - w, time.process_time() - c
+            best[name] = (min(best[name][0], w), min(best[name][1], c))
+    loglik = sum(results["lmeval"])
+    print(
+        json.dumps(
+            {
+                "lmeval_version": lm_eval.__version__,
+                "tokens": int(windows.numel()),
+                "lmeval_tokens": lm_tokens,
+                "ppl_lmeval": math.exp(-loglik / lm_tokens),
+                "ppl_ours": results["ours"].metrics["ppl"],
+                "lmeval_wall": best["lmeval"][0],
+                "lmeval_cpu": best["lmeval"][1],
+                "ours_wall": best["ours"][0],
+                "ours_cpu": best["ours"][1],
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
