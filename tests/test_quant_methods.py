@@ -183,6 +183,19 @@ def test_sequential_gptq_beats_rtn_on_every_layer_of_a_tiny_model(tiny, bits):
     assert max(ratios) < 1.0, ratios
 
 
+def test_gptq_after_pruning_keeps_the_pruned_weights_at_zero(tiny):
+    from hemorrhage_core.spec import Prune
+
+    pruned = apply_modifications(tiny, 2, (Prune(sparsity=0.5),)).model
+    both = apply_modifications(
+        tiny, 2, (Prune(sparsity=0.5), GPTQ(bits=4, group_size=16, **CALIB)), _ctx()
+    ).model
+    for (name, before), (_, after) in zip(linear_targets(pruned), linear_targets(both), strict=True):
+        zeros = weight_view(before) == 0
+        assert torch.all(weight_view(after)[zeros] == 0), name
+        assert not torch.equal(weight_view(after), weight_view(before))
+
+
 def test_gptq_records_footprint_and_leaves_the_base_alone(tiny):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     state = apply_modifications(tiny, 2, (GPTQ(bits=4, group_size=16, act_order=True, **CALIB),), _ctx())

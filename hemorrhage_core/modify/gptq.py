@@ -80,12 +80,17 @@ def gptq_quantize(
     Columns are quantized left to right (or by decreasing diag(H) with `act_order`); each column's rounding error
     is spread over the remaining columns through the rows of the inverse Hessian's Cholesky factor, in blocks of
     `block_size` columns with a lazy update of the rest (the paper's Algorithm 1). Rows are independent given H,
-    so layers sharing an input can be quantized in one call on their stacked weights.
+    so layers sharing an input can be quantized in one call on their stacked weights. Zero weights (pruned by an
+    earlier modification) stay exactly zero.
     """
     H = H.float().clone()
     # Work on Wᵀ [in, out]: column j of W is the contiguous row j, which the column loop below reads and updates.
     Wt = w.detach().float().t().contiguous()
     n_cols = Wt.shape[0]
+    # Weights that are exactly zero (pruned by an earlier modification) stay zero, as in SparseGPT's joint
+    # quantization: their share of the error is compensated by the weights that remain.
+    zeros = Wt == 0
+    pruned = zeros if bool(zeros.any()) else None
     dead = torch.diag(H) == 0  # inputs that were always zero: their weights cannot matter
     H[dead, dead] = 1
     Wt[dead] = 0
@@ -94,6 +99,7 @@ def gptq_quantize(
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         Wt, H = Wt[perm], H[perm][:, perm]
+        pruned = pruned[perm] if pruned is not None else None
     U = _inverse_hessian_cholesky(H, damp)  # [in, in], upper triangular
 
     Qt = torch.empty_like(Wt)
@@ -112,6 +118,8 @@ def gptq_quantize(
                 )
             w_col = W1[i]  # [out]
             q_col = fake_quant(w_col, scale, zero, bits, scheme)
+            if pruned is not None:
+                q_col = q_col.masked_fill_(pruned[col], 0.0)
             Qt[col] = q_col
             err = (w_col - q_col).div_(U1[i, i])
             E1[i] = err
