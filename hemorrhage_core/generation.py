@@ -83,10 +83,10 @@ class GenerationComparison:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json_dict(self) -> dict[str, Any]:
-        finite = lambda v: v if isinstance(v, str) or math.isfinite(v) else None  # noqa: E731 (JSON has no inf)
+        """Settings, summary (inf and NaN become null: JSON has neither), survival curve and rollouts."""
         return {
             "settings": self.settings,
-            "summary": {k: finite(v) for k, v in self.summary.items()},
+            "summary": {k: v if math.isfinite(v) else None for k, v in self.summary.items()},
             "survival": self.survival.to_dict("records"),
             "rollouts": self.rollouts.to_dict("records"),
         }
@@ -202,10 +202,10 @@ def compare_generations(
     device = next(base_model.parameters()).device
     n = settings.max_new_tokens
     seeds = settings.rollout_seeds
+    vocab = base_model.get_output_embeddings().weight.shape[0]
     rollout_rows, step_rows = [], []
     for pi, prompt in enumerate(prompts):
         ids = _encode_prompt(tokenizer, prompt).to(device).repeat(len(seeds), 1)  # [S, P]
-        vocab = base_model.get_output_embeddings().weight.shape[0]
         noise = torch.stack([gumbel_noise(s, pi, n, vocab) for s in seeds]) if settings.sample else None
         base_tokens = rollout(base_model, ids, n, None, noise)
         mod_tokens = rollout(modified.model, ids, n, modified, noise)
