@@ -67,12 +67,17 @@ _SHARE_METRICS = {"top1_agreement", "top5_overlap"}
 
 
 def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
+    # A long legend (many runs or methods) goes to the right, where it can grow; a short one sits on top.
+    names = [t.name for t in fig.data if t.name and t.showlegend is not False]
+    long_legend = legend and (len(names) > 5 or sum(len(n) for n in names) > 90)
     fig.update_layout(
         title=dict(text=title, x=0.01, xanchor="left"),
         template=TEMPLATE,
         font=FONT,
-        margin=dict(l=60, r=20, t=80 if legend else 60, b=50),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        margin=dict(l=60, r=20, t=80 if legend and not long_legend else 60, b=50),
+        legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02, font=dict(size=11))
+        if long_legend
+        else dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
         showlegend=legend,
         # Transparent backgrounds keep the chart readable in Streamlit's light and dark themes; exports set white.
         paper_bgcolor="rgba(0,0,0,0)",
@@ -92,11 +97,45 @@ def _empty(title: str, message: str) -> go.Figure:
     return _style(fig, title, legend=False)
 
 
+def _reference_line(
+    fig: go.Figure, y: float, text: str, *, log: bool, original: bool = False, below: bool = False
+):
+    """A labelled horizontal reference (the original's 1×, a threshold). Drawn as a shape plus an annotation
+    placed by hand: plotly places an hline's own label at 10**y on a log axis (annotations use log units there),
+    which sends a 10× label to 10^10 and stretches the axis."""
+    line = dict(color=ORIGINAL, width=1.5) if original else dict(color="#888888", width=1, dash="dash")
+    fig.add_hline(y=y, line=line)
+    fig.add_annotation(
+        x=1,
+        xref="paper",
+        y=math.log10(y) if log else y,
+        yref="y",
+        text=text,
+        showarrow=False,
+        xanchor="right",
+        yanchor="top" if below else "bottom",
+        font=dict(size=11, color=ORIGINAL if original else "#888888"),
+    )
+
+
 def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
     """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
-    1-2-5 over a narrow one (plotly's default labels every minor tick there, which reads as noise)."""
+    1-2-5 (or every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
+    log range are bare digits such as "2" and "5", which read as noise)."""
     lo, hi = _log_range(values, include=include)
-    return dict(type="log", range=[lo, hi], dtick=1 if hi - lo > 2.5 else "D2")
+    if hi - lo > 3:
+        return dict(type="log", range=[lo, hi], dtick=1)
+    ticks = []
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
+        ticks = [t for t in ticks if lo <= math.log10(t) <= hi]
+        if len(ticks) >= 3:
+            break
+    if (
+        len(ticks) < 2
+    ):  # under a factor of ~2: plotly's own decimal labels (1.05, 1.1, ...) are the clear ones
+        return dict(type="log", range=[lo, hi])
+    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
 
 
 def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:
@@ -578,22 +617,12 @@ def sweep_chart(
                 annotation_text="knee",
                 annotation_position="bottom right",
             )
-    if y == "ppl_ratio":
-        fig.add_hline(
-            y=1.0,
-            line=dict(color=ORIGINAL, width=1.5),
-            annotation_text="original",
-            annotation_position="bottom right",
-        )
-        for t in thresholds:
-            fig.add_hline(
-                y=t,
-                line=dict(color="#888888", width=1, dash="dash"),
-                annotation_text=f"{t:g}×",
-                annotation_position="top right",
-            )
     positive = bool((points[y] > 0).all())
     log_y = y in _LOG_METRICS and positive
+    if y == "ppl_ratio":
+        _reference_line(fig, 1.0, "original", log=log_y, original=True, below=True)
+        for t in thresholds:
+            _reference_line(fig, t, f"{t:g}×", log=log_y)
     fig.update_yaxes(
         title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if log_y else ""),
         **(_log_axis(points[y], include=(1.0, *thresholds) if y == "ppl_ratio" else ()) if log_y else {}),
@@ -652,18 +681,8 @@ def quality_memory_chart(
                 hoverinfo="skip",
             )
         )
-    fig.add_hline(
-        y=1.0,
-        line=dict(color=ORIGINAL, width=1.5),
-        annotation_text="original quality",
-        annotation_position="bottom right",
-    )
-    fig.add_hline(
-        y=1.1,
-        line=dict(color="#888888", width=1, dash="dash"),
-        annotation_text="1.1×",
-        annotation_position="top right",
-    )
+    _reference_line(fig, 1.0, "original quality", log=True, original=True, below=True)
+    _reference_line(fig, 1.1, "1.1×", log=True)
     fig.update_xaxes(title_text="weight memory (MB)")
     fig.update_yaxes(
         title_text="perplexity ratio (log scale)", **_log_axis(points.ppl_ratio, include=(1.0, 1.1))
@@ -702,18 +721,37 @@ def paper_chart(
         "#BAB0AC",
         "#EECA3B",
     ]
+    patterns = table["pattern"] if "pattern" in table.columns else pd.Series("", index=table.index)
+    symbols = {"2:4": "diamond", "4:8": "square", "1:4": "triangle-up", "8:16": "cross"}
     for i, (method, d) in enumerate(table.groupby("method", sort=False)):
-        d = d.dropna(subset=[y]).sort_values(x)
+        color = palette[i % len(palette)]
+        d = d.dropna(subset=[y])
+        curve = d[patterns.loc[d.index] == ""].sort_values(x)
         fig.add_trace(
             go.Scatter(
-                x=d[x],
-                y=d[y],
+                x=curve[x],
+                y=curve[y],
                 mode="lines+markers",
                 name=str(method),
-                line=dict(color=palette[i % len(palette)], dash=DASHES[(i // len(palette)) % len(DASHES)]),
+                legendgroup=str(method),
+                line=dict(color=color, dash=DASHES[(i // len(palette)) % len(DASHES)]),
                 hovertemplate=f"{method}<br>{x_label} %{{x}}<br>{y_label} %{{y:.4g}}<extra></extra>",
             )
         )
+        # N:M patterns sit at their own sparsity (50 %) but are not points of the unstructured curve.
+        for pattern, p in d[patterns.loc[d.index] != ""].groupby("pattern"):
+            fig.add_trace(
+                go.Scatter(
+                    x=p[x],
+                    y=p[y],
+                    mode="markers",
+                    name=f"{method} {pattern}",
+                    legendgroup=str(method),
+                    showlegend=False,
+                    marker=dict(color=color, symbol=symbols.get(pattern, "x"), size=10, line=dict(width=1)),
+                    hovertemplate=f"{method} {pattern}<br>{y_label} %{{y:.4g}}<extra></extra>",
+                )
+            )
     fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
     fig.update_yaxes(
         title_text=y_label + (" (log scale)" if log_y else ""), **(_log_axis(table[y]) if log_y else {})
@@ -762,19 +800,9 @@ def paper_overlay_chart(
             )
     if not methods and ours.empty:
         return _empty(title, "nothing to compare")
-    fig.add_hline(
-        y=1.0,
-        line=dict(color=ORIGINAL, width=1.5),
-        annotation_text="baseline",
-        annotation_position="bottom right",
-    )
+    _reference_line(fig, 1.0, "baseline", log=True, original=True, below=True)
     for t in THRESHOLDS:
-        fig.add_hline(
-            y=t,
-            line=dict(color="#888888", width=1, dash="dash"),
-            annotation_text=f"{t:g}×",
-            annotation_position="top right",
-        )
+        _reference_line(fig, t, f"{t:g}×", log=True)
     fig.update_xaxes(title_text=x_label, autorange="reversed" if reverse_x else True)
     ratios = [*paper.get("ratio", []), *ours.get("ratio", [])]
     fig.update_yaxes(

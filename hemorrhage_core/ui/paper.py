@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..paths import PROJECT_ROOT
-from .sweeps import short_model
+from .sweeps import changed_fields, short_model
 
 PAPER_DIR = PROJECT_ROOT / "data" / "paper"
 CITATION = (
@@ -244,9 +244,7 @@ def our_points(
         x = _x_of(family, mods, metrics, (layer_counts or {}).get(rec["run_key"]))
         if x is None or rec.get("ppl_ratio") is None:
             continue
-        fixed = [
-            f"{k}={v}" for m in mods for k, v in m.items() if k not in ("kind", "bits", "sparsity", "layers")
-        ]
+        fixed = [c for m in mods if (c := changed_fields(m, skip=("bits", "sparsity", "layers")))]
         kinds = "+".join(m["kind"] for m in mods)
         rows.append(
             {

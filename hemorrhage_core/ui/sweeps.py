@@ -50,6 +50,16 @@ def sweep_specs(
     return specs
 
 
+def changed_fields(mod: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """'group_size=32, scheme=asym': the fields of a stored modification that differ from its class defaults
+    (what names a curve: short, and still unique), leaving out `skip` (the knob a chart puts on its x axis)."""
+    cls = MODIFICATIONS.get(mod.get("kind"))
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
+    return ", ".join(
+        f"{k}={v}" for k, v in mod.items() if k != "kind" and k not in skip and defaults.get(k, v) != v
+    )
+
+
 def short_model(model: str) -> str:
     """A model as charts name it: embedded names and hub ids as they are, folders by their last part."""
     return Path(model).name if Path(model).expanduser().is_absolute() else model
@@ -76,17 +86,12 @@ def sweep_points(history: pd.DataFrame, kind: str, field: str, *, family: str = 
     A series is one (model, corpus, budget, window, every other field of the modification), so runs that differ
     only in the swept knob form one line. `history` is ui.runs.history(store).
     """
-    cls = MODIFICATIONS.get(kind)
-    # Only the fields that differ from the method's defaults name a series: short, and still unique.
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
     rows = []
     for rec in history.to_dict("records") if not history.empty else []:
         mods = json.loads(rec["spec_json"]).get("mods", [])
         if len(mods) != 1 or mods[0].get("kind") != kind or field not in mods[0]:
             continue
-        others = ", ".join(
-            f"{k}={v}" for k, v in mods[0].items() if k not in ("kind", field) and defaults.get(k, v) != v
-        )
+        others = changed_fields(mods[0], skip=(field,))
         weight_bytes = _num(rec.get("weight_bytes"))
         rows.append(
             {

@@ -99,7 +99,10 @@ def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
                 "Estimated time: "
                 + (estimate.text() if estimate else "unknown (no stored run to compare with)")
             )
-            bar = st.progress(0.0, text="queued: waiting for the model (other sessions may be computing)…")
+            bar = st.progress(
+                0.0,
+                text="in the queue behind other computations of this app, then loading and modifying the model…",
+            )
             st.button("Cancel", key=f"{key}-cancel", on_click=_cancel, args=(run_key,), type="secondary")
         started = time.monotonic()
 
