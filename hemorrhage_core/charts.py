@@ -328,13 +328,10 @@ def cascade_chart(
                 row=row,
                 col=1,
             )
+        values = layers.loc[layers.metric == metric, "value"]
+        log = metric in _LOG_METRICS and bool((values > 0).all())
         fig.update_yaxes(
-            title_text=METRIC_UNITS.get(metric, ""),
-            row=row,
-            col=1,
-            type="log"
-            if metric in _LOG_METRICS and (layers.loc[layers.metric == metric, "value"] > 0).all()
-            else "linear",
+            title_text=METRIC_UNITS.get(metric, ""), row=row, col=1, **(_log_axis(values) if log else {})
         )
     fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
@@ -543,7 +540,9 @@ def metric_bars_chart(
             col=col,
         )
         if metric in _LOG_METRICS and (runs[metric] > 0).all():
-            fig.update_yaxes(type="log", row=1, col=col)
+            fig.update_yaxes(
+                **_log_axis(runs[metric], include=(1.0,) if metric == "ppl_ratio" else ()), row=1, col=col
+            )
         if metric in _SHARE_METRICS:
             fig.update_yaxes(tickformat=".0%", row=1, col=col)
         if metric == "ppl_ratio":
@@ -863,7 +862,10 @@ def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
             )
         )
     fig.update_xaxes(title_text="generated token (step)")
-    fig.update_yaxes(title_text="KL(original ‖ modified), nats (log scale)", type="log")
+    # A step where both models agree exactly has KL 0: drawn at 1e-8 so the log axis can hold it.
+    fig.update_yaxes(
+        title_text="KL(original ‖ modified), nats (log scale)", **_log_axis(steps.kl.clip(lower=1e-8))
+    )
     return _style(fig, title, legend=len(runs) > 1)
 
 
