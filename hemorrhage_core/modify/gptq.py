@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from ..footprint import Footprint, grouped_bits_per_weight
-from ..probes.capture import find_blocks
 from ..specs.quant import GPTQ
 from .base import ModContext, ModifiedModel, handles
 from .quantize import fake_quant, grid_params
-from .sequential import input_groups, walk_blocks
+from .sequential import block_list_name, input_groups, walk_blocks
 from .targets import set_weight, weight_view
 
 log = logging.getLogger(__name__)
@@ -179,7 +178,7 @@ def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
     device = next(model.parameters()).device
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     footprint = Footprint()
-    block_prefix = _block_prefix(model)
+    block_prefix = block_list_name(model)
     for step in walk_blocks(model, windows, batch_size=8):
         groups = input_groups(step)
         # true_sequential: one pass per group, each on the outputs of the groups already quantized before it.
@@ -191,12 +190,3 @@ def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
         log.info("GPTQ: block %d quantized (%d layers)", step.index, sum(len(g) for g in groups))
     state.report.update(footprint.report(model))
     state.report["calib_tokens"] = float(windows.numel())
-
-
-def _block_prefix(model: nn.Module) -> str:
-    """Qualified name of the block list (e.g. 'model.layers'), so footprint entries match parameter names."""
-    blocks = find_blocks(model)
-    for name, module in model.named_modules():
-        if module is blocks:
-            return name
-    raise ValueError("block list not found among the model's modules")

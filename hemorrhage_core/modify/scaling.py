@@ -35,7 +35,7 @@ from ..specs.quant import AWQ, SmoothQuant
 from .actquant import ACT_QUANT_MARK
 from .base import ModContext, ModifiedModel, handles
 from .quantize import quantize_grouped
-from .sequential import input_groups, walk_blocks
+from .sequential import block_list_name, input_groups, walk_blocks
 from .targets import LINEAR_TYPES, linear_targets, weight_view
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ class InputGroup:
     producer_in: torch.Tensor | None = None  # a few tokens of the producer's input, to verify a fold
     producer_out: torch.Tensor | None = None  # the producer's output on those tokens
     max_abs: torch.Tensor | None = None  # [in] max |x_j| over calibration tokens
-    abs_sum: torch.Tensor | None = None  # [in] Σ |x_j|
-    tokens: int = 0
 
     @property
     def label(self) -> str:
@@ -71,16 +69,9 @@ class InputGroup:
             return parent + "." + ",".join(n.rpartition(".")[2] for n in self.local_names)
         return ",".join(self.local_names)
 
-    @property
-    def mean_abs(self) -> torch.Tensor:
-        return self.abs_sum / max(self.tokens, 1)
-
     def observe(self, x: torch.Tensor) -> None:
-        a = x.detach().float().abs().reshape(-1, x.shape[-1])  # [tokens, in]
-        m, s = a.amax(dim=0), a.sum(dim=0)
+        m = x.detach().float().abs().reshape(-1, x.shape[-1]).amax(dim=0)  # [in]
         self.max_abs = m if self.max_abs is None else torch.maximum(self.max_abs, m)
-        self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
-        self.tokens += a.shape[0]
 
 
 def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
@@ -141,7 +132,7 @@ def _discover_groups(model: nn.Module, first_batch: torch.Tensor) -> list[InputG
 
 @torch.no_grad()
 def collect_input_groups(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 8) -> list[InputGroup]:
-    """Input groups of every block with max / mean |x_j| over the calibration windows [n, T]."""
+    """Input groups of every block with max |x_j| over the calibration windows [n, T]."""
     device = next(model.parameters()).device
     # One sequence is enough to see who feeds whom, and discovery holds every norm output of that pass.
     groups = _discover_groups(model, windows[:1].to(device))
@@ -372,7 +363,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     every = max(1, windows.numel() // mod.search_tokens)
     footprint = Footprint()
-    prefix = next(name for name, m in model.named_modules() if m is find_blocks(model))
+    prefix = block_list_name(model)
     alphas = []
     for step in walk_blocks(model, windows, batch_size=8):
         # Each group is searched on the inputs produced by the groups already quantized before it.

@@ -146,6 +146,12 @@ def walk_blocks(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 8)
         log.debug("block %d done", i)
 
 
+def block_list_name(model: nn.Module) -> str:
+    """Qualified name of the block list (e.g. "model.layers"), to name a block's layers as the model does."""
+    blocks = find_blocks(model)
+    return next(name for name, module in model.named_modules() if module is blocks)
+
+
 def linear_modules(block: nn.Module) -> dict[str, nn.Module]:
     """Every Linear / Conv1D inside a block, by name relative to the block."""
     return {name: m for name, m in block.named_modules() if isinstance(m, LINEAR_TYPES)}
