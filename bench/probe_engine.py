@@ -430,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         "--mod", default="quant_rtn:bits=4", help="the 'new spec' (a --mod of bits-like knob)"
     )
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--memory-tokens", help="the two token budgets of the memory section (default 4096,32768)"
+    )
     parser.add_argument("--only", help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--json-out", help="also write the rows as JSON here")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
@@ -440,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model
     if model is None and args.quick and args.child_memory is None:
         tmp = Path(tempfile.mkdtemp(prefix="hemlab-bench-"))
+        # A throw-away model gets a throw-away reference cache (the prepared models are linked in).
+        os.environ["HEMLAB_CACHE"] = _cold_cache(tmp)["HEMLAB_CACHE"]
         model = str(tiny_model_dir(tmp / "tiny-llama"))
     setup = Setup(
         model=model or "smollm2-135m",
@@ -449,8 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         mod=args.mod,
         repeats=args.repeats or (1 if args.quick else 2),
-        memory_tokens=(1024, 8192) if args.quick else (4096, 32768),
-        sweep_values="8,4,3" if args.quick else "8,4,3",
+        memory_tokens=tuple(int(t) for t in args.memory_tokens.split(","))
+        if args.memory_tokens
+        else ((1024, 8192) if args.quick else (4096, 32768)),
+        sweep_values="8,4" if args.quick else "8,4,3",
     )
     if args.child_memory is not None:
         print(json.dumps(child_memory(setup, args.child_memory)))

@@ -47,9 +47,12 @@ class ClaimResult:
     rows: list[dict] = field(default_factory=list)  # measured points: label + numbers
     note: str = ""
     testable: bool = True
+    error: str = ""  # the check itself failed to run (a bug or a resource problem), with the exception
 
     @property
     def verdict(self) -> str:
+        if self.error:
+            return "error"
         if not self.testable or not self.checks:
             return "not testable"
         passed = sum(c.passed for c in self.checks)
@@ -481,7 +484,11 @@ def check_claims(runner, *, model: str = "smollm2-135m", tokens: int = 2048, onl
             continue
         statement, fn = CLAIMS[number]
         result = ClaimResult(number=number, claim=statement)
-        fn(lab, result)
+        try:
+            fn(lab, result)
+        except Exception as exc:  # one claim's failure must not hide the evidence of the others
+            log.exception("claim %d failed to run", number)
+            result.error = f"{type(exc).__name__}: {exc}"
         log.info("claim %d: %s", number, result.verdict)
         results.append(result)
     return results
@@ -524,4 +531,6 @@ def markdown(results: list[ClaimResult], *, model: str, tokens: int) -> str:
                 )
         if r.note:
             lines += ["", f"Note: {r.note}"]
+        if r.error:
+            lines += ["", f"The check failed to run: `{r.error}`"]
     return "\n".join(lines) + "\n"
