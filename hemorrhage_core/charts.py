@@ -285,7 +285,16 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
     )
     fig.update_xaxes(title_text="layer (residual stream after block)", **_layer_ticks(layers))
     fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="cosine similarity", secondary_y=True, showgrid=False)
+    # Cosine of an unchanged layer is 1 up to float noise (1.0000000015): a floor of 0.99 keeps that noise from
+    # being drawn as a slope, while real damage (0.9 and below) still fills the axis.
+    cos = layers.loc[layers.metric == "hidden_cosine", "value"].dropna()
+    low = min(0.99, float(cos.min()) if not cos.empty else 0.99)
+    fig.update_yaxes(
+        title_text="cosine similarity",
+        secondary_y=True,
+        showgrid=False,
+        range=[low - (1 - low) * 0.05, 1.0005],
+    )
     return _style(fig, title)
 
 

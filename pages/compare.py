@@ -8,6 +8,7 @@ from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import views
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
+from hemorrhage_core.ui.sweeps import short_model
 from hemorrhage_core.ui.widgets import chart, stored, table
 
 through_app()
@@ -66,13 +67,16 @@ columns = [
     if c in shown.columns
 ]
 shown = shown[columns].reset_index(drop=True)
+# Folders are shown by their last part; the full path is in the filter above and in the report.
+display = shown.assign(model=shown.model.map(short_model))
 st.caption(f"{len(shown)} of {len(history)} runs")
 # The table's key changes after a deletion so no stale row selection can point at other runs.
 event = table(
-    shown,
+    display,
     f"runs-{st.session_state.get('compare.version', 0)}",
     selectable=True,
     file_name="hemlab-runs",
+    export=shown,
     column_config={
         "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f"),
         "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),

@@ -198,6 +198,17 @@ def test_headlines_show_the_size_number_the_run_reports():
     assert len(runs.headlines(base)) == 3
 
 
+def test_table_exports_round_trip_through_csv_and_parquet():
+    import io
+
+    from hemorrhage_core.ui.widgets import parquet_bytes
+
+    df = pd.DataFrame({"label": ["w4", "w8"], "ppl_ratio": [1.2, 1.0], "note": [None, {"mixed": 1}]})
+    back = pd.read_parquet(io.BytesIO(parquet_bytes(df)))
+    assert back.label.tolist() == ["w4", "w8"] and back.ppl_ratio.tolist() == [1.2, 1.0]
+    assert back.note.tolist() == [None, "{'mixed': 1}"], "mixed object columns are written as text"
+
+
 # -- the pages ---------------------------------------------------------------------------------------------------
 
 

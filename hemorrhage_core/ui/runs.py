@@ -125,16 +125,10 @@ _SIZE_HEADLINES: list[tuple[str, str, Callable[[float], str], str]] = [
         "average storage bits of the modified weights",
     ),
     (
-        "params_left_fraction",
+        "param_reduction",
         "Parameters left",
-        lambda v: f"{v:.1%}",
-        "share of the original parameters kept",
-    ),
-    (
-        "param_ratio",
-        "Parameters vs original",
-        lambda v: f"{v:.1%}",
-        "parameters of the changed model / original",
+        lambda v: f"{1 - v:.1%}",
+        "parameters of the structurally pruned model / original (1 − reduction)",
     ),
     (
         "achieved_sparsity",
@@ -142,7 +136,7 @@ _SIZE_HEADLINES: list[tuple[str, str, Callable[[float], str], str]] = [
         lambda v: f"{1 - v:.1%}",
         "share of the weights of the pruned layers that stay non-zero (1 − achieved sparsity)",
     ),
-    ("layers_after", "Blocks", lambda v: f"{v:.0f}", "transformer blocks in the changed model"),
+    ("num_layers", "Blocks", lambda v: f"{v:.0f}", "transformer blocks in the changed model"),
 ]
 
 

@@ -208,17 +208,25 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def table(
-    df: pd.DataFrame, name: str, *, selectable: bool = False, file_name: str | None = None, **kwargs
+    df: pd.DataFrame,
+    name: str,
+    *,
+    selectable: bool = False,
+    file_name: str | None = None,
+    export: pd.DataFrame | None = None,
+    **kwargs,
 ) -> Any:
-    """Show a table with CSV and Parquet downloads (named `file_name`, default `name`). With `selectable`, rows
-    can be picked (multi-row); the selection event is returned."""
+    """Show a table with CSV and Parquet downloads (named `file_name`, default `name`; of `export` when the
+    shown table is abbreviated). With `selectable`, rows can be picked (multi-row); the selection event is
+    returned."""
+    data = df if export is None else export
     extra = {"on_select": "rerun", "selection_mode": "multi-row"} if selectable else {}
     event = st.dataframe(df, width="stretch", hide_index=True, key=f"table-{name}", **extra, **kwargs)
     with st.container(horizontal=True, gap="small"):
         st.caption("Export")
         st.download_button(
             "CSV",
-            data=lambda: df.to_csv(index=False).encode(),
+            data=lambda: data.to_csv(index=False).encode(),
             file_name=f"{file_name or name}.csv",
             mime="text/csv",
             key=f"dl-{name}-csv",
@@ -227,7 +235,7 @@ def table(
         )
         st.download_button(
             "Parquet",
-            data=lambda: parquet_bytes(df),
+            data=lambda: parquet_bytes(data),
             file_name=f"{file_name or name}.parquet",
             mime="application/vnd.apache.parquet",
             key=f"dl-{name}-parquet",
