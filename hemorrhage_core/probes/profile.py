@@ -1,8 +1,13 @@
 """Profile a modified model against the base reference: every metric from one decoder pass per batch.
 
-Per batch the modified model runs once; hooks collect the residual stream after every block, the final hidden
-states are unembedded in position chunks, and all prediction metrics come from those log-probs. The attention
-probe set is a separate, short pass (attention maps are T x T, so they are read on short sequences only).
+Per batch the modified model runs once (sdpa kernel, see kernels.py); hooks collect the residual stream after
+every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from
+those log-probs, each full-vocabulary reduction computed once per chunk and shared. The residual streams give the
+per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of positions read through the
+base model's final norm and unembedding; no extra pass). The attention probe set is a separate, short eager pass
+(attention maps are T x T, so they are read on short sequences only), skipped when the modified model is the
+base model itself (decoding-only chains). Memory stays flat in the corpus size: per batch, only O(positions)
+scalars are kept.
 """
 
 from __future__ import annotations
