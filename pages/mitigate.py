@@ -13,18 +13,18 @@ from hemorrhage_core.ui.navigation import through_app
 through_app()
 
 if family_kinds("mitigation"):
-    st.info(
-        "Early access: the mitigation methods registered so far, applied after the settings of the Prune / "
-        "Quantize / Depth pages (stacking is on). The side-by-side against the un-mitigated modification, with "
-        "the recovery as a number, arrives with the mitigation issue; meanwhile compare both runs on Compare & "
-        "history. These methods calibrate or train, so they measure when you press Measure."
-    )
     family_page(
         "mitigation",
         "The paper's three mitigations made concrete: gradient-aware pruning, dynamic quantization scaling and "
         "decoding calibration, each meant to repair a compression.",
         auto_default=False,
         stack_default=True,
+        notice=(
+            "Early access: the mitigation methods registered so far, applied after the settings of the Prune / "
+            "Quantize / Depth pages (stacking is on). The side-by-side against the un-mitigated modification, with "
+            "the recovery as a number, arrives with the mitigation issue; meanwhile compare both runs on Compare & "
+            "history. These methods calibrate or train, so they measure when you press Measure."
+        ),
     )
 else:
     st.title("Mitigate")

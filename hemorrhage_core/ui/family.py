@@ -36,15 +36,25 @@ def _num_layers(model: str) -> int | None:
         return None  # the run below reports the loading error on the page
 
 
-def family_page(family: str, intro: str, *, auto_default: bool = True, stack_default: bool = False) -> None:
+def family_page(
+    family: str,
+    intro: str,
+    *,
+    auto_default: bool = True,
+    stack_default: bool = False,
+    notice: str | None = None,
+) -> None:
     """Method picker, generated form, headline numbers and the four profile charts for one family.
 
     `auto_default`: whether a change measures at once; off for families whose methods calibrate or train
     (minutes per setting), where a Measure button avoids starting work on every keystroke. `stack_default`:
     whether the other pages' settings are applied too (on for mitigations, which repair a compression).
+    `notice`: an honest note shown under the introduction (what the page does not do yet).
     """
     st.title(FAMILY_TITLES.get(family, family.title()))
     st.caption(intro)
+    if notice:
+        st.info(notice)
     sel = require_selection()
     kinds = family_kinds(family)
     if not kinds:
