@@ -42,6 +42,7 @@ METRIC_LABELS = {
     "hidden_cosine": "cosine similarity",
     "hidden_sqnr_db": "SQNR (dB)",
     "logit_lens_kl": "logit-lens KL (nats)",
+    "lens_kl": "logit-lens KL (nats)",
     "attn_js_mean": "attention JS divergence (nats)",
     "attn_entropy_shift": "attention entropy shift (nats)",
     "cascade_ratio": "cascade ratio e(l+1)/e(l)",
@@ -58,11 +59,12 @@ METRIC_UNITS = {
     "hidden_cosine": "cosine",
     "hidden_sqnr_db": "dB",
     "logit_lens_kl": "nats",
+    "lens_kl": "nats",
     "attn_js_mean": "nats",
     "attn_entropy_shift": "nats",
     "cascade_ratio": "ratio",
 }
-_LOG_METRICS = {"ppl_ratio", "ppl", "kl_mean", "kl_p99", "logit_lens_kl"}
+_LOG_METRICS = {"ppl_ratio", "ppl", "kl_mean", "kl_p99", "logit_lens_kl", "lens_kl"}
 _SHARE_METRICS = {"top1_agreement", "top5_overlap"}
 
 
@@ -304,7 +306,7 @@ def cascade_chart(
     """Small multiples, one panel per per-layer metric (relative error, cosine, SQNR, logit-lens KL, ...),
     with every run of `layers` (tidy: [run, family,] layer, metric, value) overlaid in its own style."""
     title = title or "Information-loss cascade per layer"
-    wanted = list(metrics or ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "logit_lens_kl"])
+    wanted = list(metrics or ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "lens_kl"])
     present = [m for m in wanted if not layers.empty and (layers.metric == m).any()]
     if not present:
         return _empty(title, "no per-layer rows for these runs")

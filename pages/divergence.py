@@ -4,15 +4,15 @@ import json
 
 import streamlit as st
 
-from hemorrhage_core import charts
+from hemorrhage_core import charts, corpora
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.runner import Runner
 from hemorrhage_core.spec import RunSpec
-from hemorrhage_core.ui import render, views
+from hemorrhage_core.ui import analyses, render, views
 from hemorrhage_core.ui.generate import PromptGenerations, prompt_generations
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import compute_lock, runner
-from hemorrhage_core.ui.widgets import chart, headline, run_picker, stored, table
+from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, stored, table
 
 through_app()
 
@@ -100,18 +100,72 @@ if submitted:
     st.session_state["divergence.request"] = request
 if st.session_state.get("divergence.request") != request:
     st.info("Press Generate to compare the two continuations (it rebuilds the modified model).")
-    st.stop()
-try:
-    with st.spinner(f"Building {result.spec.label()} and generating {n} tokens with both models…"):
-        gen = generations(runner(), result.spec.to_json(), prompt, seed=seed, sample=mode == "sampled", n=n)
-except HemlabError as exc:
-    st.error(str(exc))
-    st.stop()
-st.html(
-    render.side_by_side_html(
-        prompt, gen.side.base_tokens, gen.side.mod_tokens, gen.side.first_divergence, result.spec.label()
+else:
+    try:
+        with st.spinner(f"Building {result.spec.label()} and generating {n} tokens with both models…"):
+            gen = generations(
+                runner(), result.spec.to_json(), prompt, seed=seed, sample=mode == "sampled", n=n
+            )
+    except HemlabError as exc:
+        st.error(str(exc))
+    else:
+        st.html(
+            render.side_by_side_html(
+                prompt,
+                gen.side.base_tokens,
+                gen.side.mod_tokens,
+                gen.side.first_divergence,
+                result.spec.label(),
+            )
+        )
+        chart(
+            charts.step_kl_chart(gen.steps, title="Per-step KL along the original continuation"),
+            "divergence-steps",
+        )
+
+st.subheader("Flips on a cloze set")
+if pending("hemorrhage_core.analysis.flips", "Cloze flips (analysis.flips)"):
+    st.caption(
+        "Both models choose the held-out last word of corpus sentences among distractors of similar frequency. "
+        "Accuracy can stay flat while answers flip in both directions (Dutta et al., 2024)."
     )
-)
-chart(
-    charts.step_kl_chart(gen.steps, title="Per-step KL along the original continuation"), "divergence-steps"
-)
+    with st.form("divergence.flips"):
+        c1, c2 = st.columns(2)
+        n_items = int(c1.slider("Items", 16, 256, 64, 16, key="divergence.flip_items"))
+        corpora_ = ["the evaluation corpus", *corpora.CORPORA]
+        cloze_corpus = c2.selectbox("Cloze text", corpora_, key="divergence.flip_corpus")
+        flips_go = st.form_submit_button("Count the flips")
+    flip_request = (result.run_key, n_items, cloze_corpus)
+    if flips_go:
+        st.session_state["divergence.flip_request"] = flip_request
+    if st.session_state.get("divergence.flip_request") == flip_request:
+        try:
+            with st.spinner(f"Scoring {n_items} cloze items with both models…"):
+                report = analyses.flip_report(
+                    runner(),
+                    result.spec.to_json(),
+                    result.run_key,
+                    n_items,
+                    None if cloze_corpus == corpora_[0] else cloze_corpus,
+                )
+        except (HemlabError, ValueError) as exc:  # e.g. a text without enough sentences for the set
+            st.error(f"Cannot build the cloze set: {exc}")
+            st.stop()
+        cols = st.columns(4)
+        cols[0].metric("Accuracy, original", f"{report.accuracy_base:.1%}")
+        cols[1].metric(
+            "Accuracy, modified",
+            f"{report.accuracy_modified:.1%}",
+            f"{report.accuracy_modified - report.accuracy_base:+.1%}",
+            delta_arrow="off",
+        )
+        cols[2].metric(
+            "Flips",
+            f"{report.flips}",
+            f"{report.flips_right_to_wrong} right→wrong · {report.flips_wrong_to_right} wrong→right",
+            delta_color="off",
+            delta_arrow="off",
+        )
+        cols[3].metric("Answers changed", f"{report.changed_choices} of {report.n_items}")
+        changed = report.items[report.items.base_choice != report.items.modified_choice]
+        table(changed, "divergence-flips", file_name="cloze-flips")

@@ -24,7 +24,7 @@ if not keys:
     st.stop()
 layers = views.layer_rows(store, keys)
 present = [m for m in METRIC_LABELS if m in set(layers.metric)]
-default = [m for m in present if m.startswith("hidden_") or m == "logit_lens_kl"]
+default = [m for m in present if m.startswith("hidden_") or m in ("lens_kl", "logit_lens_kl")]
 metrics = st.multiselect(
     "Per-layer metrics", present, default=default, format_func=METRIC_LABELS.get, key="layers.metrics"
 )

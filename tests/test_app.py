@@ -435,6 +435,26 @@ def test_attention_page_draws_original_modified_and_difference_maps(app_env):
     assert at.get("plotly_chart")[1].proto.spec.count("query token") >= 1
 
 
+def test_divergence_page_counts_cloze_flips_and_stores_them(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.flips")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()
+    at.switch_page("pages/divergence.py").run()
+    at.slider(key="divergence.flip_items").set_value(16)
+    submit = [b for b in at.button if b.proto.label == "Count the flips"]
+    submit[0].click().run()  # the test corpus is random words without sentences: no cloze items
+    _ok(at)
+    assert "Cannot build the cloze set" in at.error[0].value
+    at.selectbox(key="divergence.flip_corpus").set_value("news")
+    [b for b in at.button if b.proto.label == "Count the flips"][0].click().run()
+    _ok(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert {"Accuracy, original", "Accuracy, modified", "Flips", "Answers changed"} <= set(labels)
+    key = Store(app_env["HEMLAB_DB"]).runs().run_key.iloc[0]
+    stored = Store(app_env["HEMLAB_DB"]).analysis(key, "flips")
+    assert set(stored.metric) >= {"accuracy_base", "flips", "n_items"}
+
+
 def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):
     at = _app("pages/sweeps.py")
     _ok(at)

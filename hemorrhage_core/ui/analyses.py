@@ -46,3 +46,21 @@ def attention_view(
         return attention.attention_view(
             _runner, RunSpec.from_dict(json.loads(spec_json)), prompt, layer, head, max_tokens=max_tokens
         )
+
+
+FLIPS_ANALYSIS = "flips"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def flip_report(_runner: Runner, spec_json: str, run_key: str, n_items: int, corpus: str | None):
+    """analysis.flips on a cloze set of `corpus` (default: the run's evaluation corpus); the metrics are stored
+    under the run, as `hemlab flips` stores them. Cached per spec, size and corpus."""
+    flips = importlib.import_module("hemorrhage_core.analysis.flips")
+    with compute_lock():
+        report = flips.flip_report(
+            _runner, RunSpec.from_dict(json.loads(spec_json)), corpus=corpus, n_items=n_items
+        )
+    _runner.store.save_analysis(
+        run_key, FLIPS_ANALYSIS, [(report.set_id, k, v) for k, v in report.metrics().items()]
+    )
+    return report
