@@ -215,6 +215,7 @@ def test_taylor_and_gblm_keep_a_small_weight_with_a_large_gradient_that_magnitud
     assert METHODS["magnitude"].prune(w, ev, mod)[0, 0] == 0
     assert METHODS["taylor"].prune(w, ev, mod)[0, 0] != 0
     assert METHODS["gblm"].prune(w, ev, Prune(sparsity=0.25, method="gblm"))[0, 0] != 0
+    assert 0.5 < ev.notes["gblm_gradient_share"] < 1, "alpha=100 lets this large gradient dominate the score"
     # With alpha = 0 GBLM is Wanda, which here (equal activations) is magnitude.
     assert METHODS["gblm"].prune(w, ev, Prune(sparsity=0.25, method="gblm", grad_alpha=0))[0, 0] == 0
 
@@ -262,6 +263,8 @@ def test_every_method_gives_exact_nm_sparsity(method, pattern, windows):
 @pytest.mark.parametrize("method", sorted(PRUNE_METHODS))
 def test_every_method_hits_its_row_sparsity_on_every_architecture(model_name, method, windows):
     state = _apply(MODELS[model_name](), Prune(method=method, sparsity=0.4, **_calibrated()), windows)
+    if method == "gblm":
+        assert 0 < state.report["gblm_gradient_share"] < 1
     for _, module in linear_targets(state.model):
         w = weight_view(module)
         assert ((w == 0).sum(1) == int(0.4 * w.shape[1])).all()

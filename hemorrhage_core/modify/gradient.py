@@ -21,10 +21,16 @@ def gblm_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
     """GBLM-Pruner: |W|·‖X_j‖ + α·|W|·‖G‖₂, w [out, in].
 
     The two terms have different units; α (`Prune.grad_alpha`, 100 in GBLM-Pruner) sets their balance for gradients
-    of the per-sequence mean token loss. With α = 0 this is exactly Wanda.
+    of the per-sequence mean token loss. With α = 0 this is exactly Wanda. The gradient term's share of the total
+    score is reported as `gblm_gradient_share`.
     """
-    act = ev.inputs.act_norm().to(w.device)[None, :]
-    return w.abs() * act + mod.grad_alpha * w.abs() * ev.grads.l2(ev.name).to(w.device)
+    activation_term = w.abs() * ev.inputs.act_norm().to(w.device)[None, :]
+    gradient_term = mod.grad_alpha * w.abs() * ev.grads.l2(ev.name).to(w.device)
+    # Reported (mean over layers) so a user can see whether alpha lets the gradient term matter at all.
+    ev.notes["gblm_gradient_share"] = float(
+        gradient_term.sum() / (activation_term.sum() + gradient_term.sum())
+    )
+    return activation_term + gradient_term
 
 
 @score_method("taylor", grad_mean=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -85,11 +85,15 @@ def keep_mask(score: torch.Tensor, mod: Prune) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a method may read about one layer: its input statistics and the loss gradients (None if unneeded)."""
+    """What a method may read about one layer: its input statistics and the loss gradients (None if unneeded).
+
+    `notes`: per-layer diagnostics a method may record (floats); the handler reports their mean over layers.
+    """
 
     name: str
     inputs: InputStats | None = None
     grads: GradientStats | None = None
+    notes: dict[str, float] = field(default_factory=dict)
 
 
 PruneFn = Callable[[torch.Tensor, Evidence, Prune], torch.Tensor]
@@ -157,6 +161,7 @@ def block_of(model: nn.Module) -> dict[int, int]:
 class _Tally:
     zeros: int = 0
     total: int = 0
+    notes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 @handles(Prune)
@@ -180,8 +185,11 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
     def prune_layer(name: str, inputs: InputStats | None) -> None:
         module = targets[name]
         w = weight_view(module).float()
-        pruned = method.prune(w, Evidence(name, inputs, grads), mod)
+        evidence = Evidence(name, inputs, grads)
+        pruned = method.prune(w, evidence, mod)
         set_weight(module, pruned)
+        for key, value in evidence.notes.items():
+            tally.notes[key].append(value)
         tally.zeros += int((pruned == 0).sum())
         tally.total += pruned.numel()
         if grads is not None:  # free this layer's gradients as soon as they are used
@@ -202,6 +210,8 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
     state.report["pruned_weights"] = float(tally.total)
     if windows is not None:
         state.report["calib_tokens"] = float(windows.numel())
+    for key, values in tally.notes.items():
+        state.report[key] = sum(values) / len(values)
 
 
 def _dense_statistics(model, modules: dict[str, nn.Module], windows: torch.Tensor, method: PruneMethod):
