@@ -3,11 +3,10 @@
 import streamlit as st
 
 from hemorrhage_core import charts
-from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui import analyses
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored, table
+from hemorrhage_core.ui.widgets import chart, pending, run_picker, show_error, stored, table
 
 through_app()
 
@@ -95,8 +94,8 @@ if pending(
             view = analyses.attention_view(
                 runner(), result.spec.to_json(), prompt, int(layer), None, max_tokens
             )
-    except HemlabError as exc:
-        st.error(str(exc))
+    except Exception as exc:
+        show_error(exc, "The attention maps")
         st.stop()
     base = view.base[int(head)]
     modified = view.modified[int(head)] if view.modified is not None else None

@@ -5,14 +5,13 @@ import json
 import streamlit as st
 
 from hemorrhage_core import charts, corpora
-from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.runner import Runner
 from hemorrhage_core.spec import RunSpec
 from hemorrhage_core.ui import analyses, render, views
 from hemorrhage_core.ui.generate import PromptGenerations, prompt_generations
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import compute_lock, runner
-from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, stored, table
+from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, show_error, stored, table
 
 through_app()
 
@@ -106,8 +105,8 @@ else:
             gen = generations(
                 runner(), result.spec.to_json(), prompt, seed=seed, sample=mode == "sampled", n=n
             )
-    except HemlabError as exc:
-        st.error(str(exc))
+    except Exception as exc:
+        show_error(exc, "Generation")
     else:
         st.html(
             render.side_by_side_html(
@@ -148,8 +147,8 @@ if pending("hemorrhage_core.analysis.flips", "Cloze flips (analysis.flips)"):
                     n_items,
                     None if cloze_corpus == corpora_[0] else cloze_corpus,
                 )
-        except (HemlabError, ValueError) as exc:  # e.g. a text without enough sentences for the set
-            st.error(f"Cannot build the cloze set: {exc}")
+        except Exception as exc:  # e.g. a text without enough sentences for a cloze set
+            show_error(exc, "Building and scoring the cloze set")
             st.stop()
         cols = st.columns(4)
         cols[0].metric("Accuracy, original", f"{report.accuracy_base:.1%}")

@@ -4,11 +4,10 @@ import streamlit as st
 
 from hemorrhage_core import charts
 from hemorrhage_core.charts import METRIC_LABELS
-from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui import analyses, views
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, stored, table
+from hemorrhage_core.ui.widgets import chart, pending, run_picker, show_error, stored, table
 
 through_app()
 
@@ -51,8 +50,8 @@ if pending("hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′
         try:
             with st.spinner("Ranking modules on calibration text…"):
                 ranked = analyses.compute_module_ranking(runner(), result)
-        except HemlabError as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_error(exc, "Ranking the modules")
             st.stop()
     comparable = ranked[ranked.comparable]
     chart(

@@ -245,6 +245,13 @@ def _stored_specs(env) -> list[dict]:
     return [json.loads(s) for s in Store(env["HEMLAB_DB"]).runs().get("spec_json", [])]
 
 
+def _key(env, spec: RunSpec) -> str:
+    """The run key the app stores `spec` under (the same cache key the runner computes)."""
+    from hemorrhage_core.runner import Runner
+
+    return Runner(Store(env["HEMLAB_DB"])).cache_key(spec)[0]
+
+
 def _probe(env) -> ProbeSettings:
     return ProbeSettings(corpus=env["HEMLAB_DEFAULT_CORPUS"], tokens=256, window=64)
 
@@ -321,9 +328,7 @@ def test_impossible_settings_are_shown_not_raised(app_env):
 def test_cancelled_run_is_not_restarted_or_stored(app_env):
     at = _app("pages/prune.py")
     spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (Prune(sparsity=0.65),), _probe(app_env))
-    from hemorrhage_core.runner import Runner
-
-    key = Runner(Store(app_env["HEMLAB_DB"])).cache_key(spec)[0]
+    key = _key(app_env, spec)
     at.session_state["hemlab.cancelled"] = key
     at.slider(key="prune.prune.sparsity").set_value(0.65).run()
     _ok(at)
@@ -416,8 +421,8 @@ def test_layers_page_ranks_the_modules_on_demand_and_stores_the_ranking(app_env)
     at.button(key="layers.rank").click().run()
     _ok(at)
     assert len(at.get("plotly_chart")) == 2, "the cascade and the module ranking"
-    key = Store(app_env["HEMLAB_DB"]).runs().run_key.iloc[0]
-    assert not Store(app_env["HEMLAB_DB"]).analysis(key, "module_errors").empty
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=4),), _probe(app_env))
+    assert not Store(app_env["HEMLAB_DB"]).analysis(_key(app_env, spec), "module_errors").empty
     at.switch_page("pages/layers.py").run()  # a revisit reads the stored ranking: no button
     assert not any(b.key == "layers.rank" for b in at.button) and len(at.get("plotly_chart")) == 2
 
@@ -444,14 +449,14 @@ def test_divergence_page_counts_cloze_flips_and_stores_them(app_env):
     submit = [b for b in at.button if b.proto.label == "Count the flips"]
     submit[0].click().run()  # the test corpus is random words without sentences: no cloze items
     _ok(at)
-    assert "Cannot build the cloze set" in at.error[0].value
+    assert "cloze set failed" in at.error[0].value and "cloze items" in at.error[0].value
     at.selectbox(key="divergence.flip_corpus").set_value("news")
     [b for b in at.button if b.proto.label == "Count the flips"][0].click().run()
     _ok(at)
     labels = {m.label: m.value for m in at.metric}
     assert {"Accuracy, original", "Accuracy, modified", "Flips", "Answers changed"} <= set(labels)
-    key = Store(app_env["HEMLAB_DB"]).runs().run_key.iloc[0]
-    stored = Store(app_env["HEMLAB_DB"]).analysis(key, "flips")
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=2),), _probe(app_env))
+    stored = Store(app_env["HEMLAB_DB"]).analysis(_key(app_env, spec), "flips")
     assert set(stored.metric) >= {"accuracy_base", "flips", "n_items"}
 
 

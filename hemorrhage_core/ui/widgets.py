@@ -132,6 +132,16 @@ def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
     return None
 
 
+def show_error(exc: Exception, what: str) -> None:
+    """An error as a message on the page: the user's own (HemlabError) as it is, anything else named and logged
+    with its traceback, so a failing analysis never takes the page down."""
+    if isinstance(exc, HemlabError):
+        st.error(str(exc))
+    else:
+        log.error("%s failed", what, exc_info=exc)
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
 def stored(run_key: str) -> RunResult | None:
     """A stored run, with read errors shown on the page."""
     try:
