@@ -113,7 +113,10 @@ class Runner:
         device: str | None = None,
         trust_remote_code: bool = False,
         allowed_dirs: list[Path] | None = None,
+        compute_lock: threading.Lock | None = None,
     ):
+        """`compute_lock`: share one queue between runners of a process (the app keeps a second runner when a
+        user allows remote code); default: a lock of its own."""
         self.store = store
         self.device = device
         self.trust_remote_code = trust_remote_code
@@ -121,7 +124,7 @@ class Runner:
         self._models: dict[str, models.LoadedModel] = {}
         self._inputs: dict[tuple, tuple] = {}
         self._calibration: dict[tuple, object] = {}
-        self._compute = threading.Lock()
+        self._compute = compute_lock or threading.Lock()
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
     def base(self, name: str) -> models.LoadedModel:

@@ -58,9 +58,12 @@ def _process_locks() -> dict[str, threading.Lock]:
 def get_runner(db_path: str, trust_remote_code: bool = False) -> Runner:
     """The process's runner for one database. A second one exists only if someone allows remote code; it
     shares the compute lock so the queue stays one queue."""
-    runner = Runner(Store(db_path), allowed_dirs=allowed_dirs(), trust_remote_code=trust_remote_code)
-    runner._compute = _process_locks()["compute"]  # one queue per process, whatever the runner
-    return runner
+    return Runner(
+        Store(db_path),
+        allowed_dirs=allowed_dirs(),
+        trust_remote_code=trust_remote_code,
+        compute_lock=_process_locks()["compute"],
+    )
 
 
 def db_path() -> str:
