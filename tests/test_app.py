@@ -211,6 +211,16 @@ def test_table_exports_round_trip_through_csv_and_parquet():
     )
 
 
+def test_the_app_keeps_one_runner_per_database_and_one_queue_per_process(tmp_path):
+    from hemorrhage_core.ui.state import get_runner
+
+    db = str(tmp_path / "one.duckdb")
+    plain, trusting = get_runner(db, False), get_runner(db, True)
+    assert get_runner(db, False) is plain, "sessions share the runner (and its loaded models)"
+    assert trusting is not plain and trusting.trust_remote_code and not plain.trust_remote_code
+    assert trusting._compute is plain._compute, "computations of both runners queue on one lock"
+
+
 # -- the pages ---------------------------------------------------------------------------------------------------
 
 
