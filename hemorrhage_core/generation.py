@@ -59,9 +59,12 @@ class GenerationSettings:
     max_new_tokens: int = 32
     sample: bool = True  # False: greedy (seeds then do not matter and one rollout per prompt is made)
     seeds: tuple[int, ...] = (0, 1)
+    batch_size: int = 16  # rollouts generated together (left-padded)
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.batch_size < 1:
+            raise SpecError(f"generation batch_size must be >= 1, got {self.batch_size}")
         if not 1 <= self.max_new_tokens <= 2048:
             raise SpecError(f"max_new_tokens must be in [1, 2048], got {self.max_new_tokens}")
         if not self.seeds:
@@ -122,59 +125,110 @@ def gumbel_noise(seed: int, prompt_index: int, steps: int, vocab: int) -> torch.
     return (-torch.log(-torch.log(u))).float()
 
 
+@dataclass(frozen=True)
+class PromptBatch:
+    """Prompts left-padded to one width: ids [B, P] and attention mask [B, P] (1 = token, 0 = padding).
+
+    Left padding keeps every prompt's last token in the last column, so all rows generate in lockstep; position
+    ids are counted over real tokens only, so a padded prompt sees the positions it would see alone.
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def encode(cls, tokenizer, prompts: list[str], device: torch.device) -> PromptBatch:
+        encoded = [_encode_prompt(tokenizer, p)[0] for p in prompts]
+        width = max(len(e) for e in encoded)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked: any id will do
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            ids[i, width - len(e) :] = e
+            mask[i, width - len(e) :] = 1
+        return cls(ids.to(device), mask.to(device))
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids [B, T] that skip left padding (padding positions get 0; they are masked anyway)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _context(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """seq [B, T] with padding replaced by -1, the context convention of logit transforms."""
+    return torch.where(mask > 0, seq, -1)
+
+
 def rollout(
     model: nn.Module,
-    prompt_ids: torch.Tensor,
+    prompts: PromptBatch,
     steps: int,
     transform: ModifiedModel | None,
     noise: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Generate `steps` tokens after prompt_ids [S, P] with the KV cache: LongTensor [S, steps].
+    """Generate `steps` tokens after each prompt of the batch with the KV cache: LongTensor [B, steps].
 
     `transform` supplies the modified model's logit transforms (None: the reference setting); `noise`
-    [S, steps, V] makes each step a Gumbel-max sample, None makes it greedy.
+    [B, steps, V] makes each step a Gumbel-max sample, None makes it greedy.
     """
-    seq, past, step_input = prompt_ids, None, prompt_ids
+    seq, mask, past = prompts.ids, prompts.mask, None
+    step_input, step_pos = prompts.ids, _positions(prompts.mask)
     tokens = []
     with torch.inference_mode():
         for t in range(steps):
-            out = model(input_ids=step_input, cache=past, use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=step_input,
+                attention_mask=mask,
+                position_ids=step_pos,
+                cache=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             past = out.cache
-            logits = out.logits[:, -1].float()  # [S, V]
+            logits = out.logits[:, -1].float()  # [B, V]
             if transform is not None:
-                logits = transform.transform_logits(logits, seq if transform.needs_context else None)
+                logits = transform.transform_logits(
+                    logits, _context(seq, mask) if transform.needs_context else None
+                )
             score = torch.log_softmax(logits, dim=-1)
             if noise is not None:
                 score = score + noise[:, t].to(score.device)
-            nxt = score.argmax(dim=-1)  # [S]
+            nxt = score.argmax(dim=-1)  # [B]
             tokens.append(nxt)
             seq = torch.cat([seq, nxt[:, None]], dim=1)
-            step_input = nxt[:, None]
+            mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
+            step_input, step_pos = nxt[:, None], step_pos[:, -1:] + 1
     return torch.stack(tokens, dim=1)
 
 
 def trajectory_logprobs(
-    model: nn.Module, seq: torch.Tensor, prompt_len: int, transform: ModifiedModel | None
+    model: nn.Module, prompts: PromptBatch, continuation: torch.Tensor, transform: ModifiedModel | None
 ) -> torch.Tensor:
-    """Teacher-forced log-probs [S, N, V] of the N = len - prompt_len tokens of seq [S, len] after the prompt."""
-    steps = seq.shape[1] - prompt_len
-    inputs = seq[:, :-1]
+    """Teacher-forced log-probs [B, N, V] of the continuation [B, N] after each prompt (one forward pass)."""
+    steps = continuation.shape[1]
+    seq = torch.cat([prompts.ids, continuation], dim=1)  # [B, P + N]
+    mask = torch.cat([prompts.mask, torch.ones_like(continuation)], dim=1)
     with torch.inference_mode():
-        logits = model(input_ids=inputs, use_cache=False, logits_to_keep=steps).logits.float()  # [S, N, V]
+        logits = model(
+            input_ids=seq[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=_positions(mask[:, :-1]),
+            use_cache=False,
+            logits_to_keep=steps,
+        ).logits.float()  # [B, N, V]: the positions predicting the continuation
     if transform is not None and transform.logit_transforms:
         context = None
         if transform.needs_context:
             # context_rows gives every position of seq its prefix; keep the N predicting positions.
             width = seq.shape[1] - 1
-            all_rows = context_rows(seq, slice(0, seq.shape[0] * width)).view(seq.shape[0], width, width)
-            context = all_rows[:, prompt_len - 1 :].reshape(-1, width)
-        flat = transform.transform_logits(logits.reshape(-1, logits.shape[-1]), context)
-        logits = flat.view_as(logits)
+            rows = context_rows(_context(seq, mask), slice(0, seq.shape[0] * width))
+            context = rows.view(seq.shape[0], width, width)[:, width - steps :].reshape(-1, width)
+        logits = transform.transform_logits(logits.reshape(-1, logits.shape[-1]), context).view_as(logits)
     return torch.log_softmax(logits, dim=-1)
 
 
 def _first_divergence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per row of a, b [S, N]: the index of the first differing token, or N if none ([S] long)."""
+    """Per row of a, b [B, N]: the index of the first differing token, or N if none ([B] long)."""
     differ = a != b
     first = differ.float().argmax(dim=1)
     return torch.where(differ.any(dim=1), first, torch.full_like(first, a.shape[1]))
@@ -195,54 +249,61 @@ def compare_generations(
     prompts: tuple[str, ...] | list[str] = BUILTIN_PROMPTS,
     settings: GenerationSettings | None = None,
 ) -> GenerationComparison:
-    """Original (reference setting) vs modified continuations of every prompt under the same seeds."""
+    """Original (reference setting) vs modified continuations of every prompt under the same seeds.
+
+    Rollouts (prompt, seed) run `settings.batch_size` at a time, left-padded (small batches are dominated by
+    per-call overhead on CPU).
+    """
     settings = settings or GenerationSettings()
     if not prompts:
         raise SpecError("generation divergence needs at least one prompt")
     device = next(base_model.parameters()).device
     n = settings.max_new_tokens
-    seeds = settings.rollout_seeds
     vocab = base_model.get_output_embeddings().weight.shape[0]
+    todo = [(pi, seed) for pi in range(len(prompts)) for seed in settings.rollout_seeds]
     rollout_rows, step_rows = [], []
-    for pi, prompt in enumerate(prompts):
-        ids = _encode_prompt(tokenizer, prompt).to(device).repeat(len(seeds), 1)  # [S, P]
-        noise = torch.stack([gumbel_noise(s, pi, n, vocab) for s in seeds]) if settings.sample else None
-        base_tokens = rollout(base_model, ids, n, None, noise)
-        mod_tokens = rollout(modified.model, ids, n, modified, noise)
+    for start in range(0, len(todo), settings.batch_size):
+        chunk = todo[start : start + settings.batch_size]
+        batch = PromptBatch.encode(tokenizer, [prompts[pi] for pi, _ in chunk], device)
+        noise = (
+            torch.stack([gumbel_noise(seed, pi, n, vocab) for pi, seed in chunk]) if settings.sample else None
+        )
+        base_tokens = rollout(base_model, batch, n, None, noise)  # [B, N]
+        mod_tokens = rollout(modified.model, batch, n, modified, noise)
         first = _first_divergence(base_tokens, mod_tokens)
 
-        seq = torch.cat([ids, base_tokens], dim=1)
-        p_lp = trajectory_logprobs(base_model, seq, ids.shape[1], None)  # [S, N, V]
-        q_lp = trajectory_logprobs(modified.model, seq, ids.shape[1], modified)
-        kl = kl_full(p_lp, q_lp)  # [S, N]; inf where the modified sampler cuts a token the original can emit
+        p_lp = trajectory_logprobs(base_model, batch, base_tokens, None)  # [B, N, V]
+        q_lp = trajectory_logprobs(modified.model, batch, base_tokens, modified)
+        kl = kl_full(p_lp, q_lp)  # [B, N]; inf where the modified sampler cuts a token the original can emit
         kl_rev = kl_full(q_lp, p_lp)
         cut = torch.where(torch.isneginf(q_lp), p_lp.exp(), torch.zeros_like(p_lp)).sum(-1)
+        del p_lp, q_lp
 
-        for si, seed in enumerate(seeds):
+        for i, (pi, seed) in enumerate(chunk):
             rollout_rows.append(
                 {
                     "prompt_index": pi,
-                    "prompt": prompt,
+                    "prompt": prompts[pi],
                     "seed": seed,
-                    "matching_prefix": int(first[si]),
-                    "diverged": bool(first[si] < n),
-                    "base_text": tokenizer.decode(base_tokens[si].tolist()),
-                    "mod_text": tokenizer.decode(mod_tokens[si].tolist()),
+                    "matching_prefix": int(first[i]),
+                    "diverged": bool(first[i] < n),
+                    "base_text": tokenizer.decode(base_tokens[i].tolist()),
+                    "mod_text": tokenizer.decode(mod_tokens[i].tolist()),
                 }
             )
-            for t in range(n):
-                step_rows.append(
-                    {
-                        "prompt_index": pi,
-                        "seed": seed,
-                        "step": t,
-                        "kl": float(kl[si, t]),
-                        "kl_reverse": float(kl_rev[si, t]),
-                        "mass_cut": float(cut[si, t]),
-                        "same_token": bool(base_tokens[si, t] == mod_tokens[si, t]),
-                    }
-                )
-        log.info("generation divergence: prompt %d/%d done", pi + 1, len(prompts))
+            step_rows += [
+                {
+                    "prompt_index": pi,
+                    "seed": seed,
+                    "step": t,
+                    "kl": float(kl[i, t]),
+                    "kl_reverse": float(kl_rev[i, t]),
+                    "mass_cut": float(cut[i, t]),
+                    "same_token": bool(base_tokens[i, t] == mod_tokens[i, t]),
+                }
+                for t in range(n)
+            ]
+        log.info("generation divergence: %d/%d rollouts done", start + len(chunk), len(todo))
 
     rollouts, steps = pd.DataFrame(rollout_rows), pd.DataFrame(step_rows)
     prefix = torch.tensor(rollouts["matching_prefix"].to_numpy())
@@ -260,7 +321,7 @@ def compare_generations(
         settings={
             "max_new_tokens": n,
             "sample": settings.sample,
-            "seeds": list(seeds),
+            "seeds": list(settings.rollout_seeds),
             "prompts": len(prompts),
         },
     )
@@ -291,10 +352,9 @@ def side_by_side(
     base_model: nn.Module, modified: ModifiedModel, tokenizer, prompt: str, max_new_tokens: int = 32
 ) -> SideBySide:
     """Greedy continuations of `prompt` by the original and the modified model, with the first divergence."""
-    device = next(base_model.parameters()).device
-    ids = _encode_prompt(tokenizer, prompt).to(device)
-    base = rollout(base_model, ids, max_new_tokens, None, None)[0].tolist()
-    mod = rollout(modified.model, ids, max_new_tokens, modified, None)[0].tolist()
+    batch = PromptBatch.encode(tokenizer, [prompt], next(base_model.parameters()).device)
+    base = rollout(base_model, batch, max_new_tokens, None, None)[0].tolist()
+    mod = rollout(modified.model, batch, max_new_tokens, modified, None)[0].tolist()
     first = next((i for i, (a, b) in enumerate(zip(base, mod, strict=True)) if a != b), None)
     return SideBySide(
         prompt=prompt,

@@ -11,6 +11,7 @@ from hemorrhage_core.cli import main
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.generation import (
     GenerationSettings,
+    PromptBatch,
     generation_divergence,
     gumbel_noise,
     rollout,
@@ -79,9 +80,26 @@ def test_greedy_rollout_with_the_kv_cache_matches_hugging_face_generate(
     for model_dir in (tiny_llama_dir, tiny_gpt2_dir):
         loaded = runner.base(str(model_dir))
         ids = loaded.tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
-        ours = rollout(loaded.model, ids, 12, None, None)
+        ours = rollout(loaded.model, PromptBatch(ids, torch.ones_like(ids)), 12, None, None)
         theirs = loaded.model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
         assert torch.equal(ours[0], theirs[0, ids.shape[1] :])
+
+
+def test_left_padded_batches_generate_what_each_prompt_generates_alone(runner, tiny_llama_dir, tiny_gpt2_dir):
+    for model_dir in (tiny_llama_dir, tiny_gpt2_dir):
+        loaded = runner.base(str(model_dir))
+        batch = PromptBatch.encode(loaded.tokenizer, list(PROMPTS), torch.device("cpu"))
+        assert batch.mask.sum(1).unique().numel() > 1, "the prompts differ in length: padding is exercised"
+        together = rollout(loaded.model, batch, 10, None, None)
+        for i, prompt in enumerate(PROMPTS):
+            alone = rollout(
+                loaded.model,
+                PromptBatch.encode(loaded.tokenizer, [prompt], torch.device("cpu")),
+                10,
+                None,
+                None,
+            )
+            assert torch.equal(together[i], alone[0])
 
 
 def test_the_original_against_itself_never_diverges(runner, tiny_llama_dir, text_file):
