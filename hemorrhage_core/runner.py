@@ -259,7 +259,9 @@ class Runner:
             batch_size=spec.probe.batch_size,
             progress=progress,
             cancelled=cancelled,
-            base_model=self.base(spec.model).model,  # the logit lens reads through the base's norm and unembedding
+            base_model=self.base(
+                spec.model
+            ).model,  # the logit lens reads through the base's norm and unembedding
         )
         profile_s = time.perf_counter() - t1
         del modified

@@ -71,7 +71,11 @@ def test_kl_grows_as_bits_fall_and_8_bit_is_small_but_not_zero(runner, model_dir
 def test_base_model_is_never_mutated(runner, model_dir, text_file):
     base = runner.base(model_dir).model
     before = _state_hash(base)
-    runner.run(_spec(model_dir, text_file, Prune(sparsity=0.5), QuantizeRTN(bits=3, granularity="group", group_size=16)))
+    runner.run(
+        _spec(
+            model_dir, text_file, Prune(sparsity=0.5), QuantizeRTN(bits=3, granularity="group", group_size=16)
+        )
+    )
     runner.run(_spec(model_dir, text_file, QuantizeRTN(bits=2, include_lm_head=True)))
     runner.run(_spec(model_dir, text_file, Temperature(2.0)))
     assert _state_hash(base) == before
@@ -98,7 +102,9 @@ def test_a_stored_spec_returns_without_loading_the_model(tmp_path, monkeypatch, 
     assert not first.cached and again.cached
     assert fresh._models == {}, "a cached spec must not load the model"
     assert again.metrics["kl_mean"] == first.metrics["kl_mean"]
-    pd.testing.assert_frame_equal(again.layer_table(), first.layer_table(), check_dtype=False, check_like=True)
+    pd.testing.assert_frame_equal(
+        again.layer_table(), first.layer_table(), check_dtype=False, check_like=True
+    )
 
 
 def test_including_tied_lm_head_unties_it_and_leaves_the_embedding_alone(tiny_llama_dir):
@@ -131,7 +137,9 @@ def test_cli_run_and_sweep_json_contract(tmp_path, monkeypatch, capsys, tiny_lla
     monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
     common = ["--model", str(tiny_llama_dir), "--corpus", text_file, "--tokens", "256", "--window", "64",
               "--batch-size", "2", "--db", str(tmp_path / "cli.duckdb"), "--device", "cpu", "--json"]  # fmt: skip
-    assert main(["run", "--quant-bits", "4", "--quant-granularity", "group", "--group-size", "16", *common]) == 0
+    assert (
+        main(["run", "--quant-bits", "4", "--quant-granularity", "group", "--group-size", "16", *common]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"spec", "cached", "metrics", "layers"} and out["cached"] is False
     assert set(out["metrics"]) >= {"ppl_base", "ppl", "kl_mean", "kl_p99", "top1_agreement"}
@@ -165,8 +173,21 @@ def test_two_processes_writing_one_database_lose_nothing(tmp_path, tiny_llama_di
     common = ["--model", str(tiny_llama_dir), "--corpus", text_file, "--tokens", "256", "--window", "64",
               "--batch-size", "2", "--db", str(db), "--device", "cpu"]  # fmt: skip
     procs = [
-        subprocess.Popen([sys.executable, "-m", "hemorrhage_core.cli", "sweep", "--param", "quant-bits",
-                          "--values", values, *common], env=env, stderr=subprocess.PIPE)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hemorrhage_core.cli",
+                "sweep",
+                "--param",
+                "quant-bits",
+                "--values",
+                values,
+                *common,
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
         for values in ("8,6,5", "4,3,2")
     ]
     for p in procs:

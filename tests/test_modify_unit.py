@@ -20,13 +20,15 @@ def test_rtn_round_trip_error_is_within_half_a_step(bits, scheme, granularity):
     w = torch.randn(16, 100)  # 100 is not a multiple of the group size: exercises the short last group
     deq = quantize_rtn(w, bits=bits, scheme=scheme, granularity=granularity, group_size=32)
     rows = w.reshape(1, -1) if granularity == "tensor" else w
-    groups = [w[:, i:i + 32] for i in range(0, 100, 32)] if granularity == "group" else [rows]
+    groups = [w[:, i : i + 32] for i in range(0, 100, 32)] if granularity == "group" else [rows]
     for g_idx, g in enumerate(groups):
         d = deq[:, g_idx * 32 : g_idx * 32 + g.shape[1]] if granularity == "group" else deq.reshape(g.shape)
         if scheme == "sym":
             step = g.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
         else:
-            step = (g.amax(dim=1, keepdim=True).clamp(min=0) - g.amin(dim=1, keepdim=True).clamp(max=0)) / (2**bits - 1)
+            step = (g.amax(dim=1, keepdim=True).clamp(min=0) - g.amin(dim=1, keepdim=True).clamp(max=0)) / (
+                2**bits - 1
+            )
         assert ((g - d).abs() <= step / 2 + 1e-6).all()
     if granularity == "channel":
         assert all(deq[i].unique().numel() <= 2**bits for i in range(deq.shape[0]))
@@ -36,7 +38,8 @@ def test_rtn_error_falls_as_bits_rise():
     torch.manual_seed(0)
     w = torch.randn(64, 256)
     errors = [
-        (quantize_rtn(w, bits=b, scheme="sym", granularity="channel") - w).pow(2).mean().item() for b in (2, 3, 4, 6, 8)
+        (quantize_rtn(w, bits=b, scheme="sym", granularity="channel") - w).pow(2).mean().item()
+        for b in (2, 3, 4, 6, 8)
     ]
     assert errors == sorted(errors, reverse=True)
 

@@ -24,7 +24,9 @@ def test_spec_round_trips_through_json_and_hash_is_stable():
     assert k1 != spec.with_mods(QuantizeRTN(bits=4, granularity="group"), Prune(sparsity=0.5)).cache_key(
         corpus_sha256="abc", model_identity="embedded:m"
     ), "order of modifications matters"
-    assert k1 != _spec(probe=ProbeSettings(tokens=8192)).cache_key(corpus_sha256="abc", model_identity="embedded:m")
+    assert k1 != _spec(probe=ProbeSettings(tokens=8192)).cache_key(
+        corpus_sha256="abc", model_identity="embedded:m"
+    )
 
 
 def test_spec_is_frozen_and_hashable():
@@ -35,7 +37,9 @@ def test_spec_is_frozen_and_hashable():
 
 
 def _frames():
-    layers = pd.DataFrame([(0, "hidden_rel_error", 0.1), (1, "hidden_rel_error", 0.2)], columns=["layer", "metric", "value"])
+    layers = pd.DataFrame(
+        [(0, "hidden_rel_error", 0.1), (1, "hidden_rel_error", 0.2)], columns=["layer", "metric", "value"]
+    )
     heads = pd.DataFrame([(0, 0, "attn_js", 0.01)], columns=["layer", "head", "metric", "value"])
     hist = pd.DataFrame([(0.0, 1e-6, 3), (1e-6, 1e-5, 4)], columns=["bin_lo", "bin_hi", "count"])
     return layers, heads, hist
@@ -52,8 +56,12 @@ def _row(model="m"):
 def test_store_round_trip_and_duplicate_key_is_not_written_twice(tmp_path):
     store = Store(tmp_path / "r.duckdb")
     layers, heads, hist = _frames()
-    assert store.save_run(run_key="k1", run_row=_row(), metrics={"ppl": 3.0}, layers=layers, heads=heads, kl_hist=hist)
-    assert not store.save_run(run_key="k1", run_row=_row(), metrics={"ppl": 9.0}, layers=layers, heads=heads, kl_hist=hist)
+    assert store.save_run(
+        run_key="k1", run_row=_row(), metrics={"ppl": 3.0}, layers=layers, heads=heads, kl_hist=hist
+    )
+    assert not store.save_run(
+        run_key="k1", run_row=_row(), metrics={"ppl": 9.0}, layers=layers, heads=heads, kl_hist=hist
+    )
     got = store.load_run("k1")
     assert got.metrics == {"ppl": 3.0}
     assert len(got.layers) == 2 and len(got.heads) == 1 and got.kl_hist["count"].sum() == 7
@@ -63,9 +71,13 @@ def test_store_round_trip_and_duplicate_key_is_not_written_twice(tmp_path):
 def test_a_write_that_fails_half_way_leaves_no_partial_rows(tmp_path):
     store = Store(tmp_path / "r.duckdb")
     layers, heads, hist = _frames()
-    bad_heads = pd.DataFrame([(0, 0, "attn_js", "not-a-number")], columns=["layer", "head", "metric", "value"])
+    bad_heads = pd.DataFrame(
+        [(0, 0, "attn_js", "not-a-number")], columns=["layer", "head", "metric", "value"]
+    )
     with pytest.raises(ValueError):
-        store.save_run(run_key="k2", run_row=_row(), metrics={"ppl": 1.0}, layers=layers, heads=bad_heads, kl_hist=hist)
+        store.save_run(
+            run_key="k2", run_row=_row(), metrics={"ppl": 1.0}, layers=layers, heads=bad_heads, kl_hist=hist
+        )
     assert store.load_run("k2") is None
     assert store.layer_metrics(["k2"]).empty
 
@@ -73,7 +85,9 @@ def test_a_write_that_fails_half_way_leaves_no_partial_rows(tmp_path):
 def test_delete_runs_removes_every_row_of_a_run(tmp_path):
     store = Store(tmp_path / "r.duckdb")
     layers, heads, hist = _frames()
-    store.save_run(run_key="k1", run_row=_row(), metrics={"ppl": 3.0}, layers=layers, heads=heads, kl_hist=hist)
+    store.save_run(
+        run_key="k1", run_row=_row(), metrics={"ppl": 3.0}, layers=layers, heads=heads, kl_hist=hist
+    )
     assert store.delete_runs(["k1"]) == 1
     assert store.load_run("k1") is None and store.runs().empty
 
@@ -98,7 +112,11 @@ def test_locked_database_waits_then_reports(tmp_path):
     import time
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)"],
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)",
+        ],
         stdout=subprocess.PIPE,
     )
     try:
