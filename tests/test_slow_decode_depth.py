@@ -33,7 +33,6 @@ PROFILE_COLS = [
     "mass_cut_mean",
     "top1_agreement",
     "ece",
-    "ece_agree",
 ]
 GEN_COLS = ["gen_matching_prefix_mean", "gen_identical_share", "gen_traj_kl_mean"]
 

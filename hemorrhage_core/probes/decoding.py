@@ -15,8 +15,10 @@ lies inside the top-K or covers the whole tail, and a lower bound when a tail is
 probabilities of individual tail tokens are not kept). generation.py measures both exactly from full logits.
 
 Expected calibration error (ECE) uses 15 equal-width bins of the modified model's top-1 probability:
-ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|, with accuracy against the reference (next) token (`ece`)
-or against the original model's argmax (`ece_agree`); `ece_base` is the original model's own ECE.
+ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|, accuracy being the share of positions whose argmax is the
+reference (next) token (`ece`); `ece_base` is the original model's own ECE on the same tokens. (Accuracy against
+the original's argmax is not used: the original itself would score 1 - its mean confidence, a number that says
+nothing about calibration.)
 """
 
 from __future__ import annotations
@@ -82,7 +84,6 @@ class PredictionStats:
         "target_cut",
         "conf",
         "hit",
-        "agree",
         "base_conf",
         "base_hit",
     )
@@ -124,7 +125,6 @@ class PredictionStats:
             ),
             "conf": conf.exp(),
             "hit": arg == targets,
-            "agree": arg == top_ids[:, 0].long(),
             "base_conf": base_top_lp[:, 0].exp(),
             "base_hit": top_ids[:, 0].long() == targets,
         }
@@ -142,6 +142,5 @@ class PredictionStats:
             "kl_forward_infinite_share": float(cat["infinite"].double().mean()),
             "target_cut_share": float(cat["target_cut"].double().mean()),
             "ece": expected_calibration_error(cat["conf"], cat["hit"]),
-            "ece_agree": expected_calibration_error(cat["conf"], cat["agree"]),
             "ece_base": expected_calibration_error(cat["base_conf"], cat["base_hit"]),
         }
