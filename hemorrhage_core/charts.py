@@ -204,10 +204,19 @@ def _runs_of(df: pd.DataFrame) -> tuple[list, dict[str, tuple[str, str]]]:
 # -- per-run profile charts ---------------------------------------------------------------------------------------
 
 
-def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str | None = None) -> go.Figure:
+def attention_heatmap(
+    heads: pd.DataFrame,
+    metric: str = "attn_js",
+    title: str | None = None,
+    *,
+    clickable: bool = False,
+    highlight: tuple[int, int] | None = None,
+) -> go.Figure:
     """Layer x head heatmap of one per-head metric (default: JS divergence of attention rows, nats).
 
-    `heads` is tidy: layer, head, metric, value.
+    `heads` is tidy: layer, head, metric, value. `clickable` lays an invisible marker on every cell, because
+    plotly reports clicks (Streamlit selections) on markers but not on heatmap cells; a click then selects
+    ("L3", "h5"). `highlight` (layer, head) outlines the cell being inspected.
     """
     units = {
         "attn_js": "JS divergence (nats)",
@@ -237,8 +246,37 @@ def attention_heatmap(heads: pd.DataFrame, metric: str = "attn_js", title: str |
             hovertemplate="layer %{y} head %{x}<br>" + units + " %{z:.4g}<extra></extra>",
         )
     )
+    if clickable:
+        cells = [(layer, h) for layer in grid.index for h in grid.columns]
+        fig.add_trace(
+            go.Scatter(
+                x=[f"h{h}" for _, h in cells],
+                y=[f"L{layer}" for layer, _ in cells],
+                customdata=[grid.loc[layer, h] for layer, h in cells],
+                mode="markers",
+                marker=dict(
+                    size=max(8, min(40, 600 // max(len(grid.index), len(grid.columns)))),
+                    color="rgba(0,0,0,0.003)",  # invisible but hit-testable (hoverinfo "skip" would drop clicks)
+                    symbol="square",
+                ),
+                hovertemplate="layer %{y} head %{x}<br>" + units + " %{customdata:.4g}<extra></extra>",
+                showlegend=False,
+                name="cells",
+            )
+        )
+    if highlight is not None and highlight[0] in grid.index and highlight[1] in grid.columns:
+        row, col = list(grid.index).index(highlight[0]), list(grid.columns).index(highlight[1])
+        fig.add_shape(
+            type="rect",
+            x0=col - 0.5,
+            x1=col + 0.5,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line=dict(color="#222222", width=2.5),
+        )
     fig.update_xaxes(title_text="attention head")
     fig.update_yaxes(title_text="layer", autorange="reversed")
+    fig.update_layout(height=max(360, 16 * len(grid.index) + 160))  # rows tall enough to read and to click
     return _style(fig, title, legend=False)
 
 

@@ -42,31 +42,39 @@ metric = st.radio(
     horizontal=True,
     key="attention.metric",
 )
-event = chart(
-    charts.attention_heatmap(
-        heads, metric, title=f"{labels[metric]} per layer and head — {result.spec.label()}"
-    ),
-    "attention-heatmap",
-    on_select="rerun",
-)
-
+# The heatmap is drawn above the layer / head pickers but after them in the script, so the picked cell can be
+# outlined; a click on a cell (the previous interaction's selection) sets the pickers' defaults.
+heatmap_slot = st.container()
+previous = st.session_state.get("chart-attention-heatmap")
+points = list(previous.selection.points) if previous and previous.selection else []
 layers = sorted(heads.layer.unique().tolist())
 n_heads = sorted(heads["head"].unique().tolist())
-picked = (event.selection.points if event and event.selection else []) or []
-default_layer, default_head = layers[0], n_heads[0]
-if picked:
-    default_layer = int(str(picked[0]["y"]).lstrip("L"))
-    default_head = int(str(picked[0]["x"]).lstrip("h"))
+if points:
+    default_layer, default_head = int(str(points[0]["y"]).lstrip("L")), int(str(points[0]["x"]).lstrip("h"))
 else:  # start on the most disrupted cell
     js = heads[heads.metric == "attn_js"]
-    if not js.empty:
-        top = js.loc[js.value.idxmax()]
-        default_layer, default_head = int(top.layer), int(top["head"])
+    top = js.loc[js.value.idxmax()] if not js.empty else None
+    default_layer, default_head = (
+        (int(top.layer), int(top["head"])) if top is not None else (layers[0], n_heads[0])
+    )
 c1, c2 = st.columns(2)
+# Keyed by the default, so a click (a new default) resets the pickers to the clicked cell.
 layer = c1.selectbox(
     "Layer", layers, index=layers.index(default_layer), key=f"attention.layer.{default_layer}"
 )
 head = c2.selectbox("Head", n_heads, index=n_heads.index(default_head), key=f"attention.head.{default_head}")
+with heatmap_slot:
+    chart(
+        charts.attention_heatmap(
+            heads,
+            metric,
+            title=f"{labels[metric]} per layer and head — {result.spec.label()}",
+            clickable=True,
+            highlight=(layer, head),
+        ),
+        "attention-heatmap",
+        on_select="rerun",
+    )
 cell = heads[(heads.layer == layer) & (heads["head"] == head)].set_index("metric").value
 st.caption(" · ".join(f"{labels.get(m, m)} {v:.4g}" for m, v in cell.items()))
 

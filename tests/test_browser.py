@@ -175,4 +175,17 @@ def test_slider_updates_chart_png_export_and_screenshots_of_every_page(server, b
         assert not page.get_by_text("Page not found").count(), f"{label} was not found"
         _screenshot(page, SHOTS / f"{label.split()[0].lower()}.png")
         seconds[label] = round(time.monotonic() - t0, 1)
+    # Click a heatmap cell on the Attention page: the inspected layer and head follow the click.
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Attention", exact=True).click()
+    _wait_drawn(page, "Attention disruption", charts=1)
+    heading = page.get_by_text("Attention maps — layer").first
+    seen = {heading.inner_text()}
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    for layer, head in ((0, 0), (1, 3)):  # the tiny model has 2 layers x 4 heads
+        page.mouse.click(
+            area["x"] + area["width"] * (head + 0.5) / 4, area["y"] + area["height"] * (layer + 0.5) / 2
+        )
+        _wait_drawn(page, "Attention disruption", charts=1)
+        seen.add(heading.inner_text())
+    assert "Attention maps — layer 1, head 3" in seen and len(seen) >= 2, seen
     print(f"\nscreenshots of every page: {SHOTS}\nseconds per page: {seconds}")

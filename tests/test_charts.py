@@ -87,6 +87,15 @@ def test_attention_heatmap_grid_matches_layers_and_heads():
     assert shift.data[0].zmid == 0, "entropy shift is signed: diverging colours centred at 0"
 
 
+def test_heatmap_cells_are_clickable_and_the_inspected_one_is_outlined():
+    fig = charts.attention_heatmap(_heads(), clickable=True, highlight=(2, 1))
+    cells = fig.data[1]
+    assert cells.type == "scatter" and len(cells.x) == 12, "one (invisible) marker per layer x head cell"
+    assert cells.hoverinfo != "skip", "skipped hover would also drop the clicks"
+    box = [s for s in fig.layout.shapes if s.type == "rect"][0]
+    assert (box.x0, box.x1, box.y0, box.y1) == (0.5, 1.5, 1.5, 2.5)
+
+
 def test_unmodified_attention_reads_as_zero_not_as_mid_scale():
     fig = charts.attention_heatmap(_heads(lambda layer, head: 0.0))
     assert fig.data[0].zmin == 0 and fig.data[0].zmax > 0
