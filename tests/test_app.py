@@ -415,6 +415,7 @@ def test_divergence_page_generates_side_by_side_with_the_divergence_marked(app_e
     at.slider(key="divergence.tokens").set_value(8)
     at.button[0].click().run()  # the form's Generate button
     _ok(at)
+    assert not at.error, [e.value for e in at.error]
     page = " ".join(h.proto.body for h in at.get("html"))
     assert "original" in page and (
         "first divergence at generated token" in page or "identical for all 8" in page
@@ -448,6 +449,21 @@ def test_attention_page_draws_original_modified_and_difference_maps(app_env):
     _ok(at)
     assert len(at.get("plotly_chart")) == 2, "the heatmap and the three maps"
     assert at.get("plotly_chart")[1].proto.spec.count("query token") >= 1
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_side_by_side_and_step_rows_describe_the_same_rollout(app_env, sample):
+    from hemorrhage_core.runner import Runner
+    from hemorrhage_core.ui.generate import prompt_generations
+
+    runner = Runner(Store(":memory:"), device="cpu")
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=2),), _probe(app_env))
+    gen = prompt_generations(runner, spec, "the quick brown fox", seed=5, sample=sample, max_new_tokens=12)
+    assert len(gen.side.base_tokens) == len(gen.side.mod_tokens) == 12 == len(gen.steps)
+    same = gen.steps.sort_values("step").same_token.tolist()
+    first = same.index(False) if False in same else None
+    assert gen.side.first_divergence == first, "the highlighted token is the rollout's first divergence"
+    assert gen.side.base_ids[: first or 12] == gen.side.mod_ids[: first or 12]
 
 
 def test_divergence_page_counts_cloze_flips_and_stores_them(app_env):

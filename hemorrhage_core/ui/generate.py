@@ -38,12 +38,11 @@ def prompt_generations(
     modified = runner.modify(spec)
     tokenizer = loaded.tokenizer
     if sample:
-        ids = tokenizer(prompt, add_special_tokens=True, return_tensors="pt")["input_ids"]
-        ids = ids.to(next(loaded.model.parameters()).device)
+        batch = generation.PromptBatch.encode(tokenizer, [prompt], next(loaded.model.parameters()).device)
         vocab = loaded.model.get_output_embeddings().weight.shape[0]
         noise = generation.gumbel_noise(seed, 0, max_new_tokens, vocab)[None]  # [1, N, V]
-        base = generation.rollout(loaded.model, ids, max_new_tokens, None, noise)[0].tolist()
-        mod = generation.rollout(modified.model, ids, max_new_tokens, modified, noise)[0].tolist()
+        base = generation.rollout(loaded.model, batch, max_new_tokens, None, noise)[0].tolist()
+        mod = generation.rollout(modified.model, batch, max_new_tokens, modified, noise)[0].tolist()
         first = next((i for i, (a, b) in enumerate(zip(base, mod, strict=True)) if a != b), None)
         side = generation.SideBySide(
             prompt=prompt,

@@ -85,7 +85,11 @@ def history(store: Store, model: str | None = None) -> pd.DataFrame:
 
 def run_title(row: dict[str, Any]) -> str:
     """One line naming a stored run for pickers: label · model · corpus · tokens."""
-    return f"{row['label']} · {row['model']} · {row['corpus']} · {int(row['token_budget']):,} tok"
+    from .sweeps import short_model
+
+    return (
+        f"{row['label']} · {short_model(row['model'])} · {row['corpus']} · {int(row['token_budget']):,} tok"
+    )
 
 
 def spec_field_values(spec_json: str) -> list[tuple[str, dict[str, Any]]]:
