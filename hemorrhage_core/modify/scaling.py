@@ -10,7 +10,7 @@ Both rest on one identity: for any positive per-input-channel vector s, W x = (W
   inputs, so norms of any form (LayerNorm, RMSNorm, Gemma's (1 + w) RMSNorm) are handled or left to the hook.
 * **AWQ-style** (Lin et al., 2024): for weight-only quantization, protect the channels with large mean |X_j| by
   quantizing W diag(s) with s = mean|X|^α (α grid-searched per layer group to minimise ‖Q(W diag(s)) diag(s)⁻¹ X −
-  W X‖² on calibration inputs), then RTN. α = 0 is plain RTN, so the search never does worse than RTN on its own
+  W X‖² over every calibration token, through the inputs' Gram matrix XᵀX), then RTN. α = 0 is plain RTN, so the search never does worse than RTN on its own
   objective. The effective weight Q(W diag(s)) diag(s)⁻¹ is written back (numerically what a folded deployment
   computes); AWQ's extra clipping search is not implemented.
 
@@ -282,27 +282,20 @@ def activation_outlier_stats(model: nn.Module, windows: torch.Tensor, *, alpha: 
 # ------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _GroupSample:
-    """Calibration inputs of one group: mean |x_j| over all tokens and a token subsample [m, in] for the search."""
+class _GroupStats:
+    """Forward pre-hook accumulating, over every calibration token of a group's input x [.., in]: the Gram matrix
+    G = Σ x xᵀ [in, in] (so ‖X Δᵀ‖² = Σ_rows Δ G Δᵀ needs no stored activations) and Σ |x_j| [in]."""
 
-    every: int  # keep one token in `every`
-    limit: int
-    abs_sum: torch.Tensor | None = None
-    tokens: int = 0
-    kept: list[torch.Tensor] = field(default_factory=list)
+    def __init__(self, in_features: int, device: torch.device):
+        self.gram = torch.zeros(in_features, in_features, device=device)
+        self.abs_sum = torch.zeros(in_features, device=device)
+        self.tokens = 0
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
         x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [tokens, in]
-        s = x.abs().sum(dim=0)
-        self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
+        self.gram.addmm_(x.t(), x)
+        self.abs_sum += x.abs().sum(dim=0)
         self.tokens += x.shape[0]
-        if sum(k.shape[0] for k in self.kept) < self.limit:
-            self.kept.append(x[:: self.every].clone())
-
-    @property
-    def X(self) -> torch.Tensor:
-        return torch.cat(self.kept)[: self.limit]
 
     @property
     def mean_abs(self) -> torch.Tensor:
@@ -315,10 +308,15 @@ def awq_scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
     return s / (s.max() * s.min()).sqrt()
 
 
+def output_error(delta: torch.Tensor, gram: torch.Tensor) -> float:
+    """‖X Δᵀ‖² for a weight error Δ [out, in], from the inputs' Gram matrix G = XᵀX [in, in]."""
+    return float(((delta @ gram) * delta).sum())
+
+
 @torch.no_grad()
 def awq_search(
     weights: list[torch.Tensor],
-    X: torch.Tensor,
+    gram: torch.Tensor,
     mean_abs: torch.Tensor,
     *,
     bits: int,
@@ -326,23 +324,21 @@ def awq_search(
     group_size: int,
     grid: int,
 ) -> tuple[float, list[torch.Tensor], list[float]]:
-    """Grid-search α for layers sharing input X [m, in]; weights are [out, in] each.
+    """Grid-search α for layers sharing one input; `weights` are [out, in] each, `gram` = XᵀX [in, in] of the input.
 
-    Returns (best α, the effective quantized weights Q(W diag(s)) diag(s)⁻¹ at that α, the error per α), where
-    the error is Σ_layers ‖X (W_eff − W)ᵀ‖². α = 0 (s = 1) is RTN, the first grid point.
+    Returns (best α, the effective quantized weights Q(W diag(s)) diag(s)⁻¹ at that α, the error per α), the error
+    being Σ_layers ‖X (W_eff − W)ᵀ‖² over every calibration token. α = 0 (s = 1) is RTN, the first grid point.
     """
-    X = X.float()
-    errors, best = [], (math.inf, 0.0, None)
+    gram = gram.float()
+    errors, best = [], (math.inf, 0.0, [])
     for k in range(grid):
         alpha = k / grid
-        s = awq_scales(mean_abs, alpha)  # [in]
+        s = awq_scales(mean_abs, alpha)[None, :]  # [1, in]
         effective, err = [], 0.0
         for w in weights:
             w = w.float()
-            w_eff = (
-                quantize_grouped(w * s[None, :], bits=bits, scheme=scheme, group_size=group_size) / s[None, :]
-            )
-            err += float((X @ (w_eff - w).t()).pow(2).sum())
+            w_eff = quantize_grouped(w * s, bits=bits, scheme=scheme, group_size=group_size) / s
+            err += output_error(w_eff - w, gram)
             effective.append(w_eff)
         errors.append(err)
         if err < best[0]:
@@ -360,16 +356,16 @@ def awq_bits_per_weight(bits: int, in_features: int, out_features: int, group_si
 @handles(AWQ)
 def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     model = state.model
+    device = next(model.parameters()).device
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
-    every = max(1, windows.numel() // mod.search_tokens)
     footprint = Footprint()
     prefix = block_list_name(model)
     alphas = []
     for step in walk_blocks(model, windows, batch_size=8):
         # Each group is searched on the inputs produced by the groups already quantized before it.
         for members in input_groups(step):
-            sample = _GroupSample(every=every, limit=mod.search_tokens)
-            handle = members[0][1].register_forward_pre_hook(sample)
+            stats = _GroupStats(weight_view(members[0][1]).shape[1], device)
+            handle = members[0][1].register_forward_pre_hook(stats)
             try:
                 step.forward(stop_after=members[-1][1])
             finally:
@@ -377,16 +373,15 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
             weights = [weight_view(m) for _, m in members]
             alpha, effective, _ = awq_search(
                 weights,
-                sample.X,
-                sample.mean_abs,
+                stats.gram,
+                stats.mean_abs,
                 bits=mod.bits,
                 scheme=mod.scheme,
                 group_size=mod.group_size,
                 grid=mod.grid,
             )
             alphas.append(alpha)
-            for (name, module), w_eff in zip(members, effective, strict=True):
-                w = weight_view(module)
+            for (name, _), w, w_eff in zip(members, weights, effective, strict=True):
                 w.copy_(w_eff.to(w.dtype))
                 out_f, in_f = w.shape
                 bpw = awq_bits_per_weight(mod.bits, in_f, out_f, mod.group_size, mod.scheme == "asym")

@@ -215,9 +215,6 @@ class AWQ(Calibrated):
     group_size: int = 128  # -1: one scale per output channel
     scheme: str = "asym"  # AWQ's usual zero-point grid
     grid: int = 20  # α in {0, 1/grid, ..., (grid-1)/grid}
-    search_tokens: int = (
-        4096  # calibration tokens per layer used in the search (memory: tokens x in_features)
-    )
     calib_samples: int = 16
 
     def __post_init__(self):
@@ -226,7 +223,6 @@ class AWQ(Calibrated):
         _check_group(self.group_size)
         _check(self.scheme in ("sym", "asym"), f"AWQ scheme must be 'sym' or 'asym', got {self.scheme!r}")
         _check(self.grid >= 1, f"AWQ grid must be at least 1, got {self.grid}")
-        _check(self.search_tokens >= 16, f"AWQ search_tokens must be at least 16, got {self.search_tokens}")
 
     def label(self) -> str:
         return f"AWQ w{self.bits} {self.scheme} {_group_label(self.group_size)}"
