@@ -49,6 +49,10 @@ def _spec(*mods) -> RunSpec:
     return RunSpec(model=MODEL, mods=mods, probe=PROBE)
 
 
+def _label(*mods) -> str:
+    return _spec(*mods).label()
+
+
 def _row(runner, mods, generation=SAMPLED) -> dict:
     spec = _spec(*mods)
     m = runner.run(spec).metrics
@@ -115,8 +119,8 @@ def test_stronger_compression_diverges_sooner(runner):
         rows.append(row | {"greedy_matching_prefix": greedy["gen_matching_prefix_mean"]})
     t = _show("compression strength vs generation divergence", rows)
     for col in ("gen_matching_prefix_mean", "greedy_matching_prefix"):
-        assert t.loc["RTN w3 sym channel", col] < t.loc["RTN w8 sym channel", col]
-        assert t.loc["magnitude 50% row", col] < t.loc["magnitude 10% row", col]
+        assert t.loc[_label(QuantizeRTN(bits=3)), col] < t.loc[_label(QuantizeRTN(bits=8)), col]
+        assert t.loc[_label(Prune(sparsity=0.5)), col] < t.loc[_label(Prune(sparsity=0.1)), col]
 
 
 def test_duplication_disturbs_attention_and_identity_does_not(runner):

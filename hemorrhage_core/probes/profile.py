@@ -130,7 +130,9 @@ def profile_model(
             agree.append((top5_ids[:, 0] == top_ids[:, 0]).cpu())
             base_top5 = top_ids[:, : top5_ids.shape[1]]
             top5.append((base_top5[:, :, None] == top5_ids[:, None, :]).any(-1).float().mean(-1).cpu())
-        base_t.append(ref["target_lp"])
+        # clone: a tensor from safetensors' load_file keeps the whole batch file's buffer alive (the 140 MB of
+        # hidden states too), which made memory grow with every batch.
+        base_t.append(ref["target_lp"].clone())
         ref_hidden = ref["hidden"]
         lens_idx = lens_rows(targets.numel())
         lens_count += len(lens_idx)
