@@ -22,6 +22,7 @@ from torch import nn
 from ..footprint import Footprint, grouped_bits_per_weight
 from ..specs.quant import GPTQ
 from .base import ModContext, ModifiedModel, handles
+from .obs import inverse_hessian_factor, single_threaded
 from .quantize import fake_quant, grid_params
 from .sequential import block_list_name, input_groups, walk_blocks
 from .targets import set_weight, weight_view
@@ -45,20 +46,6 @@ class HessianAccumulator:
         self.n += m
         x = x * math.sqrt(2 / self.n)
         self.H.addmm_(x.t(), x)
-
-
-def _inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor U of (H + λI)⁻¹ (so (H + λI)⁻¹ = Uᵀ U), λ = damp · mean(diag H).
-
-    GPTQ's row-by-row updates need exactly the rows of U: using the Cholesky form instead of repeatedly updating
-    H⁻¹ is what makes the algorithm numerically stable at scale.
-    """
-    H = H.clone()
-    idx = torch.arange(H.shape[0], device=H.device)
-    H[idx, idx] += damp * torch.mean(torch.diag(H))
-    L = torch.linalg.cholesky(H)
-    H_inv = torch.cholesky_inverse(L)
-    return torch.linalg.cholesky(H_inv, upper=True)
 
 
 @torch.no_grad()
@@ -99,31 +86,33 @@ def gptq_quantize(
         perm = torch.argsort(torch.diag(H), descending=True)
         Wt, H = Wt[perm], H[perm][:, perm]
         pruned = pruned[perm] if pruned is not None else None
-    U = _inverse_hessian_cholesky(H, damp)  # [in, in], upper triangular
+    U = inverse_hessian_factor(H, damp)  # [in, in], upper triangular: (H + λI)⁻¹ = Uᵀ U
 
     Qt = torch.empty_like(Wt)
     scale, zero = (t.squeeze(1) for t in grid_params(Wt.t(), bits, scheme))  # per-row grid, [out] each
-    for i1 in range(0, n_cols, block_size):
-        i2 = min(i1 + block_size, n_cols)
-        W1 = Wt[i1:i2]  # view: the updates below land in Wt
-        E1 = torch.empty_like(W1)  # scaled errors, for the lazy update of the columns after the block
-        U1 = U[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            if group_size != -1 and col % group_size == 0:
-                # A group's grid is fitted to its weights as updated so far, as in the reference implementation.
-                scale, zero = (
-                    t.squeeze(1) for t in grid_params(Wt[col : col + group_size].t(), bits, scheme)
-                )
-            w_col = W1[i]  # [out]
-            q_col = fake_quant(w_col, scale, zero, bits, scheme)
-            if pruned is not None:
-                q_col = q_col.masked_fill_(pruned[col], 0.0)
-            Qt[col] = q_col
-            err = (w_col - q_col).div_(U1[i, i])
-            E1[i] = err
-            W1[i + 1 :].addr_(U1[i, i + 1 :], err, alpha=-1)
-        Wt[i2:].addmm_(U[i1:i2, i2:].t(), E1, alpha=-1)
+    # Thousands of tiny ops: one thread avoids a fork/join per op (see obs.single_threaded).
+    with single_threaded():
+        for i1 in range(0, n_cols, block_size):
+            i2 = min(i1 + block_size, n_cols)
+            W1 = Wt[i1:i2]  # view: the updates below land in Wt
+            E1 = torch.empty_like(W1)  # scaled errors, for the lazy update of the columns after the block
+            U1 = U[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                col = i1 + i
+                if group_size != -1 and col % group_size == 0:
+                    # A group's grid is fitted to its weights as updated so far, as in the reference implementation.
+                    scale, zero = (
+                        t.squeeze(1) for t in grid_params(Wt[col : col + group_size].t(), bits, scheme)
+                    )
+                w_col = W1[i]  # [out]
+                q_col = fake_quant(w_col, scale, zero, bits, scheme)
+                if pruned is not None:
+                    q_col = q_col.masked_fill_(pruned[col], 0.0)
+                Qt[col] = q_col
+                err = (w_col - q_col).div_(U1[i, i])
+                E1[i] = err
+                W1[i + 1 :].addr_(U1[i, i + 1 :], err, alpha=-1)
+            Wt[i2:].addmm_(U[i1:i2, i2:].t(), E1, alpha=-1)
 
     if perm is not None:
         Qt = Qt[torch.argsort(perm)]
