@@ -28,6 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
+from ..mitigation import (  # noqa: F401 (moved to mitigation.py; re-exported where they used to live)
+    BEYOND_REPAIR_PPL_RATIO,
+    BEYOND_REPAIR_RECOVERY,
+    is_beyond_repair,
+    recovery,
+)
 from ..probes.capture import forward_sites, unembed
 from ..probes.reference import batch_slices, context_rows
 from ..specs.calibrate import CalibrateDecoding, KLDistill
@@ -36,8 +42,6 @@ from .targets import linear_targets, set_weight, weight_view
 
 log = logging.getLogger(__name__)
 
-BEYOND_REPAIR_RECOVERY = 0.10  # share of the KL damage recovered below which ...
-BEYOND_REPAIR_PPL_RATIO = 10.0  # ... a model still this far from the original's perplexity is beyond repair
 ROW_CHUNK = 512  # positions per chunk when evaluating [N, V] objectives (bounds the temporaries)
 
 
@@ -197,33 +201,6 @@ def apply_calibrate_decoding(state: ModifiedModel, mod: CalibrateDecoding, ctx: 
             100 * recovered,
             ppl_ratio,
         )
-
-
-def is_beyond_repair(recovered: float, ppl_ratio: float) -> bool:
-    """A mitigation that recovers under 10% of the damage on a model still >10x the original's perplexity."""
-    return recovered < BEYOND_REPAIR_RECOVERY and ppl_ratio > BEYOND_REPAIR_PPL_RATIO
-
-
-def recovery(
-    unmitigated: dict[str, float], mitigated: dict[str, float], metric: str = "kl_mean"
-) -> dict[str, float]:
-    """Held-out recovery of two stored runs at the same compression, on the same tokens.
-
-    recovered = (damage_before - damage_after) / damage_before, where the damage is `metric` (KL, 0 for the
-    original) or, for perplexity, ppl_ratio - 1. Also says whether the model is beyond repair.
-    """
-
-    def damage(m: dict[str, float]) -> float:
-        return m["ppl_ratio"] - 1.0 if metric == "ppl_ratio" else m[metric]
-
-    before, after = damage(unmitigated), damage(mitigated)
-    recovered = (before - after) / before if before > 0 else 0.0
-    return {
-        f"{metric}_before": unmitigated[metric],
-        f"{metric}_after": mitigated[metric],
-        "recovered": recovered,
-        "beyond_repair": float(is_beyond_repair(recovered, mitigated["ppl_ratio"])),
-    }
 
 
 # -- KL distillation --------------------------------------------------------------------------------------
