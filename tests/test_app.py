@@ -537,7 +537,32 @@ def test_paper_page_draws_every_table_with_its_citation(app_env):
         assert len(at.get("plotly_chart")) >= 1, key
 
 
-def test_mitigate_page_is_in_the_navigation(app_env):
+def test_mitigate_page_measures_a_remedy_and_headlines_the_recovery(app_env):
     at = _app("pages/mitigate.py")
     _ok(at)
     assert at.title[0].value == "Mitigate"
+    at.selectbox(key="mitigate.source").set_value("magnitude 50%").run()
+    _ok(at)
+    remedies = at.multiselect(
+        key="mitigate.remedies.gradient-aware pruning|KL distillation (norms)|decoding calibration"
+    )
+    remedies.set_value(["decoding calibration"]).run()
+    _ok(at)
+    assert any("After: magnitude 50% → calibrate T" in c.value for c in at.caption)
+    assert not at.metric, "remedies calibrate or train: nothing runs before Measure"
+    at.button(key="mitigate.measure").click().run()
+    _ok(at)
+    recovered = {m.label: m.value for m in at.metric}
+    for label in ("Perplexity damage recovered", "KL damage recovered"):
+        value = recovered[label]
+        assert value == "n/a" or -10 < float(value.rstrip("%")) < 1000, value
+    assert recovered["KL damage recovered"] != "n/a", "magnitude 50% damages the tiny model's predictions"
+    assert len(at.get("plotly_chart")) == 4
+    chains = [[m["kind"] for m in s["mods"]] for s in _stored_specs(app_env)]
+    assert ["prune"] in chains and ["prune", "calibrate_decoding"] in chains
+    # Stored: the page shows the comparison again without measuring.
+    again = _app("pages/mitigate.py")
+    again.selectbox(key="mitigate.source").set_value("magnitude 50%").run()
+    again.multiselect(key=remedies.key).set_value(["decoding calibration"]).run()
+    _ok(again)
+    assert any(m.label == "KL damage recovered" for m in again.metric)
