@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--seeds", default="0,1", help="comma-separated sampling seeds")
     gen.add_argument("--greedy", action="store_true", help="argmax decoding instead of seeded sampling")
+    mit = sub.add_parser(
+        "mitigate", help="the paper's remedies on a damaged chain: before / after and the recovered fractions"
+    )
+    _add_spec_options(mit)
+    from .mitigation import REMEDIES  # specs and pandas only: no torch at parse time
+
+    mit.add_argument(
+        "--remedy",
+        action="append",
+        default=[],
+        choices=list(REMEDIES),
+        help="a remedy (repeatable: combined into one chain); default: each applicable remedy alone",
+    )
+    mit.add_argument(
+        "--calib-corpus", help="calibration text of the remedies (default: the evaluation corpus)"
+    )
+    mit.add_argument("--calib-samples", type=int, help="calibration sequences (default: each method's own)")
+    mit.add_argument(
+        "--calib-len", type=int, help="tokens per calibration sequence (default: each method's own)"
+    )
     from .analysis import commands as analysis_commands  # thresholds, claims, memory, modules, flips
 
     analysis_commands.add_parsers(sub, _add_spec_options)
@@ -356,7 +377,53 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_mitigate(args) -> int:
+    """Before (the chain as given), then the chain with each remedy (or the --remedy set) on the same tokens."""
+    from .mitigation import CalibrationSet, Comparison, applicable, mitigate
+
+    spec = spec_from_args(args)
+    if not spec.mods:
+        raise SpecError(
+            "hemlab mitigate needs the modification to repair: --mod KIND:... or a shorthand flag"
+        )
+    calib = CalibrationSet(args.calib_corpus or spec.probe.corpus, args.calib_samples, args.calib_len)
+    choices = [args.remedy] if args.remedy else [[r.name] for r in applicable(spec.mods)]
+    if not choices:
+        raise SpecError(f"no remedy applies to {spec.label()} (see `hemlab mitigate --help`)")
+    runner = _runner(args)
+    before = runner.run(spec, progress=_progress)
+    comparisons = []
+    for names in choices:
+        fixed = dataclasses.replace(spec, mods=mitigate(spec.mods, names, calib))
+        comparisons.append((names, Comparison(before, runner.run(fixed, progress=_progress))))
+    if args.json:
+        print(json.dumps({
+            "before": before.to_json_dict(),
+            "mitigations": [
+                {"remedies": names, "after": c.after.to_json_dict(), "recovered_ppl": _finite(c.recovered("ppl_ratio")),
+                 "recovered_kl": _finite(c.recovered("kl_mean")), "beyond_repair": c.beyond_repair}
+                for names, c in comparisons
+            ],
+        }))  # fmt: skip
+        return 0
+    print(f"before: {_summary_line(before)}")
+    for names, c in comparisons:
+        m = c.after.metrics
+        print(
+            f"{'+ ' + ' + '.join(names):<48} ppl x{m['ppl_ratio']:.3f}  KL mean {m['kl_mean']:.4f}  "
+            f"top-1 {m['top1_agreement']:.3f}  recovered: perplexity {c.recovered('ppl_ratio'):.0%}, "
+            f"KL {c.recovered('kl_mean'):.0%}{'  BEYOND REPAIR' if c.beyond_repair else ''}"
+        )
+    return 0
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: such a value (nothing to recover, an infinite KL) becomes null."""
+    return value if math.isfinite(value) else None
+
+
 COMMANDS = {
+    "mitigate": cmd_mitigate,
     "run": cmd_run,
     "sweep": cmd_sweep,
     "models": cmd_models,

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
+from .memory import return_freed_memory_to_os
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
@@ -125,6 +126,7 @@ class Runner:
         self._inputs: dict[tuple, tuple] = {}
         self._calibration: dict[tuple, object] = {}
         self._compute = compute_lock or threading.Lock()
+        return_freed_memory_to_os()  # long corpus passes must not grow the process (memory.py)
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
     def base(self, name: str) -> models.LoadedModel:

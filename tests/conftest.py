@@ -6,6 +6,8 @@ tokens) and needs no network. Weights are random but seeded, so every session bu
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,29 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     )
     torch.manual_seed(0)
     return _save(GPT2LMHeadModel(config), tiny_tokenizer, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def word_text(tmp_path_factory):
+    """Factory: a text file of `n_words` words drawn (seeded) from `words`, a corpus for tiny-model runs.
+
+    Returns the file's path as a string, the form `ProbeSettings.corpus` takes.
+    """
+
+    def make(words: Sequence[str], n_words: int, *, seed: int = 0, name: str = "text.txt") -> str:
+        rng = random.Random(seed)
+        path = tmp_path_factory.mktemp("corpus") / name
+        path.write_text(" ".join(rng.choice(words) for _ in range(n_words)))
+        return str(path)
+
+    return make
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    """A Runner on a fresh DuckDB file, its reference cache in the test's tmp folder (nothing shared)."""
+    from hemorrhage_core.runner import Runner
+    from hemorrhage_core.store import Store
+
+    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
+    return Runner(Store(tmp_path / "r.duckdb"), device="cpu")

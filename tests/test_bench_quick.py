@@ -8,7 +8,6 @@ a computed one, memory does not grow with the evaluated tokens, and a sweep shar
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -19,29 +18,9 @@ from bench import probe_engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def big_text(tmp_path_factory):
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "a",
-        "lazy",
-        "dog",
-        "while",
-        "seven",
-        "wizards",
-        "quietly",
-        "judge",
-        "boxing",
-        "matches",
-    ]
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("bench") / "text.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(30000)))
-    return str(path)
+def big_text(word_text):
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
+    return word_text(words, 30000)
 
 
 def test_probe_engine_quick_runs_every_section(tiny_llama_dir, big_text, tmp_path, monkeypatch, capsys):

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -31,12 +30,10 @@ from hemorrhage_core.modify.depth import zero_output_projections
 from hemorrhage_core.probes.decoding import expected_calibration_error, support_divergence
 from hemorrhage_core.probes.metrics import kl_full
 from hemorrhage_core.probes.reference import context_rows
-from hemorrhage_core.runner import Runner
 from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.calibrate import CalibrateDecoding, KLDistill
 from hemorrhage_core.specs.decode import MinP, RepetitionPenalty, Sampler, TopK, TopP
 from hemorrhage_core.specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
-from hemorrhage_core.store import Store
 
 VOCAB = (
     384  # the tiny fixtures' tokenizer size: a reference with top_k = VOCAB keeps every token (exact metrics)
@@ -45,18 +42,9 @@ PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, to
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
+def text_file(word_text):
     words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(8000)))
-    return str(path)
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    return Runner(Store(":memory:"), device="cpu")
+    return word_text(words, 8000)
 
 
 def _spec(model_dir, text_file, *mods):

@@ -2,7 +2,6 @@
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -17,43 +16,19 @@ from hemorrhage_core.generation import (
     rollout,
     side_by_side_for_spec,
 )
-from hemorrhage_core.runner import Runner
 from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.calibrate import CalibrateDecoding
 from hemorrhage_core.specs.decode import RepetitionPenalty, TopP
 from hemorrhage_core.specs.depth import DuplicateLayers, InsertIdentity
-from hemorrhage_core.store import Store
 
 PROMPTS = ("The quick brown fox", "A calm river carries", "Numbers such as 1, 2, 3")
 FAST = GenerationSettings(max_new_tokens=10, seeds=(0, 1, 2))
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "lazy",
-        "dog",
-        "calm",
-        "river",
-        "carries",
-        "leaves",
-    ]
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(6000)))
-    return str(path)
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    return Runner(Store(":memory:"), device="cpu")
+def text_file(word_text):
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "calm", "river", "carries", "leaves"]  # fmt: skip
+    return word_text(words, 6000, seed=1)
 
 
 def _spec(model_dir, text_file, *mods):

@@ -18,12 +18,9 @@ PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, to
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
+def text_file(word_text):
     words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches", "and", "a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea"]  # fmt: skip
-    rng = __import__("random").Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(6000)))
-    return str(path)
+    return word_text(words, 6000)
 
 
 @pytest.fixture(params=["llama", "gpt2"])
@@ -41,12 +38,6 @@ def _state_hash(model) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    return Runner(Store(tmp_path / "r.duckdb"), device="cpu")
 
 
 def test_unmodified_model_gives_exactly_zero_divergence(runner, model_dir, text_file):

@@ -95,3 +95,14 @@ def test_layer_accumulator_relative_error_cosine_and_sqnr():
     assert r["hidden_rel_error"][1] == pytest.approx(0.1, rel=1e-5)
     assert r["hidden_sqnr_db"][1] == pytest.approx(20.0, rel=1e-4)
     assert r["hidden_cosine"][1] == pytest.approx(1.0)
+
+
+def test_freed_memory_thresholds_are_set_once_on_glibc():
+    import platform
+
+    from hemorrhage_core.memory import return_freed_memory_to_os
+
+    applied = return_freed_memory_to_os()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    assert return_freed_memory_to_os() is applied  # idempotent

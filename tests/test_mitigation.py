@@ -4,6 +4,7 @@ through the Runner on a tiny model."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pandas as pd
@@ -13,13 +14,12 @@ from hemorrhage_core import charts, mitigation
 from hemorrhage_core.charts import MITIGATED, MODIFIED, ORIGINAL
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.mitigation import CalibrationSet, Comparison, applicable, mitigate, recovered_fraction
-from hemorrhage_core.runner import Runner, RunResult
+from hemorrhage_core.runner import RunResult
 from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.calibrate import CalibrateDecoding, KLDistill
 from hemorrhage_core.specs.decode import TopK
 from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
 from hemorrhage_core.specs.quant import AWQ, GPTQ, ActQuant, SmoothQuant
-from hemorrhage_core.store import Store
 
 SETTINGS = dict(corpus="news", corpus_sha256="abc", window=64, stride=64, tokens=256, code_version="2")
 
@@ -255,12 +255,6 @@ def test_attention_pair_shares_one_colour_scale():
 # -- end to end on a tiny model ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    return Runner(Store(tmp_path / "r.duckdb"), device="cpu")
-
-
 @pytest.fixture(scope="module")
 def text_file(word_text):
     words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
@@ -297,3 +291,25 @@ def test_gradient_aware_pruning_runs_through_the_runner(runner, tiny_llama_dir, 
     assert c.after.spec.mods[0].method == "gblm"
     assert c.after.metrics["achieved_sparsity"] == pytest.approx(c.before.metrics["achieved_sparsity"])
     assert math.isfinite(c.recovered("kl_mean")) and len(c.table()) == 3
+
+
+def test_cli_mitigate_measures_before_and_each_remedy(
+    tmp_path, monkeypatch, capsys, tiny_llama_dir, text_file
+):
+    from hemorrhage_core.cli import main
+
+    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
+    argv = ["mitigate", "--model", str(tiny_llama_dir), "--corpus", text_file, "--tokens", "256", "--window", "64",
+            "--batch-size", "2", "--db", str(tmp_path / "m.duckdb"), "--device", "cpu", "--mod", "temperature:value=0.4",
+            "--calib-samples", "4", "--calib-len", "64"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["before"]["spec"]["mods"][0]["kind"] == "temperature"
+    (fix,) = out["mitigations"]  # a decoding-only chain: decoding calibration is the one remedy that applies
+    assert fix["remedies"] == ["decoding calibration"]
+    assert fix["recovered_kl"] > 0.95 and fix["beyond_repair"] is False
+    assert main(argv) == 0  # stored: the table again, from the store
+    text = capsys.readouterr().out
+    assert "+ decoding calibration" in text and "recovered: perplexity" in text
+    assert main([*argv, "--remedy", "gradient-aware pruning"]) == 2  # no pruning to repair: a clear error
+    assert "does not apply" in capsys.readouterr().err

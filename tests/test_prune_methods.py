@@ -38,10 +38,8 @@ from hemorrhage_core.modify.sparsegpt import sparsegpt_prune
 from hemorrhage_core.modify.structured import block_importance, count_params
 from hemorrhage_core.modify.targets import linear_targets, weight_view
 from hemorrhage_core.probes.capture import find_blocks
-from hemorrhage_core.runner import Runner
 from hemorrhage_core.spec import PRUNE_METHODS, ProbeSettings, Prune, RunSpec
 from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
-from hemorrhage_core.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import build_tokenizer  # noqa: E402
@@ -434,57 +432,15 @@ def test_shortgpt_removes_an_identity_block_first_and_nothing_changes(model_name
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "the",
-        "lazy",
-        "dog",
-        "while",
-        "seven",
-        "wizards",
-        "quietly",
-        "judge",
-        "boxing",
-        "matches",
-    ]
-    rng = __import__("random").Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(6000)))
-    return str(path)
+def text_file(word_text):
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
+    return word_text(words, 6000)
 
 
 @pytest.fixture(scope="module")
-def other_text_file(tmp_path_factory):
-    words = [
-        "a",
-        "calm",
-        "river",
-        "carries",
-        "old",
-        "leaves",
-        "toward",
-        "the",
-        "distant",
-        "sea",
-        "and",
-        "the",
-        "news",
-        "travels",
-        "from",
-        "town",
-        "to",
-        "town",
-    ]
-    rng = __import__("random").Random(1)
-    path = tmp_path_factory.mktemp("corpus2") / "other.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(4000)))
-    return str(path)
+def other_text_file(word_text):
+    words = ["a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea", "and", "the", "news", "travels", "from", "town", "to", "town"]  # fmt: skip
+    return word_text(words, 4000, seed=1, name="other.txt")
 
 
 def test_calibration_windows_come_from_the_end_and_never_touch_evaluation_or_probe_tokens():
@@ -510,12 +466,6 @@ def test_calibration_windows_come_from_the_end_and_never_touch_evaluation_or_pro
 
 
 PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    return Runner(Store(tmp_path / "r.duckdb"), device="cpu")
 
 
 def test_runner_calibration_is_cached_and_depends_on_the_corpus(
