@@ -126,6 +126,7 @@ class Runner:
         self._inputs: dict[tuple, tuple] = {}
         self._calibration: dict[tuple, object] = {}
         self._compute = compute_lock or threading.Lock()
+        self._last_modified: tuple[RunSpec, ModifiedModel] | None = None
         return_freed_memory_to_os()  # long corpus passes must not grow the process (memory.py)
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
@@ -193,9 +194,21 @@ class Runner:
         )
 
     def modify(self, spec: RunSpec) -> ModifiedModel:
-        """`spec.mods` applied to a copy of the shared base model (or to no copy for decoding-only chains)."""
+        """`spec.mods` applied to a copy of the shared base model (or to no copy for decoding-only chains).
+
+        The last result is kept (one slot, callers treat it as read-only): a profile followed by a generation,
+        attention or flips view of the same spec shares one modification, which matters for the modifications
+        that calibrate or train (GPTQ, distillation: minutes). The slot is emptied before a new modification is
+        built, so at most one modified copy exists at a time.
+        """
+        last = self._last_modified
+        if last is not None and last[0] == spec:
+            return last[1]
+        self._last_modified = None
         loaded = self.base(spec.model)
-        return apply_modifications(loaded.model, loaded.num_layers, spec.mods, self.context(spec))
+        modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, self.context(spec))
+        self._last_modified = (spec, modified)
+        return modified
 
     def reference(self, spec: RunSpec) -> BaseReference:
         return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[2]
@@ -266,7 +279,6 @@ class Runner:
             ).model,  # the logit lens reads through the base's norm and unembedding
         )
         profile_s = time.perf_counter() - t1
-        del modified
         metrics = {**profile.metrics, **profile.report, "modify_s": modify_s, "profile_s": profile_s}
         settings = self._settings(spec, corpus)
         self.store.save_run(

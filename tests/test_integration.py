@@ -72,6 +72,18 @@ def test_base_model_is_never_mutated(runner, model_dir, text_file):
     assert _state_hash(base) == before
 
 
+def test_the_last_modification_is_shared_until_another_spec_is_modified(runner, model_dir, text_file):
+    pruned = _spec(model_dir, text_file, Prune(sparsity=0.5))
+    first = runner.modify(pruned)
+    assert runner.modify(pruned) is first  # a profile, then a generation of the same spec: one modification
+    assert (
+        runner.modify(_spec(model_dir, text_file, Prune(sparsity=0.5))) is first
+    )  # equal specs are one spec
+    other = runner.modify(_spec(model_dir, text_file, Prune(sparsity=0.3)))
+    assert other is not first and runner.modify(pruned) is not first  # one slot: rebuilt after another spec
+    assert runner.modify(pruned).model is not runner.base(model_dir).model
+
+
 def test_achieved_sparsity_is_reported(runner, model_dir, text_file):
     r = runner.run(_spec(model_dir, text_file, Prune(sparsity=0.3)))
     assert r.metrics["achieved_sparsity"] == pytest.approx(0.3, abs=0.02)
