@@ -17,7 +17,7 @@ from transformers.generation.logits_process import (
 from hemorrhage_core.cli import main
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.modify import ModContext, apply_modifications
-from hemorrhage_core.modify.calibrate import fit_decoding, is_beyond_repair, mean_kl, recovery
+from hemorrhage_core.modify.calibrate import fit_decoding, fit_scale, is_beyond_repair, mean_kl, recovery
 from hemorrhage_core.modify.decode import (
     min_p_filter,
     repetition_penalty,
@@ -374,6 +374,16 @@ def test_fit_decoding_recovers_a_known_temperature_and_bias():
     assert mean_kl(base_lp, z, scale, b) < 1e-6 < mean_kl(base_lp, z)
     # The bias is identified up to a constant (softmax is shift-invariant).
     assert torch.allclose(b - b.mean(), bias - bias.mean(), atol=5e-3)
+
+
+def test_fit_scale_finds_the_minimum_of_the_convex_objective():
+    torch.manual_seed(7)
+    z = torch.randn(500, 300) * 3
+    base_lp = torch.log_softmax(z * 0.6 + torch.randn(500, 300) * 0.5, -1)  # no exact temperature fits
+    s = fit_scale(base_lp, z)
+    for other in (0.98 * s, 1.02 * s):
+        assert mean_kl(base_lp, z, s) < mean_kl(base_lp, z, other)
+    assert fit_scale(torch.log_softmax(z * 2.5, -1), z) == pytest.approx(2.5, rel=1e-5)  # a sharper original
 
 
 def test_calibration_undoes_a_temperature_change(runner, tiny_llama_dir, text_file):

@@ -154,20 +154,20 @@ def test_duplication_disturbs_attention_and_identity_does_not(runner):
 
 
 def test_decoding_calibration_recovery_and_beyond_repair(runner):
-    """Issue 6: temperature (+ bias) calibration against the unmitigated change, on held-out tokens."""
-    calib_t, calib_tb = CalibrateDecoding(), CalibrateDecoding(bias=True)
+    """Issue 6: a fitted temperature against the unmitigated change, on held-out tokens; the per-token bias (49k
+    parameters fitted on 2,048 calibration positions) once, on RTN w3, to show whether it generalises."""
+    calib_t = CalibrateDecoding()
     damages = {
-        "T=1.5 (decoding)": (Temperature(1.5),),
-        "RTN w3 channel": (QuantizeRTN(bits=3),),
-        "magnitude 50%": (Prune(sparsity=0.5),),
-        "RTN w2 channel (collapsed)": (QuantizeRTN(bits=2),),
-        "magnitude 70% (collapsed)": (Prune(sparsity=0.7),),
+        "T=1.5 (decoding)": ((Temperature(1.5),), (calib_t,)),
+        "RTN w3 channel": ((QuantizeRTN(bits=3),), (calib_t, CalibrateDecoding(bias=True, max_iter=30))),
+        "magnitude 50%": ((Prune(sparsity=0.5),), (calib_t,)),
+        "RTN w2 channel (collapsed)": ((QuantizeRTN(bits=2),), (calib_t,)),
     }
     rows, recovered = [], {}
-    for name, mods in damages.items():
+    for name, (mods, fixes) in damages.items():
         before = _row(runner, mods)
         rows.append(before | {"setting": f"{name}"})
-        for fix in (calib_t, calib_tb):
+        for fix in fixes:
             after = _row(runner, (*mods, fix))
             rec = recovery(before, after)
             recovered[(name, fix.bias)] = rec
@@ -176,18 +176,19 @@ def test_decoding_calibration_recovery_and_beyond_repair(runner):
             rows[-1]["beyond_repair"] = rec["beyond_repair"]
     _show("decoding calibration (held-out news tokens; calibration text from the corpus end)", rows)
     assert recovered[("T=1.5 (decoding)", False)]["recovered"] > 0.95, "a pure temperature change is undone"
-    assert recovered[("RTN w3 channel", True)]["recovered"] > 0.05
-    assert recovered[("RTN w2 channel (collapsed)", True)]["beyond_repair"] == 1.0
+    assert recovered[("RTN w3 channel", False)]["recovered"] > 0.05
+    assert recovered[("magnitude 50%", False)]["recovered"] > 0.05
+    assert recovered[("RTN w2 channel (collapsed)", False)]["beyond_repair"] == 1.0
 
 
 def test_kl_distillation_goes_further_than_temperature(runner):
-    """Issue 6, the stronger variant: 100 steps of KL distillation (norms or LoRA) on RTN w3, profile only (the
-    distillation is rerun by every runner.modify, so generation is left to the calibration test)."""
+    """Issue 6, the stronger variant: 100 steps of KL distillation (norms or LoRA) on RTN w3, profile only
+    (generation divergence is measured by the calibration test)."""
     damage = (QuantizeRTN(bits=3),)
     before = _row(runner, damage, None)
     rows = [before]
     for fix in (
-        (CalibrateDecoding(bias=True),),
+        (CalibrateDecoding(),),
         (KLDistill(steps=100, params="norm"),),
         (KLDistill(steps=100, params="lora", lr=5e-4),),
     ):
