@@ -5,11 +5,13 @@ hemlab memory [--model a,b] [--json]                   quality vs bytes of weigh
 hemlab modules --model M --mod ... [--top N] [--json]  per-module output error on calibration text, ranked
 hemlab flips --model M --mod ... [--items N] [--json]  cloze accuracy of both models and the flips
 hemlab claims [--model M] [--tokens N] [--out PATH]    the paper's claims checked, evidence as markdown
+hemlab outliers --model M [--alpha A] [--chart F]      max |activation| per channel before/after smoothing
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -183,6 +185,72 @@ def cmd_claims(args) -> int:
     return 0
 
 
+CHART_FORMATS = ("png", "svg", "pdf", "html")
+
+
+def cmd_outliers(args) -> int:
+    from pathlib import Path
+
+    from ..cli import _runner
+    from ..errors import SpecError
+    from ..spec import ProbeSettings
+    from .outliers import measure_outliers, outlier_summary, records, worst, worst_channels
+
+    fmt = Path(args.chart).suffix.lower().lstrip(".") if args.chart else None
+    if fmt is not None and fmt not in CHART_FORMATS:
+        raise SpecError(f"--chart must end in .{', .'.join(CHART_FORMATS)}, got {args.chart!r}")
+    probe = ProbeSettings(corpus=args.corpus, tokens=args.tokens, window=args.window)
+    stats = measure_outliers(
+        _runner(args),
+        args.model,
+        probe,
+        corpus=args.calib_corpus or args.corpus,
+        n=args.calib_samples,
+        length=args.calib_len,
+        alpha=args.alpha,
+    )
+    summary = outlier_summary(stats)
+    channels = worst_channels(stats, args.top)
+    if fmt is not None:
+        from .. import charts
+
+        fig = charts.activation_outliers_chart(stats, alpha=args.alpha, top_channels=args.top)
+        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.chart).write_bytes(charts.export_bytes(fig, fmt))
+    top = worst(stats)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "calib_corpus": args.calib_corpus or args.corpus,
+                    "calib_samples": args.calib_samples,
+                    "calib_len": args.calib_len,
+                    "alpha": args.alpha,
+                    "worst": None if top is None else dataclasses.asdict(top),
+                    "summary": records(summary),
+                    "channels": records(channels),
+                    "chart": args.chart,
+                }
+            )
+        )
+        return 0
+    ranked = summary.sort_values("ratio_before", ascending=False).head(args.top)
+    print(
+        f"{args.model}: max |x| per input channel of {len(summary)} layer inputs, before / after SmoothQuant "
+        f"alpha={args.alpha:g} ({args.calib_samples} x {args.calib_len} tokens of {args.calib_corpus or args.corpus})"
+    )
+    if top is not None:
+        print(f"worst channel: {top.text()}")
+    print(f"\nthe {len(ranked)} layer inputs whose largest channel stands out most (max / median):")
+    print(ranked.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nthe {len(channels)} largest channels:")
+    print(channels.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.chart:
+        print(f"\nchart written to {args.chart}")
+    return 0
+
+
 def add_parsers(sub, add_spec_options) -> None:
     """Register the analysis subcommands on the `hemlab` subparsers (`add_spec_options`: cli's run options)."""
     th = sub.add_parser(
@@ -229,6 +297,31 @@ def add_parsers(sub, add_spec_options) -> None:
     cl.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb); runs are reused")
     cl.add_argument("--json", action="store_true")
 
+    out = sub.add_parser(
+        "outliers",
+        help="max |activation| per input channel of every layer, before and after SmoothQuant smoothing",
+    )
+    out.add_argument("--model", required=True, help="embedded model name, local folder or hub id")
+    out.add_argument(
+        "--corpus",
+        default="news",
+        help="evaluation corpus: calibration on it leaves its evaluation tokens out",
+    )
+    out.add_argument("--calib-corpus", help="calibration text, sequences from its end (default: --corpus)")
+    out.add_argument("--calib-samples", type=int, default=16)
+    out.add_argument("--calib-len", type=int, default=512)
+    out.add_argument("--tokens", type=int, default=4096, help="evaluation budget, as in `hemlab run`")
+    out.add_argument("--window", type=int, default=512)
+    out.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength in [0, 1]")
+    out.add_argument(
+        "--top", type=int, default=10, help="layer inputs and channels to list; channels labelled"
+    )
+    out.add_argument("--chart", help="write the chart here: .png, .svg, .pdf or .html")
+    out.add_argument("--device")
+    out.add_argument("--trust-remote-code", action="store_true")
+    out.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb); nothing is stored")
+    out.add_argument("--json", action="store_true")
+
 
 COMMANDS = {
     "thresholds": cmd_thresholds,
@@ -236,4 +329,5 @@ COMMANDS = {
     "modules": cmd_modules,
     "flips": cmd_flips,
     "claims": cmd_claims,
+    "outliers": cmd_outliers,
 }

@@ -18,6 +18,7 @@ from ..mitigation import CalibrationSet, Chain, Comparison
 from ..spec import Prune, QuantizeRTN, RunSpec
 from ..specs.prune_structured import PruneChannels
 from ..specs.quant import ActQuant
+from . import outliers
 from .family import _LAST_MODS
 from .fields import FAMILY_ORDER
 from .state import Selection, runner
@@ -198,8 +199,8 @@ def page() -> None:
     except Exception as exc:  # a bug or a library error: a message on the page, never a traceback
         show_error(exc, "Measuring the remedies")
         return
-    if comparison is None:
-        return
-    with top:
-        headline(comparison)
-    draw(comparison)
+    if comparison is not None:
+        with top:
+            headline(comparison)
+        draw(comparison)
+    outliers.section(sel, chain)  # the activation statistics behind quantization damage (issue 6)
