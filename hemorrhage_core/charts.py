@@ -1137,7 +1137,8 @@ def activation_outliers_chart(
                 mode="lines",
                 name=f"median channel {side} ({median:.3g})",
                 legendgroup=side,
-                line=dict(color=color, width=1, dash="dot"),
+                # Darker and wider than the channel line it lies on, which hides a thin one.
+                line=dict(color=shade(color, 0, 2), width=2.5, dash="dash"),
                 hoverinfo="skip",
             ),
             row=2,
