@@ -17,7 +17,8 @@ from .forms import mod_form
 from .state import load_base
 from .widgets import chart, headline, require_selection, run_with_progress
 
-_LAST_MODS = "hemlab.family_mods"  # family -> the modification last set on its page
+# Session key: family -> the modification last set on its page (the Mitigate page stacks them).
+LAST_MODS = "hemlab.family_mods"
 
 
 def stacked(family: str, mod: Modification, others: dict[str, Modification]) -> tuple[Modification, ...]:
@@ -61,7 +62,7 @@ def family_page(
         st.info(f"No {family} method is registered in this version yet; the page lists them as they land.")
         st.stop()
 
-    remembered: dict[str, Modification] = st.session_state.setdefault(_LAST_MODS, {})
+    remembered: dict[str, Modification] = st.session_state.setdefault(LAST_MODS, {})
     with st.container(border=True):
         top = st.columns([2, 1, 1])
         kind = top[0].selectbox(

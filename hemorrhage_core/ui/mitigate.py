@@ -19,7 +19,7 @@ from ..spec import Prune, QuantizeRTN, RunSpec
 from ..specs.prune_structured import PruneChannels
 from ..specs.quant import ActQuant
 from . import outliers
-from .family import _LAST_MODS
+from .family import LAST_MODS
 from .fields import FAMILY_ORDER
 from .state import Selection, runner
 from .widgets import chart, require_selection, run_with_progress, show_error, table
@@ -40,7 +40,7 @@ def stacked_chain() -> Chain:
 
     Mitigations themselves are left out: the chain is what the remedies repair.
     """
-    remembered = st.session_state.get(_LAST_MODS, {})
+    remembered = st.session_state.get(LAST_MODS, {})
     return tuple(remembered[f] for f in FAMILY_ORDER if f in remembered and f != "mitigation")
 
 
