@@ -101,6 +101,7 @@ def test_undamaged_chain_recovers_nan_and_collapse_is_beyond_repair():
     assert math.isnan(c.recovered("ppl_ratio")) and math.isnan(c.recovered("kl_mean"))
     assert not c.beyond_repair
     assert _comparison(before=(80.0, 5.0), after=(60.0, 4.8)).beyond_repair  # 4% of the KL, still x60
+    assert _comparison(before=(80.0, 5.0), after=(60.0, 2.5)).beyond_repair  # half the KL back, still x60
     assert not _comparison(before=(80.0, 5.0), after=(9.0, 4.8)).beyond_repair  # back under x10
     with pytest.raises(SpecError, match="ppl_ratio or kl_mean"):
         c.recovered("top1_agreement")

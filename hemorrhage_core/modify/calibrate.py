@@ -9,9 +9,8 @@ L-BFGS finds the global optimum. It changes no weight: the fitted affine map is 
 `kl_distill` goes further when a temperature is not enough: a few hundred Adam steps of the same KL through the
 model, training only norm weights and biases, or rank-r LoRA adapters that are merged back into the weights.
 
-Neither can repair a collapsed model, and the report says so: `beyond_repair` is 1 when the KL recovered is
-below `BEYOND_REPAIR_RECOVERY` and the perplexity ratio after calibration is still above
-`BEYOND_REPAIR_PPL_RATIO`.
+Neither can repair a collapsed model, and the report says so: `beyond_repair` is 1 when the perplexity ratio
+after calibration is still above `BEYOND_REPAIR_PPL_RATIO` (10x), whatever share of the KL was recovered.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from torch import nn
 from ..errors import SpecError
 from ..mitigation import (  # noqa: F401 (moved to mitigation.py; re-exported where they used to live)
     BEYOND_REPAIR_PPL_RATIO,
-    BEYOND_REPAIR_RECOVERY,
     is_beyond_repair,
     recovery,
 )
@@ -212,7 +210,7 @@ def apply_calibrate_decoding(state: ModifiedModel, mod: CalibrateDecoding, ctx: 
     base_nll = float(-base_lp.gather(1, targets[:, None]).mean())
     ppl_ratio = math.exp(mean_nll(z, targets, scale, bias) - base_nll)
     recovered = (kl_before - kl_after) / kl_before if kl_before > 0 else 0.0
-    flag = is_beyond_repair(recovered, ppl_ratio)
+    flag = is_beyond_repair(ppl_ratio)
     state.report.update(
         {
             "calib_temperature": 1.0 / scale,
