@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
-from .memory import return_freed_memory_to_os
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
@@ -127,7 +126,6 @@ class Runner:
         self._calibration: dict[tuple, object] = {}
         self._compute = compute_lock or threading.Lock()
         self._last_modified: tuple[RunSpec, ModifiedModel] | None = None
-        return_freed_memory_to_os()  # long corpus passes must not grow the process (memory.py)
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
     def base(self, name: str) -> models.LoadedModel:

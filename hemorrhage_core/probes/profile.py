@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from ..memory import release_freed_memory
 from ..modify.base import ModifiedModel
 from .capture import attention_patterns, forward_sites
 from .decoding import PredictionStats
@@ -152,6 +153,7 @@ def profile_model(
             q = lens_logprobs(lens_model, torch.cat(lens_mod))
             per_layer = kl_full(p, q).double().view(len(lens_layers), -1).sum(-1).cpu()
             lens_sum[lens_layers] += per_layer
+        release_freed_memory()  # this batch's tensors are gone: keep the process from growing (memory.py)
         if progress:
             progress((i + 1) / (len(slices) + 1), f"profiling batch {i + 1}/{len(slices)}")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..memory import release_freed_memory
 from ..spec import CODE_VERSION, ProbeSettings
 from .capture import attention_patterns, forward_sites, unembed
 from .kernels import fast_attention
@@ -146,6 +147,8 @@ def build_reference(
             tensors = {k: torch.cat(v) for k, v in parts.items()}
             tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
             save_file(tensors, str(tmp / f"batch_{i:05d}.safetensors"))
+            del tensors, parts, final, resid
+            release_freed_memory()  # keep the process flat over the corpus (memory.py)
             if progress:
                 progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
         attn = torch.stack([a.cpu() for a in attention_patterns(model, probe_ids.to(device))])
