@@ -3,8 +3,11 @@ private results database and cache, all under one temporary root (shared by test
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # A small vocabulary the tiny tokenizer encodes compactly; 6,000 random draws give a few thousand tokens.
@@ -36,3 +39,18 @@ def make_env(root: Path, tiny_model_dir: Path) -> dict[str, str]:
         "HEMLAB_DEFAULT_TOKENS": "256",
         "HEMLAB_DEFAULT_WINDOW": "64",
     }
+
+
+@contextmanager
+def applied(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`env` set in os.environ for the body (AppTest pages read it), the previous values restored after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import pandas as pd
 import pytest
-from dashboard_env import make_env
+from dashboard_env import applied, make_env
 from streamlit.testing.v1 import AppTest
 
 from hemorrhage_core.errors import CorpusError, SpecError
@@ -228,14 +227,8 @@ def test_the_app_keeps_one_runner_per_database_and_one_queue_per_process(tmp_pat
 def app_env(tmp_path_factory, tiny_llama_dir):
     """HEMLAB_* pointing at a tiny model and text inside allowed folders, for the whole module."""
     env = make_env(tmp_path_factory.mktemp("app"), tiny_llama_dir)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with applied(env):
+        yield env
 
 
 def _app(page: str | None = None) -> AppTest:

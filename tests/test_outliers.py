@@ -10,7 +10,7 @@ import os
 
 import pandas as pd
 import pytest
-from dashboard_env import make_env
+from dashboard_env import applied, make_env
 from streamlit.testing.v1 import AppTest
 
 from hemorrhage_core import charts
@@ -158,14 +158,8 @@ def test_cli_json_matches_a_direct_measurement_and_writes_the_chart(
 @pytest.fixture(scope="module")
 def app_env(tmp_path_factory, tiny_llama_dir):
     env = make_env(tmp_path_factory.mktemp("outliers-app"), tiny_llama_dir)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with applied(env):
+        yield env
 
 
 def test_mitigate_page_measures_outliers_on_demand_and_keeps_them(app_env):
