@@ -12,9 +12,13 @@ from hemorrhage_core.probes.metrics import (
     histogram,
     js_divergence,
     kl_full,
+    kl_logits,
     kl_topk,
+    kl_topk_parts,
     log_tail_mass,
+    logsumexp_,
     quantile_summary,
+    summarize_logits,
 )
 
 
@@ -53,6 +57,51 @@ def test_log_tail_mass_matches_direct_sum():
     top_lp, top_ids = torch.topk(lp, 4, dim=-1)
     direct = torch.log1p(-top_lp.exp().sum(-1))
     assert torch.allclose(log_tail_mass(lp, top_ids), direct, atol=1e-5)
+
+
+def test_in_place_logsumexp_matches_torch_including_rows_of_minus_infinity():
+    x = torch.randn(4, 300) * 30
+    x[1, :] = float("-inf")
+    x[2, 5:] = float("-inf")
+    expected = torch.logsumexp(x, dim=-1)
+    got = logsumexp_(x.clone())
+    assert torch.isneginf(got[1])
+    assert torch.allclose(got[[0, 2, 3]], expected[[0, 2, 3]], rtol=1e-6)
+
+
+def test_kl_from_logits_matches_kl_of_log_softmax_and_is_zero_for_identical_rows():
+    torch.manual_seed(4)
+    a, b = torch.randn(8, 500) * 4, torch.randn(8, 500) * 4
+    exact = kl_full(torch.log_softmax(a.double(), -1), torch.log_softmax(b.double(), -1))
+    assert torch.allclose(kl_logits(a, b), exact, rtol=1e-5)
+    # A constant shift of the logits is the same distribution: 0 up to rounding, never negative.
+    shifted = kl_logits(a, a + 3.0)
+    assert (shifted >= 0).all() and (shifted < 1e-5).all()
+    assert torch.equal(kl_logits(a, a), torch.zeros(8, dtype=torch.float64))
+
+
+def test_logit_summary_matches_log_softmax_and_is_bitwise_repeatable():
+    torch.manual_seed(3)
+    logits = torch.randn(6, 30) * 3
+    targets = torch.randint(0, 30, (6,))
+    lp = torch.log_softmax(logits.double(), -1)
+    base = summarize_logits(logits.clone(), targets, k=8, n_best=3)
+    top_lp, top_ids = torch.topk(lp, 8, dim=-1)
+    assert torch.equal(base.top_ids, top_ids)
+    assert torch.allclose(base.top_lp.double(), top_lp, atol=1e-5)
+    assert torch.allclose(base.tail_lp.double(), log_tail_mass(lp, top_ids), atol=1e-5)
+    assert torch.allclose(base.target_lp.double(), lp.gather(1, targets[:, None]).squeeze(1), atol=1e-5)
+    assert torch.equal(base.best_ids, top_ids[:, :3])
+    assert not base.infinite.any()
+    # The same logits summarised on the base ids (the profile's side): identical bits, so KL is exactly 0.
+    again = summarize_logits(logits.clone(), targets, top_ids=base.top_ids, n_best=3)
+    assert torch.equal(again.top_lp, base.top_lp) and torch.equal(again.tail_lp, base.tail_lp)
+    assert torch.equal(kl_topk_parts(base.top_lp, base.tail_lp, again.top_lp, again.tail_lp), torch.zeros(6))
+    # A truncated distribution: -inf logits are flagged, and a tail that is entirely cut has log mass -inf.
+    cut = torch.full_like(logits, float("-inf")).scatter(1, top_ids, logits.gather(1, top_ids))
+    s = summarize_logits(cut, targets, top_ids=top_ids, check_infinite=True)
+    assert s.infinite.all() and torch.isneginf(s.tail_lp).all()
+    assert torch.allclose(s.top_lp.exp().sum(-1), torch.ones(6), atol=1e-6)
 
 
 def test_js_is_symmetric_bounded_and_ln2_for_disjoint_support():

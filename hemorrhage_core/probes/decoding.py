@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import log_tail_mass, quantile_summary
+from .metrics import VocabSummary, log_tail_mass, quantile_summary
 
 ECE_BINS = 15
 
@@ -34,17 +34,17 @@ def support_divergence(
     base_top_lp: torch.Tensor,
     base_tail_lp: torch.Tensor,
     top_ids: torch.Tensor,
-    mod_logprobs: torch.Tensor,
+    mod_logprobs: torch.Tensor | None = None,
     *,
     mod_top: torch.Tensor | None = None,
     mod_tail: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kl_reverse [N], mass_cut [N]) from the base top-K [N, K] + tail [N] and modified log-probs [N, V].
+    """(kl_reverse [N], mass_cut [N]) from the base top-K [N, K] + tail [N] and modified log-probs [N, V] (or,
+    instead of those, the modified model's log-probs on the top-K ids `mod_top` [N, K] and its log tail `mod_tail`).
 
     kl_reverse = sum over the K + 1 outcomes with q > 0 of q (log q - log p); 0 log 0 = 0, so cut tokens add
     nothing. mass_cut = base mass on the top-K tokens with q = 0, plus the base tail when q's tail is 0.
     """
-    # mod_top / mod_tail may be passed in precomputed (the profile shares them between metrics).
     mod_top = mod_logprobs.gather(1, top_ids.long()) if mod_top is None else mod_top  # [N, K]
     mod_tail = log_tail_mass(mod_logprobs, top_ids) if mod_tail is None else mod_tail  # [N]
     q_top, q_tail = mod_top.exp(), mod_tail.exp()
@@ -95,38 +95,28 @@ class PredictionStats:
         self,
         base_top_lp: torch.Tensor,
         base_tail_lp: torch.Tensor,
-        top_ids: torch.Tensor,
-        mod_logprobs: torch.Tensor,
+        summary: VocabSummary,
         targets: torch.Tensor,
-        *,
-        mod_top: torch.Tensor | None = None,
-        mod_tail: torch.Tensor | None = None,
-        top1: tuple[torch.Tensor, torch.Tensor] | None = None,
-        infinite: torch.Tensor | None = None,
-        target_lp: torch.Tensor | None = None,
     ) -> None:
-        """One chunk: base top-K [N, K] / tail [N] / ids [N, K], modified log-probs [N, V], reference ids [N].
-
-        The keyword arguments are full-vocabulary reductions the caller may already have (gathered top-K [N, K],
-        log tail mass [N], (max, argmax) [N], any -inf [N], log-prob of the reference token [N]); each is computed
-        here when not given. When all are given, `mod_logprobs` is not read.
-        """
+        """One chunk: base top-K [N, K] / tail [N], the modified model's summary on the base top-K ids
+        (`metrics.summarize_logits`), reference ids [N]."""
         kl_rev, cut = support_divergence(
-            base_top_lp, base_tail_lp, top_ids, mod_logprobs, mod_top=mod_top, mod_tail=mod_tail
+            base_top_lp,
+            base_tail_lp,
+            summary.top_ids,
+            mod_top=summary.top_lp,
+            mod_tail=summary.tail_lp,
         )
-        conf, arg = mod_logprobs.max(dim=-1) if top1 is None else top1
         targets = targets.long()
         values = {
             "kl_reverse": kl_rev,
             "mass_cut": cut,
-            "infinite": torch.isneginf(mod_logprobs).any(-1) if infinite is None else infinite,
-            "target_cut": torch.isneginf(
-                mod_logprobs.gather(1, targets[:, None]).squeeze(1) if target_lp is None else target_lp
-            ),
-            "conf": conf.exp(),
-            "hit": arg == targets,
+            "infinite": summary.infinite,
+            "target_cut": torch.isneginf(summary.target_lp),
+            "conf": summary.best_lp[:, 0].exp(),
+            "hit": summary.best_ids[:, 0] == targets,
             "base_conf": base_top_lp[:, 0].exp(),
-            "base_hit": top_ids[:, 0].long() == targets,
+            "base_hit": summary.top_ids[:, 0].long() == targets,
         }
         for k, v in values.items():
             self._parts[k].append(v.detach().cpu())

@@ -9,9 +9,11 @@ so instead the model is given one registered implementation, "hemlab", that deci
 - everywhere else: the model file's own `eager_attention_forward`, so any caller that asks for attention weights
   (generation, the dashboard, other analyses) gets exactly what the eager kernel gives.
 
-Both branches take the eager kernel's additive float mask (causal, and sliding-window where a layer has one), so
-the masks are identical. The base reference and every modified copy run the same branch on the same tokens, so an
-unmodified model still compares at exactly zero.
+The mask is chosen the same way: inside `fast_attention()` sdpa's own mask, which is no mask at all for a plain
+causal window (sdpa then runs its causal kernel, ~10% faster on CPU than with an explicit float mask), elsewhere
+the eager kernel's additive float mask. Both encode the same causal (and sliding-window) pattern. The base
+reference and every modified copy run the same branch on the same tokens, so an unmodified model still compares
+at exactly zero.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from contextlib import contextmanager
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,13 @@ def _dispatch(module, query, key, value, attention_mask, **kwargs):
     return _eager_for(module)(module, query, key, value, attention_mask, **kwargs)
 
 
+def _mask(*args, **kwargs):
+    # Built once per forward, inside the same context as the attention calls it serves.
+    return (sdpa_mask if _FAST.get() else eager_mask)(*args, **kwargs)
+
+
 AttentionInterface.register(KERNEL, _dispatch)
-AttentionMaskInterface.register(KERNEL, eager_mask)
+AttentionMaskInterface.register(KERNEL, _mask)
 
 
 @contextmanager

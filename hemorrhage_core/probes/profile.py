@@ -1,8 +1,8 @@
 """Profile a modified model against the base reference: every metric from one decoder pass per batch.
 
 Per batch the modified model runs once (sdpa kernel, see kernels.py); hooks collect the residual stream after
-every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from
-those log-probs, each full-vocabulary reduction computed once per chunk and shared. The residual streams give the
+every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from one
+summary of each chunk's logits (`metrics.summarize_logits`: three passes over the vocabulary, shared). The residual streams give the
 per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of positions read through the
 base model's final norm and unembedding; no extra pass). The attention probe set is a separate, short eager pass
 (attention maps are T x T, so they are read on short sequences only), skipped when the modified model is the
@@ -24,9 +24,15 @@ from ..modify.base import ModifiedModel
 from .capture import attention_patterns, forward_sites
 from .decoding import PredictionStats
 from .kernels import fast_attention
-from .lens import lens_logprobs, lens_rows, predicting_rows
-from .metrics import LayerAccumulator, histogram, kl_full, kl_topk_parts, quantile_summary
-from .reference import BaseReference, batch_slices, position_logprobs
+from .lens import lens_kl, lens_rows, predicting_rows
+from .metrics import (
+    LayerAccumulator,
+    histogram,
+    kl_topk_parts,
+    quantile_summary,
+    summarize_logits,
+)
+from .reference import BaseReference, batch_slices, position_logits
 
 Progress = Callable[[float, str], None]
 
@@ -94,43 +100,27 @@ def profile_model(
             final, resid = forward_sites(model, ids)
         targets = ids[:, 1:].reshape(-1)
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
-        for rows, lp in position_logprobs(model, final, mod.transform_logits, context_ids=context):
-            # Every full-vocabulary reduction of lp [R, V] happens once here and is shared by the metrics: on
-            # CPU these passes over R x V floats cost as much as the unembedding itself.
-            top_ids = ref["top_ids"][rows].to(device).long()  # [R, K]
+        for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
+            # One summary per chunk (three passes over the vocabulary, metrics.summarize_logits) serves every
+            # metric: on CPU these passes over R x V floats cost as much as the unembedding itself.
             base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
-            mod_top = lp.gather(1, top_ids)  # [R, K]
-            target_lp = lp.gather(1, targets[rows, None]).squeeze(1)  # [R]
-            top5_lp, top5_ids = torch.topk(lp, min(5, lp.shape[-1]), dim=-1)  # [R, 5]
-            # Only a logit transform (a truncating sampler) can put -inf into log_softmax of finite logits.
-            infinite = (
-                torch.isneginf(lp).any(-1)
-                if mod.logit_transforms
-                else torch.zeros_like(target_lp, dtype=torch.bool)
+            # Only a logit transform (a truncating sampler) can make a finite logit -inf.
+            s = summarize_logits(
+                logits,
+                targets[rows],
+                top_ids=ref["top_ids"][rows].to(device),
+                check_infinite=bool(mod.logit_transforms),
             )
-            # Log tail mass outside the base top-K, as a masked logsumexp; in place: lp is not read after this.
-            mod_tail = torch.logsumexp(lp.scatter_(1, top_ids, float("-inf")), dim=-1)  # [R]
-            kl = kl_topk_parts(base_top, base_tail, mod_top, mod_tail)
+            kl = kl_topk_parts(base_top, base_tail, s.top_lp, s.tail_lp)
             # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite
             # there by definition (kl_topk would give inf, or NaN through 0 * inf).
-            kl = torch.where(infinite, torch.full_like(kl, math.inf), kl)
-            decoding.add(
-                base_top,
-                base_tail,
-                top_ids,
-                lp,
-                targets[rows],
-                mod_top=mod_top,
-                mod_tail=mod_tail,
-                top1=(top5_lp[:, 0], top5_ids[:, 0]),
-                infinite=infinite,
-                target_lp=target_lp,
-            )
+            kl = torch.where(s.infinite, torch.full_like(kl, math.inf), kl)
+            decoding.add(base_top, base_tail, s, targets[rows])
             kl_parts.append(kl.cpu())
-            mod_t.append(target_lp.cpu())
-            agree.append((top5_ids[:, 0] == top_ids[:, 0]).cpu())
-            base_top5 = top_ids[:, : top5_ids.shape[1]]
-            top5.append((base_top5[:, :, None] == top5_ids[:, None, :]).any(-1).float().mean(-1).cpu())
+            mod_t.append(s.target_lp.cpu())
+            agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())
+            base_top5 = s.top_ids[:, : s.best_ids.shape[1]]
+            top5.append((base_top5[:, :, None] == s.best_ids[:, None, :]).any(-1).float().mean(-1).cpu())
         # clone: a tensor from safetensors' load_file keeps the whole batch file's buffer alive (the 140 MB of
         # hidden states too), which made memory grow with every batch.
         base_t.append(ref["target_lp"].clone())
@@ -147,11 +137,9 @@ def profile_model(
                 lens_ref.append(predicting_rows(ref_hidden[layer], lens_idx))
                 lens_mod.append(predicting_rows(mod_hidden, lens_idx))
         if lens_layers:
-            # The lens reads hidden states this pass already captured (no extra forward pass); all layers go
-            # through the unembedding in one matmul: [layers * rows, d] -> [layers * rows, V].
-            p = lens_logprobs(lens_model, torch.cat(lens_ref).to(device))
-            q = lens_logprobs(lens_model, torch.cat(lens_mod))
-            per_layer = kl_full(p, q).double().view(len(lens_layers), -1).sum(-1).cpu()
+            # The lens reads hidden states this pass already captured (no extra forward pass): [layers * rows, d].
+            kl_rows = lens_kl(lens_model, torch.cat(lens_ref).to(device), torch.cat(lens_mod))
+            per_layer = kl_rows.view(len(lens_layers), -1).sum(-1).cpu()
             lens_sum[lens_layers] += per_layer
         release_freed_memory()  # this batch's tensors are gone: keep the process from growing (memory.py)
         if progress:

@@ -29,6 +29,7 @@ from ..memory import release_freed_memory
 from ..spec import CODE_VERSION, ProbeSettings
 from .capture import attention_patterns, forward_sites, unembed
 from .kernels import fast_attention
+from .metrics import summarize_logits
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings,
         "top_k": probe.top_k,
         "dtype": str(dtype),
         "code": CODE_VERSION,
-        # The corpus pass runs the sdpa branch of the "hemlab" kernel (kernels.py); profiles must match it.
-        "kernel": "hemlab-sdpa-main/eager-probes",
+        # The corpus pass runs the sdpa branch of the "hemlab" kernel (kernels.py) and summarises logits with
+        # summarize_logits; profiles must match both bit for bit.
+        "kernel": "hemlab-sdpa-causal/eager-probes",
+        "summary": "logaddexp-normaliser",  # metrics.summarize_logits
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -75,24 +78,36 @@ def context_rows(ids: torch.Tensor, rows: slice) -> torch.Tensor:
     return torch.where(src >= 0, ids[b[:, None], src.clamp(min=0)], -1)
 
 
-def position_logprobs(
+def position_logits(
     model, final_hidden: torch.Tensor, transform=None, context_ids: torch.Tensor | None = None
 ):
-    """Yield (row slice, log-probs [rows, V] float32) over the flattened predicting positions of a batch.
+    """Yield (row slice, logits [rows, V] float32) over the flattened predicting positions of a batch; each
+    chunk's logits live in a buffer that the next chunk overwrites (summarise or copy before asking for more).
 
     final_hidden: [B, T, d]; only positions 0..T-2 predict a token inside the window. With `context_ids` (the
     window ids [B, T]) the transform is called as transform(logits, context=context_rows(...)) (repetition
     penalties read the preceding tokens).
     """
     flat = final_hidden[:, :-1].reshape(-1, final_hidden.shape[-1])
+    vocab = getattr(model.get_output_embeddings(), "out_features", None)
+    # One buffer for every chunk: a chunk's logits are only valid until the next one is yielded.
+    buffer = torch.empty(min(LOGIT_CHUNK, flat.shape[0]), vocab, device=flat.device) if vocab else None
     for start in range(0, flat.shape[0], LOGIT_CHUNK):
         rows = slice(start, min(start + LOGIT_CHUNK, flat.shape[0]))
-        logits = unembed(model, flat[rows])
+        logits = unembed(model, flat[rows], out=None if buffer is None else buffer[: rows.stop - rows.start])
         if transform is not None:
             if context_ids is not None:
                 logits = transform(logits, context=context_rows(context_ids, rows))
             else:
                 logits = transform(logits)
+        yield rows, logits
+
+
+def position_logprobs(
+    model, final_hidden: torch.Tensor, transform=None, context_ids: torch.Tensor | None = None
+):
+    """`position_logits` as log-probabilities [rows, V] (for exact full-vocabulary comparisons: bench/)."""
+    for rows, logits in position_logits(model, final_hidden, transform, context_ids):
         yield rows, torch.log_softmax(logits, dim=-1)
 
 
@@ -137,13 +152,13 @@ def build_reference(
                 final, resid = forward_sites(model, ids)
             targets = ids[:, 1:].reshape(-1)
             parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
-            for rows, lp in position_logprobs(model, final):
-                top_lp, top_ids = torch.topk(lp, min(probe.top_k, lp.shape[-1]), dim=-1)
-                masked = lp.scatter(1, top_ids, float("-inf"))
-                parts["top_ids"].append(top_ids.to(torch.int32).cpu())
-                parts["top_lp"].append(top_lp.cpu())
-                parts["tail_lp"].append(torch.logsumexp(masked, dim=-1).cpu())
-                parts["target_lp"].append(lp.gather(1, targets[rows, None]).squeeze(1).cpu())
+            for rows, logits in position_logits(model, final):
+                # The profile summarises the modified model's logits with the same function (exact zero).
+                s = summarize_logits(logits, targets[rows], k=probe.top_k)
+                parts["top_ids"].append(s.top_ids.to(torch.int32).cpu())
+                parts["top_lp"].append(s.top_lp.cpu())
+                parts["tail_lp"].append(s.tail_lp.cpu())
+                parts["target_lp"].append(s.target_lp.cpu())
             tensors = {k: torch.cat(v) for k, v in parts.items()}
             tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
             save_file(tensors, str(tmp / f"batch_{i:05d}.safetensors"))
