@@ -41,7 +41,7 @@ def main() -> None:
     setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
     runner = Runner(Store(":memory:"), device="cpu")
     spec = spec_for(setup)
-    windows, probe_ids, reference = inputs(runner, spec)
+    windows, reference = inputs(runner, spec)
     loaded = runner.base(spec.model)
     modified = runner.modify(spec)
     model, tok = modified.model, loaded.tokenizer
@@ -66,9 +66,7 @@ def main() -> None:
 
     def run_ours():
         model.set_attn_implementation(kernel)
-        return profile_model(
-            modified, reference, windows, probe_ids, batch_size=a.batch_size, base_model=loaded.model
-        )
+        return profile_model(modified, reference, windows, batch_size=a.batch_size, base_model=loaded.model)
 
     best = {"lmeval": (math.inf, math.inf), "ours": (math.inf, math.inf)}
     results = {}

@@ -142,15 +142,14 @@ def spec_for(setup: Setup, mod_text: str | None = None, tokens: int | None = Non
 
 
 def inputs(runner, spec):
-    """(windows [n, T], probe ids [m, t], base reference) exactly as the runner builds them."""
+    """(windows [n, T], base reference) exactly as the runner builds them."""
     from hemorrhage_core import corpora
 
     loaded = runner.base(spec.model)
     corpus = runner.corpus(spec.probe.corpus)
     p = spec.probe
     windows = corpora.token_windows(loaded.tokenizer, corpus, window=p.window, tokens=p.tokens)
-    probe_ids = corpora.probe_texts(corpus, loaded.tokenizer, p.attn_probes, p.attn_len)
-    return windows, probe_ids, runner.reference(spec)
+    return windows, runner.reference(spec)
 
 
 # -- sections ---------------------------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def section_speed(setup: Setup, runner) -> list[Row]:
     from hemorrhage_core.probes.profile import profile_model
 
     spec = spec_for(setup)
-    windows, probe_ids, reference = inputs(runner, spec)  # builds (or finds) the reference: not timed
+    windows, reference = inputs(runner, spec)  # builds (or finds) the reference: not timed
     base = runner.base(spec.model).model
     modified = runner.modify(spec)
     model = modified.model
@@ -179,7 +178,7 @@ def section_speed(setup: Setup, runner) -> list[Row]:
 
     def profile():
         model.set_attn_implementation(kernel)
-        profile_model(modified, reference, windows, probe_ids, batch_size=setup.batch_size, base_model=base)
+        profile_model(modified, reference, windows, batch_size=setup.batch_size, base_model=base)
 
     best = best_of(
         {"plain eager": plain("eager"), "plain sdpa": plain("sdpa"), "profile": profile}, setup.repeats

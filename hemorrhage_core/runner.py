@@ -141,28 +141,27 @@ class Runner:
         return corpora.load_corpus(name_or_path, allowed_dirs=self.allowed_dirs)
 
     def _inputs_for(self, spec: RunSpec, corpus: corpora.Corpus, progress: Progress | None):
-        """(windows, probe ids, base reference) for a spec; built once per model/corpus/settings."""
+        """(windows, base reference) for a spec; built once per model/corpus/settings."""
         key = (spec.model, corpus.sha256, spec.probe)
         if key not in self._inputs:
             loaded = self.base(spec.model)
             p = spec.probe
             windows = corpora.token_windows(loaded.tokenizer, corpus, window=p.window, tokens=p.tokens)
-            probe_ids = corpora.probe_texts(corpus, loaded.tokenizer, p.attn_probes, p.attn_len)
             ref_dir = (
                 cache_dir()
                 / "reference"
                 / reference_key(model_identity(spec.model), corpus.sha256, p, loaded.dtype)
             )
-            reference = build_reference(
-                loaded.model, windows, probe_ids, probe=p, path=ref_dir, progress=progress
-            )
-            self._inputs[key] = (windows, probe_ids, reference)
+            reference = build_reference(loaded.model, windows, probe=p, path=ref_dir, progress=progress)
+            self._inputs[key] = (windows, reference)
         return self._inputs[key]
 
     def calibration_windows(self, spec: RunSpec, corpus: str, n: int, length: int):
         """Calibration sequences [n, length] from the end of `corpus` for `spec.model`, cached per
-        (model, corpus, n, length). When `corpus` is the evaluation corpus, the attention probe set at its end is
-        skipped and an overlap with the evaluation windows at its start is an error (see modify/calibration.py).
+        (model, corpus, n, length). When `corpus` is the evaluation corpus, a tail of attn_probes x attn_len tokens
+        at its end is skipped (where the attention probes were read before they became prefixes of the evaluation
+        windows; kept so calibration sets, and so stored runs, did not change) and an overlap with the evaluation
+        windows at its start is an error (see modify/calibration.py).
         """
         calib = self.corpus(corpus)
         same = calib.sha256 == self.corpus(spec.probe.corpus).sha256
@@ -209,7 +208,7 @@ class Runner:
         return modified
 
     def reference(self, spec: RunSpec) -> BaseReference:
-        return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[2]
+        return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[1]
 
     # -- runs ---------------------------------------------------------------------------------------------
     def cache_key(self, spec: RunSpec) -> tuple[str, corpora.Corpus]:
@@ -259,7 +258,7 @@ class Runner:
     def _compute_run(self, spec: RunSpec, progress: Progress | None, cancelled) -> RunResult:
         key, corpus = self.cache_key(spec)
         started = time.perf_counter()
-        windows, probe_ids, reference = self._inputs_for(spec, corpus, progress)
+        windows, reference = self._inputs_for(spec, corpus, progress)
         t0 = time.perf_counter()
         modified = self.modify(spec)
         modify_s = time.perf_counter() - t0
@@ -268,7 +267,6 @@ class Runner:
             modified,
             reference,
             windows,
-            probe_ids,
             batch_size=spec.probe.batch_size,
             progress=progress,
             cancelled=cancelled,

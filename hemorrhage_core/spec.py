@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from .errors import SpecError
 
 # Bump when a metric definition or a modification's numerics change: old cached rows then stop matching.
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: attention probes are prefixes of the evaluation windows
 
 MODIFICATIONS: dict[str, type[Modification]] = {}
 
@@ -250,8 +250,10 @@ class ProbeSettings:
     tokens: int = 4096  # token budget: windows = tokens // window, non-overlapping (stride = window)
     window: int = 512
     batch_size: int = 8
-    attn_probes: int = 4  # attention probe set: this many sequences ...
-    attn_len: int = 128  # ... of this many tokens (attention maps are T x T: keep T small)
+    # The attention probe set: the first attn_len tokens of the first attn_probes evaluation windows (fewer when
+    # the budget has fewer or shorter windows), read during the corpus pass itself (maps are T x T: keep T small).
+    attn_probes: int = 4
+    attn_len: int = 128
     top_k: int = 256  # base reference keeps top-K log-probs + tail mass per position (see reference.py)
 
     def __post_init__(self):

@@ -251,7 +251,7 @@ def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, te
     spec = _spec(tiny_gpt2_dir, text_file, Prune(sparsity=0.5))
     r = runner.run(spec)
     lens_last = r.layer_table().sort_values("layer").lens_kl.iloc[-1]
-    windows, _, _ = runner._inputs_for(spec, runner.corpus(text_file), None)
+    windows, _ = runner._inputs_for(spec, runner.corpus(text_file), None)
     base = runner.base(spec.model).model
     modified = runner.modify(spec).model
     kls = []

@@ -43,7 +43,7 @@ def calibration_windows(
     """`n` calibration sequences of `length` tokens from the end of `corpus`: LongTensor [n, length].
 
     Sequences follow the tokenizer's BOS convention (as evaluation windows do). `skip_tail_tokens` corpus tokens
-    at the very end are left out (the attention probe set when the corpora are the same); if the sequences would
+    at the very end are left out (see Runner.calibration_windows); if the sequences would
     reach into the first `reserved_head_tokens` tokens (the evaluation windows), CorpusError says by how much.
     """
     if n < 1 or length < 2:

@@ -9,6 +9,10 @@ so instead the model is given one registered implementation, "hemlab", that deci
 - everywhere else: the model file's own `eager_attention_forward`, so any caller that asks for attention weights
   (generation, the dashboard, other analyses) gets exactly what the eager kernel gives.
 
+Inside `capture_prefix()` the fast branch also returns the attention probabilities of a prefix of the batch (the
+attention probe set: the first tokens of the first evaluation windows), computed by the eager kernel on slices of
+the same queries and keys, so the probes need no pass of their own.
+
 The mask is chosen the same way: inside `fast_attention()` sdpa's own mask, which is no mask at all for a plain
 causal window (sdpa then runs its causal kernel, ~10% faster on CPU than with an explicit float mask), elsewhere
 the eager kernel's additive float mask. Both encode the same causal (and sliding-window) pattern. The base
@@ -23,7 +27,9 @@ import logging
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -49,10 +55,53 @@ def _eager_for(module: nn.Module) -> Callable:
     return _EAGER[cls]
 
 
+@dataclass
+class PrefixCapture:
+    """Attention probabilities of a prefix of the batch, collected during a fast pass (see `capture_prefix`)."""
+
+    rows: int  # the first `rows` sequences of the batch ...
+    length: int  # ... their first `length` positions
+    maps: list[torch.Tensor] = field(default_factory=list)  # one [rows, H, length, length] per attention call
+
+
+_PREFIX: contextvars.ContextVar[PrefixCapture | None] = contextvars.ContextVar("hemlab_prefix", default=None)
+
+
+def _prefix_mask(attention_mask: torch.Tensor | None, rows: int, length: int, query: torch.Tensor):
+    """The eager kernel's additive float mask [rows, 1, length, length] for the prefix, from the fast pass's mask
+    (None: plain causal; bool: True = attend; float: already additive)."""
+    if attention_mask is None:
+        keep = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()[None, None]
+    else:
+        keep = attention_mask[:rows, :, :length, :length]
+        if keep.dtype != torch.bool:
+            return keep
+    return torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill(
+        ~keep, torch.finfo(query.dtype).min
+    )
+
+
 def _dispatch(module, query, key, value, attention_mask, **kwargs):
-    if _FAST.get():
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    return _eager_for(module)(module, query, key, value, attention_mask, **kwargs)
+    if not _FAST.get():
+        return _eager_for(module)(module, query, key, value, attention_mask, **kwargs)
+    out = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    prefix = _PREFIX.get()
+    if prefix is not None and prefix.rows > 0:
+        # Causal attention: the first `length` queries see only the first `length` keys, so these are exactly the
+        # maps of the prefix run alone. The eager kernel of the model's own file computes them (soft-capping,
+        # sinks, scaling as it defines them) on [rows, H, length, d] slices: ~1% of the pass, where a separate
+        # eager pass over the probe set cost ~10% of a profile.
+        n, t = prefix.rows, prefix.length
+        _, weights = _eager_for(module)(
+            module,
+            query[:n, :, :t],
+            key[:n, :, :t],
+            value[:n, :, :t],
+            _prefix_mask(attention_mask, n, t, query),
+            **kwargs,
+        )
+        prefix.maps.append(weights.float())
+    return out
 
 
 def _mask(*args, **kwargs):
@@ -62,6 +111,19 @@ def _mask(*args, **kwargs):
 
 AttentionInterface.register(KERNEL, _dispatch)
 AttentionMaskInterface.register(KERNEL, _mask)
+
+
+@contextmanager
+def capture_prefix(rows: int, length: int):
+    """Within a `fast_attention()` pass of a model on the "hemlab" kernel, collect the attention probabilities of
+    the first `length` positions of the first `rows` sequences, one [rows, H, length, length] float32 tensor per
+    attention call (per block, in execution order). Models on another kernel collect nothing."""
+    capture = PrefixCapture(rows, length)
+    token = _PREFIX.set(capture)
+    try:
+        yield capture
+    finally:
+        _PREFIX.reset(token)
 
 
 @contextmanager

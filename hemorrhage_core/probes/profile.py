@@ -2,12 +2,12 @@
 
 Per batch the modified model runs once (sdpa kernel, see kernels.py); hooks collect the residual stream after
 every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from one
-summary of each chunk's logits (`metrics.summarize_logits`: three passes over the vocabulary, shared). The residual streams give the
-per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of positions read through the
-base model's final norm and unembedding; no extra pass). The attention probe set is a separate, short eager pass
-(attention maps are T x T, so they are read on short sequences only), skipped when the modified model is the
-base model itself (decoding-only chains). Memory stays flat in the corpus size: per batch, only O(positions)
-scalars are kept.
+summary of each chunk's logits (`metrics.summarize_logits`: three passes over the vocabulary, shared). The
+residual streams give the per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of
+positions read through the base model's final norm and unembedding; no extra pass). The attention probe set is
+the prefix of the first windows: its maps are computed during the same pass (kernels.capture_prefix; maps are
+T x T, so only short prefixes are read) and skipped when the modified model is the base model itself
+(decoding-only chains). Memory stays flat in the corpus size: per batch, only O(positions) scalars are kept.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import torch
 
 from ..memory import release_freed_memory
 from ..modify.base import ModifiedModel
-from .capture import attention_patterns, forward_sites
 from .decoding import PredictionStats
-from .kernels import fast_attention
 from .lens import lens_kl, lens_rows, predicting_rows
 from .metrics import (
     LayerAccumulator,
@@ -32,7 +30,7 @@ from .metrics import (
     quantile_summary,
     summarize_logits,
 )
-from .reference import BaseReference, batch_slices, position_logits
+from .reference import BaseReference, ProbeMaps, batch_slices, corpus_pass, position_logits
 
 Progress = Callable[[float, str], None]
 
@@ -66,14 +64,14 @@ def profile_model(
     mod: ModifiedModel,
     reference: BaseReference,
     windows: torch.Tensor,
-    probe_ids: torch.Tensor,
     *,
     batch_size: int,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     base_model: torch.nn.Module | None = None,
 ) -> Profile:
-    """Every metric of `mod` against `reference` on `windows` [n, T] and the attention probe set [m, t].
+    """Every metric of `mod` against `reference` on `windows` [n, T] and the attention probe set (the reference's
+    probe prefix of the first windows, see `reference.attention_probe_shape`).
 
     `base_model` (read-only) supplies the final norm and unembedding of the logit lens, so the lens compares
     residual streams only; without it the modified model's own are used (the same unless lm_head was modified).
@@ -90,14 +88,20 @@ def profile_model(
     kl_parts, base_t, mod_t, agree, top5 = [], [], [], [], []
     decoding = PredictionStats()  # support cut by samplers, reverse KL, ECE
 
+    # A decoding-only chain works on the base model itself (no copy): its maps are the reference's.
+    shares_base = base_model is not None and mod.model is base_model
+    probe_maps = ProbeMaps(windows, *reference.meta["probe"])
     slices = batch_slices(windows.shape[0], batch_size)
     for i, sl in enumerate(slices):
         if cancelled and cancelled():
             raise Cancelled("profile cancelled")
         ref = reference.batch(i)
         ids = windows[sl].to(device)
-        with fast_attention():  # sdpa for the long pass; the reference was built the same way
-            final, resid = forward_sites(model, ids)
+        # The reference was built by the same pass (sdpa, attention probes captured from the first windows).
+        final, resid, maps = corpus_pass(
+            model, ids, 0 if shares_base else probe_maps.rows_in(sl), probe_maps.length
+        )
+        probe_maps.add(maps)
         targets = ids[:, 1:].reshape(-1)
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
         for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
@@ -180,10 +184,9 @@ def profile_model(
     if cascade:
         # Geometric mean of e(l+1)/e(l): above 1, error is amplified with depth on average.
         metrics["cascade_growth"] = math.exp(sum(math.log(r) for r in cascade.values()) / len(cascade))
-    shares_base = base_model is not None and mod.model is base_model
-    head_rows, attn_layer_rows = _attention_rows(
-        mod, reference, probe_ids.to(device), shares_base=shares_base
-    )
+    base_maps = reference.attention()  # [L, n, H, t, t]
+    modified_maps = list(base_maps) if shares_base else probe_maps.result(model)
+    head_rows, attn_layer_rows = _attention_rows(mod, base_maps, modified_maps)
     layers = pd.DataFrame(layer_rows + attn_layer_rows, columns=["layer", "metric", "value"])
     heads = pd.DataFrame(head_rows, columns=["layer", "head", "metric", "value"])
     if not heads.empty:
@@ -226,17 +229,9 @@ def topk_overlap(p: torch.Tensor, q: torch.Tensor, k: int = ATTN_TOPK) -> torch.
     return torch.where(visible, share, torch.full_like(share, math.nan))
 
 
-def _attention_rows(
-    mod: ModifiedModel, reference: BaseReference, probe_ids: torch.Tensor, *, shares_base: bool
-):
+def _attention_rows(mod: ModifiedModel, base: torch.Tensor, modified: list[torch.Tensor]):
     """Per (layer, head): JS divergence, entropy shift, attention-sink mass and top-k attended-position overlap
-    against the base probe maps.
-
-    `shares_base`: the modified model *is* the base model (a decoding-only chain works on no copy), so its maps
-    are the reference's and the probe pass is skipped.
-    """
-    base = reference.attention()  # [L, n, H, T, T]
-    modified = list(base) if shares_base else attention_patterns(mod.model, probe_ids)
+    between the base probe maps `base` [L, n, H, t, t] and the modified model's, one [n, H', t, t] per block."""
     head_rows, layer_rows = [], []
     for layer, j in enumerate(mod.layer_map):
         if j is None:

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from ..memory import release_freed_memory
 from ..spec import CODE_VERSION, ProbeSettings
-from .capture import attention_patterns, forward_sites, unembed
-from .kernels import fast_attention
+from .capture import attention_patterns, find_blocks, forward_sites, unembed
+from .kernels import capture_prefix, fast_attention
 from .metrics import summarize_logits
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings,
         "code": CODE_VERSION,
         # The corpus pass runs the sdpa branch of the "hemlab" kernel (kernels.py) and summarises logits with
         # summarize_logits; profiles must match both bit for bit.
-        "kernel": "hemlab-sdpa-causal/eager-probes",
+        "kernel": "hemlab-sdpa-causal/window-prefix-probes",
         "summary": "logaddexp-normaliser",  # metrics.summarize_logits
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -128,16 +128,60 @@ class BaseReference:
         return load_file(self.path / "attention.safetensors")["attention"]
 
 
+def attention_probe_shape(windows: torch.Tensor, probe: ProbeSettings) -> tuple[int, int]:
+    """(sequences, tokens) of the attention probe set: the first `attn_len` tokens of the first `attn_probes`
+    evaluation windows (fewer when the budget has fewer, or shorter, windows)."""
+    return min(probe.attn_probes, windows.shape[0]), min(probe.attn_len, windows.shape[1])
+
+
+def corpus_pass(model, ids: torch.Tensor, probe_rows: int, probe_len: int):
+    """One decoder pass over a batch of windows [B, T] on the fast kernel: (final hidden [B, T, d], residual
+    stream per block, attention maps of the probe prefix [probe_rows, H, probe_len, probe_len] per block, or []
+    when the model is not on the "hemlab" kernel). The base reference and every profile run exactly this, so an
+    unmodified model compares at exactly zero."""
+    with fast_attention(), capture_prefix(probe_rows, probe_len) as probes:
+        final, resid = forward_sites(model, ids)
+    return final, resid, probes.maps
+
+
+class ProbeMaps:
+    """The attention probe set's maps, gathered batch by batch from `corpus_pass` (probe k is window k)."""
+
+    def __init__(self, windows: torch.Tensor, rows: int, length: int):
+        self.windows, self.rows, self.length = windows, rows, length
+        self._parts: list[list[torch.Tensor]] = []
+
+    def rows_in(self, sl: slice) -> int:
+        """How many probe sequences the batch of windows `sl` holds (its first rows)."""
+        return max(0, min(self.rows - sl.start, sl.stop - sl.start))
+
+    def add(self, maps: list[torch.Tensor]) -> None:
+        if maps:
+            self._parts.append([m.cpu() for m in maps])
+
+    def result(self, model) -> list[torch.Tensor]:
+        """[n, H, t, t] per block. A model the capture could not serve (another attention kernel, or blocks
+        without an attention call) gets a separate eager pass over the same prefixes instead."""
+        n_blocks = len(find_blocks(model))
+        if self._parts and all(len(part) == n_blocks for part in self._parts):
+            maps = [torch.cat(block) for block in zip(*self._parts, strict=True)]
+            if maps[0].shape[0] == self.rows:
+                return maps
+        device = next(model.parameters()).device
+        prefixes = self.windows[: self.rows, : self.length].to(device)
+        return [a.cpu() for a in attention_patterns(model, prefixes)]
+
+
 def build_reference(
     model,
     windows: torch.Tensor,
-    probe_ids: torch.Tensor,
     *,
     probe: ProbeSettings,
     path: Path,
     progress: Progress | None = None,
 ) -> BaseReference:
-    """Run the base model once over `windows` [n, T] and `probe_ids` [m, t]; write the reference to `path`."""
+    """Run the base model once over `windows` [n, T] (the attention probe set is a prefix of them, see
+    `attention_probe_shape`); write the reference to `path`."""
     if (path / "meta.json").exists():
         return BaseReference(path, json.loads((path / "meta.json").read_text()))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +190,11 @@ def build_reference(
         device = next(model.parameters()).device
         store_dtype = hidden_storage_dtype(next(model.parameters()).dtype)
         slices = batch_slices(windows.shape[0], probe.batch_size)
+        probe_maps = ProbeMaps(windows, *attention_probe_shape(windows, probe))
         for i, sl in enumerate(slices):
             ids = windows[sl].to(device)
-            with fast_attention():  # the same kernel branch as the profile's corpus pass
-                final, resid = forward_sites(model, ids)
+            final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length)
+            probe_maps.add(maps)
             targets = ids[:, 1:].reshape(-1)
             parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
             for rows, logits in position_logits(model, final):
@@ -162,18 +207,18 @@ def build_reference(
             tensors = {k: torch.cat(v) for k, v in parts.items()}
             tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
             save_file(tensors, str(tmp / f"batch_{i:05d}.safetensors"))
-            del tensors, parts, final, resid
+            del tensors, parts, final, resid, maps
             release_freed_memory()  # keep the process flat over the corpus (memory.py)
             if progress:
                 progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
-        attn = torch.stack([a.cpu() for a in attention_patterns(model, probe_ids.to(device))])
+        attn = torch.stack(probe_maps.result(model))
         save_file({"attention": attn.contiguous()}, str(tmp / "attention.safetensors"))
         meta = {
             "n_batches": len(slices),
             "n_windows": int(windows.shape[0]),
             "window": int(windows.shape[1]),
             "hidden_dtype": str(store_dtype),
-            "probe": [int(probe_ids.shape[0]), int(probe_ids.shape[1])],
+            "probe": [probe_maps.rows, probe_maps.length],
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if path.exists():  # another process finished the same reference first: theirs is as good as ours
