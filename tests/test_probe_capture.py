@@ -5,7 +5,8 @@ import torch
 
 from hemorrhage_core.probes.capture import attention_patterns
 from hemorrhage_core.probes.kernels import use_fast_attention
-from hemorrhage_core.probes.reference import ProbeMaps, corpus_pass
+from hemorrhage_core.probes.reference import ProbeMaps, attention_probe_shape, corpus_pass
+from hemorrhage_core.spec import ProbeSettings
 
 
 def _llama():
@@ -71,3 +72,11 @@ def test_probe_maps_gather_probes_across_batches_and_fall_back_to_an_eager_pass(
     fallback = ProbeMaps(windows, 3, 8).result(model)
     for got, want in zip(fallback, expected, strict=True):
         assert torch.equal(got, want)
+
+
+def test_probe_set_is_clamped_to_the_windows_the_budget_has():
+    windows = torch.zeros(2, 64, dtype=torch.long)
+    assert attention_probe_shape(windows, ProbeSettings(tokens=128, window=64)) == (2, 64)
+    assert attention_probe_shape(
+        windows, ProbeSettings(tokens=128, window=64, attn_probes=1, attn_len=16)
+    ) == (1, 16)
