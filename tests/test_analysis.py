@@ -226,6 +226,23 @@ def test_identity_run_has_zero_lens_kl_full_overlap_and_no_cascade(runner, tiny_
     assert "cascade_growth" not in r.metrics
 
 
+def test_a_decoding_only_chain_unembeds_no_lens_rows_and_reads_zero(
+    runner, tiny_llama_dir, text_file, monkeypatch
+):
+    from hemorrhage_core.probes import profile
+    from hemorrhage_core.spec import QuantizeRTN, Temperature
+
+    calls = []
+    real = profile.lens_kl
+    monkeypatch.setattr(profile, "lens_kl", lambda *a: calls.append(a) or real(*a))
+    r = runner.run(_spec(tiny_llama_dir, text_file, Temperature(value=1.5)))
+    assert r.metrics["kl_mean"] > 0  # the output distribution did change ...
+    assert (r.layer_table().lens_kl == 0).all()  # ... but no residual stream did
+    assert calls == []
+    runner.run(_spec(tiny_llama_dir, text_file, Temperature(value=1.5), QuantizeRTN(bits=4)))
+    assert calls, "a weight change must still be read through the lens"
+
+
 def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir, text_file):
     from hemorrhage_core.spec import QuantizeRTN
 

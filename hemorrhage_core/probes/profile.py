@@ -137,9 +137,15 @@ def profile_model(
                 # Both sides in the storage dtype, so an unmodified layer differs by exactly 0.
                 mod_hidden = resid[j].to(store_dtype)
                 acc.add(layer, ref_hidden[layer], mod_hidden.cpu())
+                rows_ref = predicting_rows(ref_hidden[layer], lens_idx)
+                rows_mod = predicting_rows(mod_hidden, lens_idx)
+                # Identical inputs give a lens KL of exactly 0, so nothing is unembedded for layers before the
+                # first modified one, or for any layer of a decoding-only chain.
+                if torch.equal(rows_ref, rows_mod.cpu()):
+                    continue
                 lens_layers.append(layer)
-                lens_ref.append(predicting_rows(ref_hidden[layer], lens_idx))
-                lens_mod.append(predicting_rows(mod_hidden, lens_idx))
+                lens_ref.append(rows_ref)
+                lens_mod.append(rows_mod)
         if lens_layers:
             # The lens reads hidden states this pass already captured (no extra forward pass): [layers * rows, d].
             kl_rows = lens_kl(lens_model, torch.cat(lens_ref).to(device), torch.cat(lens_mod))
