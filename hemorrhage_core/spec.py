@@ -126,10 +126,14 @@ def check_calibration(corpus: str, samples: int, length: int) -> None:
 
 
 def calibration_label(corpus: str, samples: int, length: int) -> str:
-    """'' for the default calibration set, else ' cal=bible 64x256' (so sweeps over it read apart in charts)."""
+    """'' for the default calibration set, else ' cal=bible 64x256' (so sweeps over it read apart in charts).
+
+    A file is shown by its name, not its path (an upload's path is long and says nothing to the reader); the
+    cache key still holds the whole path."""
     if (corpus, samples, length) == DEFAULT_CALIBRATION:
         return ""
-    return f" cal={corpus} {samples}x{length}"
+    name = corpus.replace("\\", "/").rsplit("/", 1)[-1]
+    return f" cal={name} {samples}x{length}"
 
 
 @modification("prune")

@@ -29,6 +29,19 @@ def test_spec_round_trips_through_json_and_hash_is_stable():
     )
 
 
+def test_a_calibration_file_is_labelled_by_its_name_but_keyed_by_its_path():
+    a = Prune(method="wanda", sparsity=0.5, calib_corpus="/srv/uploads/1234/words.txt")
+    b = Prune(method="wanda", sparsity=0.5, calib_corpus="/elsewhere/words.txt")
+    assert "cal=words.txt" in a.label() and "/srv" not in a.label()
+    assert "cal=words.txt" in Prune(method="wanda", sparsity=0.5, calib_corpus="C:\\data\\words.txt").label()
+    assert "cal=bible" in Prune(method="wanda", sparsity=0.5, calib_corpus="bible").label()
+
+    def key(mod):
+        return RunSpec(model="m", mods=(mod,)).cache_key(corpus_sha256="c", model_identity="m")
+
+    assert key(a) != key(b)
+
+
 def test_spec_is_frozen_and_hashable():
     spec = RunSpec(model="m", mods=(Temperature(1.5),))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -130,4 +143,5 @@ def test_locked_database_waits_then_reports(tmp_path):
         assert time.monotonic() - t0 >= 0.5
     finally:
         holder.kill()
+        holder.wait()  # kill() only sends the signal: the file lock goes when the process is gone
     assert duckdb.connect(str(path)).execute("SELECT count(*) FROM runs").fetchone() == (0,)
