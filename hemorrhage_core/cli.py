@@ -88,6 +88,18 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--tokens", type=int, default=4096, help="token budget (non-overlapping windows)")
     m.add_argument("--window", type=int, default=512)
     m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument(
+        "--attn-probes",
+        type=int,
+        default=4,
+        help="attention probe set: this many evaluation windows ... (default 4)",
+    )
+    m.add_argument(
+        "--attn-len", type=int, default=128, help="... read over their first N tokens (default 128)"
+    )
+    m.add_argument(
+        "--top-k", type=int, default=256, help="base tokens kept per position for KL (default 256)"
+    )
     m.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     m.add_argument(
         "--trust-remote-code",
@@ -219,7 +231,13 @@ def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     probe = ProbeSettings(
-        corpus=args.corpus, tokens=args.tokens, window=args.window, batch_size=args.batch_size
+        corpus=args.corpus,
+        tokens=args.tokens,
+        window=args.window,
+        batch_size=args.batch_size,
+        attn_probes=args.attn_probes,
+        attn_len=args.attn_len,
+        top_k=args.top_k,
     )
     return RunSpec(model=args.model, mods=mods_from_args(args), probe=probe)
 

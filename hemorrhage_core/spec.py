@@ -246,6 +246,11 @@ def mod_from_dict(data: dict[str, Any]) -> Modification:
     return cls(**data)
 
 
+# Attention maps are kept as layers x heads x probes x tokens^2 floats: at this cap (4 x the default 4 x 128)
+# SmolLM2-135M's are 283 MB in memory and on disk.
+ATTN_CELLS_MAX = 4 * 4 * 128**2
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """How a profile is measured. Every number reported with a run records these."""
@@ -270,6 +275,11 @@ class ProbeSettings:
         _check(
             self.attn_probes >= 1 and self.attn_len >= 4,
             "the attention probe set needs >= 1 sequence of >= 4 tokens",
+        )
+        _check(
+            self.attn_probes * self.attn_len**2 <= ATTN_CELLS_MAX,
+            f"the attention probe set {self.attn_probes} x {self.attn_len} tokens is too large: maps are stored "
+            f"for every layer and head (probes x tokens^2 <= {ATTN_CELLS_MAX:,}, e.g. 4 x 256 or 16 x 128)",
         )
         _check(self.top_k >= 1, "top_k must be at least 1")
 

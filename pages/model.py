@@ -6,6 +6,7 @@ from hemorrhage_core import corpora, models
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import (
+    ATTN_LENGTHS,
     TOKEN_BUDGETS,
     WINDOWS,
     allowed_dirs,
@@ -14,6 +15,9 @@ from hemorrhage_core.ui.state import (
     save_upload,
     selection,
     set_selection,
+)
+from hemorrhage_core.ui.state import (
+    problem as selection_problem,  # `problem` below is the model's
 )
 
 through_app()
@@ -92,6 +96,23 @@ with right:
         key="model.window",
         help="Perplexity depends on the window: it is recorded with every number.",
     )
+    c3, c4 = st.columns(2)
+    attn_probes = c3.number_input(
+        "Attention probes (windows)",
+        min_value=1,
+        max_value=16,
+        value=sel.attn_probes,
+        key="model.attn_probes",
+        help="Attention maps, JS divergence, entropy and sink mass per head are read on the first tokens of this "
+        "many evaluation windows.",
+    )
+    attn_len = c4.select_slider(
+        "Attention probe length (tokens)",
+        ATTN_LENGTHS,
+        value=sel.attn_len if sel.attn_len in ATTN_LENGTHS else 128,
+        key="model.attn_len",
+        help="Maps are tokens × tokens per layer and head: longer probes cost memory quadratically.",
+    )
 
 problem = model_problem(model)
 if problem:
@@ -104,8 +125,18 @@ if tokens < window:
     st.error(f"The token budget ({tokens}) must hold at least one window ({window}).")
     st.stop()
 sel = set_selection(
-    model=model, corpus=corpus, tokens=int(tokens), window=int(window), trust_remote_code=trust
+    model=model,
+    corpus=corpus,
+    tokens=int(tokens),
+    window=int(window),
+    trust_remote_code=trust,
+    attn_probes=int(attn_probes),
+    attn_len=int(attn_len),
 )
+issue = selection_problem(sel)
+if issue:
+    st.error(issue)
+    st.stop()
 
 st.divider()
 st.subheader(f"`{sel.model}`")

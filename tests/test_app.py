@@ -357,6 +357,21 @@ def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env,
     assert "outside the folders" in at.error[0].value
 
 
+def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_env):
+    from hemorrhage_core.ui.state import _SELECTION
+
+    at = _app("pages/model.py")
+    at.number_input(key="model.attn_probes").set_value(2).run()
+    at.select_slider(key="model.attn_len").set_value(64).run()
+    _ok(at)
+    sel = at.session_state[_SELECTION]
+    assert (sel.probe().attn_probes, sel.probe().attn_len) == (2, 64)
+    at.number_input(key="model.attn_probes").set_value(16).run()
+    at.select_slider(key="model.attn_len").set_value(256).run()
+    _ok(at)
+    assert any("too large" in e.value for e in at.error)
+
+
 def test_model_page_shows_bad_uploads_and_offline_hub_ids_as_messages(app_env):
     at = _app("pages/model.py")
     at.radio(key="model.corpus").set_value("upload a text file…").run()

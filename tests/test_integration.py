@@ -153,6 +153,10 @@ def test_cli_run_and_sweep_json_contract(tmp_path, monkeypatch, capsys, tiny_lla
     rows = json.loads(capsys.readouterr().out)
     assert [r["spec"]["mods"][0]["bits"] for r in rows] == [8, 4]
     assert rows[1]["cached"] is True, "the 4-bit point was stored by the run above"
+    assert main(["run", "--quant-bits", "4", "--attn-probes", "2", "--attn-len", "16", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["spec"]["probe"]["attn_probes"], out["spec"]["probe"]["attn_len"]) == (2, 16)
+    assert out["cached"] is False, "another probe set is another measurement"
 
 
 @pytest.mark.parametrize(
@@ -162,6 +166,7 @@ def test_cli_run_and_sweep_json_contract(tmp_path, monkeypatch, capsys, tiny_lla
         (["run", "--model", "smollm2-135m", "--quant-bits", "12"], "between 2 and 8"),
         (["run", "--model", "smollm2-135m", "--prune-sparsity", "1.5"], "sparsity"),
         (["sweep", "--model", "smollm2-135m", "--param", "quant-bits", "--values", "4,x"], "cannot parse"),
+        (["run", "--model", "smollm2-135m", "--attn-probes", "8", "--attn-len", "256"], "too large"),
     ],
 )
 def test_cli_errors_are_messages_not_tracebacks(argv, message, capsys, tmp_path):

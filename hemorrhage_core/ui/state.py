@@ -26,6 +26,7 @@ from ..store import Store
 
 TOKEN_BUDGETS = [256, 512, 1024, 2048, 4096, 8192, 16384]
 WINDOWS = [64, 128, 256, 512, 1024, 2048]
+ATTN_LENGTHS = [32, 64, 128, 256]  # attention probe lengths offered (maps grow with the square)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SELECTION = "hemlab.selection"
 
@@ -101,10 +102,21 @@ class Selection:
     tokens: int
     window: int = 512
     trust_remote_code: bool = False
+    attn_probes: int = (
+        4  # the attention probe set: the first attn_len tokens of the first attn_probes windows
+    )
+    attn_len: int = 128
 
     def probe(self) -> ProbeSettings:
-        """ProbeSettings for this selection (SpecError if the budget is smaller than one window)."""
-        return ProbeSettings(corpus=self.corpus, tokens=self.tokens, window=self.window)
+        """ProbeSettings for this selection (SpecError if the budget is smaller than one window, or the probe set
+        too large)."""
+        return ProbeSettings(
+            corpus=self.corpus,
+            tokens=self.tokens,
+            window=self.window,
+            attn_probes=self.attn_probes,
+            attn_len=self.attn_len,
+        )
 
 
 def default_selection() -> Selection:
@@ -186,7 +198,8 @@ def sidebar() -> Selection:
         st.markdown("**Measuring on**")
         st.caption(
             f"Model `{sel.model}`  \nCorpus `{corpus_label(sel.corpus)}`  \n"
-            f"{sel.tokens:,} tokens · window {sel.window}"
+            f"{sel.tokens:,} tokens · window {sel.window}  \n"
+            f"attention probes {sel.attn_probes} × {sel.attn_len} tokens"
             + ("  \n⚠ remote code allowed" if sel.trust_remote_code else "")
         )
         st.page_link("pages/model.py", label="Change model or corpus", icon=":material/tune:")
