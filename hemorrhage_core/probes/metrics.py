@@ -76,8 +76,8 @@ def summarize_logits(
     n_best: int = 5,
     check_infinite: bool = False,
 ) -> VocabSummary:
-    """Summarise logits [R, V] float32 (overwritten: the caller must not read them afterwards) in three passes
-    over the vocabulary: a top-k, a gather and one masked log-sum-exp.
+    """Summarise logits [R, V] float32 (overwritten: the caller must not read them afterwards): one top-k, gathers
+    of the kept and reference ids, and one in-place masked log-sum-exp over the vocabulary.
 
     `top_ids` [R, K]: gather on these ids (the modified model, on the base model's top-K); without them the top-`k`
     ids are selected here (the base model). Log-probabilities are never materialised: the normaliser is

@@ -2,7 +2,7 @@
 
 Per batch the modified model runs once (sdpa kernel, see kernels.py); hooks collect the residual stream after
 every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from one
-summary of each chunk's logits (`metrics.summarize_logits`: three passes over the vocabulary, shared). The
+summary of each chunk's logits (`metrics.summarize_logits`: a top-k and one log-sum-exp, shared). The
 residual streams give the per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of
 positions read through the base model's final norm and unembedding; no extra pass). The attention probe set is
 the prefix of the first windows: its maps are computed during the same pass (kernels.capture_prefix; maps are
@@ -105,7 +105,7 @@ def profile_model(
         targets = ids[:, 1:].reshape(-1)
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
         for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
-            # One summary per chunk (three passes over the vocabulary, metrics.summarize_logits) serves every
+            # One summary per chunk (a top-k and one log-sum-exp, metrics.summarize_logits) serves every
             # metric: on CPU these passes over R x V floats cost as much as the unembedding itself.
             base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
             # Only a logit transform (a truncating sampler) can make a finite logit -inf.
