@@ -160,8 +160,8 @@ class Runner:
         """Calibration sequences [n, length] from the end of `corpus` for `spec.model`, cached per
         (model, corpus, n, length). When `corpus` is the evaluation corpus, a tail of attn_probes x attn_len tokens
         at its end is skipped (where the attention probes were read before they became prefixes of the evaluation
-        windows; kept so calibration sets, and so stored runs, did not change) and an overlap with the evaluation
-        windows at its start is an error (see modify/calibration.py).
+        windows; kept so calibration sets did not change) and an overlap with the evaluation windows at its start
+        is an error (see modify/calibration.py).
         """
         calib = self.corpus(corpus)
         same = calib.sha256 == self.corpus(spec.probe.corpus).sha256

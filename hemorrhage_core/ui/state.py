@@ -102,9 +102,8 @@ class Selection:
     tokens: int
     window: int = 512
     trust_remote_code: bool = False
-    attn_probes: int = (
-        4  # the attention probe set: the first attn_len tokens of the first attn_probes windows
-    )
+    # The attention probe set: the first attn_len tokens of the first attn_probes evaluation windows.
+    attn_probes: int = 4
     attn_len: int = 128
 
     def probe(self) -> ProbeSettings:
