@@ -1,0 +1,123 @@
+"""What the profile's metrics cost above its perplexity floor, next to lm-eval's perplexity (CPU seconds, one run).
+
+    bench/.venv/bin/python bench/metric_costs.py --repeats 5     # smollm2-135m, 4,096 tokens, RTN w4 (~5 min)
+
+Four contenders on one model object, alternated, best of `--repeats`:
+  lm-eval         HFLM.loglikelihood_rolling (as bench/lmeval_compare.py runs it)
+  floor           our perplexity alone: the profile's corpus pass, chunked unembedding, one log-normaliser
+  full            profile_model, every metric
+  no lens/attn    profile_model with the logit lens given no positions and the attention probe set switched off
+                  (patched for this measurement only): the cost of the per-position KL, top-k, decoding
+                  statistics and per-layer residual comparison alone
+
+It answers "which metrics would have to go for the profile to cost no more than lm-eval's perplexity": the goal
+of bench row 3 (docs/performance.md). Runs in bench/.venv (bench/setup_lmeval.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from unittest import mock
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench/probe_engine.py: idle threads sleep
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+from bench.probe_engine import Setup, inputs, spec_for  # noqa: E402
+from hemorrhage_core.probes import profile as profile_module  # noqa: E402
+from hemorrhage_core.probes.metrics import logsumexp_  # noqa: E402
+from hemorrhage_core.probes.reference import batch_slices, corpus_pass, position_logits  # noqa: E402
+from hemorrhage_core.runner import Runner  # noqa: E402
+from hemorrhage_core.store import Store  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--corpus", default="news")
+    p.add_argument("--mod", default="quant_rtn:bits=4")
+    p.add_argument("--tokens", type=int, default=4096)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
+    runner = Runner(Store(":memory:"), device="cpu")
+    spec = spec_for(setup)
+    windows, reference = inputs(runner, spec)
+    loaded = runner.base(spec.model)
+    modified = runner.modify(spec)
+    model, tok = modified.model, loaded.tokenizer
+    kernel = model.config._attn_implementation
+
+    bos = tok.bos_token_id is not None and windows[0, 0].item() == tok.bos_token_id
+    texts = [tok.decode(w[1:] if bos else w) for w in windows]
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=a.batch_size, max_length=a.window)
+    requests = [
+        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+        for i, t in enumerate(texts)
+    ]
+
+    def lmeval():
+        model.set_attn_implementation("sdpa")
+        lm.loglikelihood_rolling(requests, disable_tqdm=True)
+        model.set_attn_implementation(kernel)
+
+    def floor():
+        for sl in batch_slices(windows.shape[0], a.batch_size):
+            ids = windows[sl]
+            final, _, _ = corpus_pass(model, ids, 0, 0)
+            targets = ids[:, 1:].reshape(-1)
+            for rows, logits in position_logits(model, final):
+                target = logits.gather(1, targets[rows, None]).squeeze(1)
+                with torch.inference_mode():
+                    float((target - logsumexp_(logits)).double().sum())
+
+    def full():
+        profile_module.profile_model(
+            modified, reference, windows, batch_size=a.batch_size, base_model=loaded.model
+        )
+
+    def without_lens_and_attention():
+        # patch.object raises if a name is gone, so a refactor of profile.py breaks this loudly, not silently.
+        with ExitStack() as stack:
+            stack.enter_context(mock.patch.object(profile_module, "lens_rows", lambda n: torch.arange(0)))
+            stack.enter_context(mock.patch.object(profile_module, "_attention_rows", lambda *args: ([], [])))
+            probe_maps = profile_module.ProbeMaps
+            stack.enter_context(mock.patch.object(probe_maps, "rows_in", lambda self, sl: 0))
+            stack.enter_context(mock.patch.object(probe_maps, "result", lambda self, m: []))
+            full()
+
+    contenders = {
+        "lm-eval": lmeval,
+        "floor": floor,
+        "full": full,
+        "no lens/attn": without_lens_and_attention,
+    }
+    best = dict.fromkeys(contenders, math.inf)
+    for _ in range(a.repeats):
+        for name, fn in contenders.items():
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    print(f"{a.model}, {windows.numel()} tokens, {a.mod}, best of {a.repeats}, CPU seconds")
+    for name, seconds in best.items():
+        print(
+            f"{name:14s} {seconds:6.2f} s   x lm-eval {seconds / best['lm-eval']:.3f}   "
+            f"x floor {seconds / best['floor']:.3f}"
+        )
+    print(json.dumps({k: round(v, 3) for k, v in best.items()}))
+
+
+if __name__ == "__main__":
+    main()
