@@ -38,6 +38,35 @@ from hemorrhage_core.runner import Runner  # noqa: E402
 from hemorrhage_core.store import Store  # noqa: E402
 
 
+def lmeval_requests(tok, model, windows: torch.Tensor, batch_size: int):
+    """(HFLM on `model`, one loglikelihood_rolling request per window, the windows' texts): each window decoded
+    (without its BOS, which lm-eval adds back as its prefix token) is one document of exactly one rolling window."""
+    bos = tok.bos_token_id is not None and windows[0, 0].item() == tok.bos_token_id
+    texts = [tok.decode(w[1:] if bos else w) for w in windows]
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=windows.shape[1])
+    requests = [
+        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+        for i, t in enumerate(texts)
+    ]
+    return lm, requests, texts
+
+
+def perplexity_floor(model, windows: torch.Tensor, batch_size: int) -> float:
+    """Our perplexity alone: the profile's corpus pass and position-chunked unembedding, reduced to what lm-eval
+    computes (a log-normaliser and the reference token's log-probability per position)."""
+    logprob, count = 0.0, 0
+    for sl in batch_slices(windows.shape[0], batch_size):
+        ids = windows[sl]
+        final, _, _ = corpus_pass(model, ids, 0, 0)
+        targets = ids[:, 1:].reshape(-1)
+        for rows, logits in position_logits(model, final):
+            target = logits.gather(1, targets[rows, None]).squeeze(1)
+            with torch.inference_mode():
+                logprob += float((target - logsumexp_(logits)).double().sum())
+            count += rows.stop - rows.start
+    return math.exp(-logprob / count)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     for name in ("--model", "--corpus", "--mod"):
@@ -54,17 +83,7 @@ def main() -> None:
     model, tok = modified.model, loaded.tokenizer
     kernel = model.config._attn_implementation
 
-    bos = (
-        windows[0, 0].item()
-        if tok.bos_token_id is not None and windows[0, 0].item() == tok.bos_token_id
-        else None
-    )
-    texts = [tok.decode(w[1:] if bos is not None else w) for w in windows]
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=a.batch_size, max_length=a.window)
-    requests = [
-        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
-        for i, t in enumerate(texts)
-    ]
+    lm, requests, texts = lmeval_requests(tok, model, windows, a.batch_size)
     lm_tokens = sum(len(lm.tok_encode(t)) for t in texts)
 
     def run_lmeval():
@@ -77,17 +96,7 @@ def main() -> None:
 
     def run_floor():
         model.set_attn_implementation(kernel)
-        logprob, count = 0.0, 0
-        for sl in batch_slices(windows.shape[0], a.batch_size):
-            ids = windows[sl]
-            final, _, _ = corpus_pass(model, ids, 0, 0)
-            targets = ids[:, 1:].reshape(-1)
-            for rows, logits in position_logits(model, final):
-                target = logits.gather(1, targets[rows, None]).squeeze(1)
-                with torch.inference_mode():
-                    logprob += float((target - logsumexp_(logits)).double().sum())
-                count += rows.stop - rows.start
-        return math.exp(-logprob / count)
+        return perplexity_floor(model, windows, a.batch_size)
 
     contenders = (("lmeval", run_lmeval), ("ours", run_ours), ("floor", run_floor))
     best = {name: (math.inf, math.inf) for name, _ in contenders}

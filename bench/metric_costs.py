@@ -30,13 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench/probe_engine.py:
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.models.huggingface import HFLM  # noqa: E402
 
+from bench.lmeval_compare import lmeval_requests, perplexity_floor  # noqa: E402
 from bench.probe_engine import Setup, inputs, spec_for  # noqa: E402
 from hemorrhage_core.probes import profile as profile_module  # noqa: E402
-from hemorrhage_core.probes.metrics import logsumexp_  # noqa: E402
-from hemorrhage_core.probes.reference import batch_slices, corpus_pass, position_logits  # noqa: E402
 from hemorrhage_core.runner import Runner  # noqa: E402
 from hemorrhage_core.store import Store  # noqa: E402
 
@@ -60,13 +57,7 @@ def main() -> None:
     model, tok = modified.model, loaded.tokenizer
     kernel = model.config._attn_implementation
 
-    bos = tok.bos_token_id is not None and windows[0, 0].item() == tok.bos_token_id
-    texts = [tok.decode(w[1:] if bos else w) for w in windows]
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=a.batch_size, max_length=a.window)
-    requests = [
-        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
-        for i, t in enumerate(texts)
-    ]
+    lm, requests, _ = lmeval_requests(tok, model, windows, a.batch_size)
 
     def lmeval():
         model.set_attn_implementation("sdpa")
@@ -74,14 +65,8 @@ def main() -> None:
         model.set_attn_implementation(kernel)
 
     def floor():
-        for sl in batch_slices(windows.shape[0], a.batch_size):
-            ids = windows[sl]
-            final, _, _ = corpus_pass(model, ids, 0, 0)
-            targets = ids[:, 1:].reshape(-1)
-            for rows, logits in position_logits(model, final):
-                target = logits.gather(1, targets[rows, None]).squeeze(1)
-                with torch.inference_mode():
-                    float((target - logsumexp_(logits)).double().sum())
+        model.set_attn_implementation(kernel)
+        perplexity_floor(model, windows, a.batch_size)
 
     def full():
         profile_module.profile_model(
