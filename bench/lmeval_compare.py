@@ -38,6 +38,15 @@ from hemorrhage_core.runner import Runner  # noqa: E402
 from hemorrhage_core.store import Store  # noqa: E402
 
 
+def prepare(a: argparse.Namespace):
+    """(windows [n, T], cached base reference, loaded base model, modified model) for the command line's setup."""
+    setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
+    runner = Runner(Store(":memory:"), device="cpu")
+    spec = spec_for(setup)
+    windows, reference = inputs(runner, spec)
+    return windows, reference, runner.base(spec.model), runner.modify(spec)
+
+
 def lmeval_requests(tok, model, windows: torch.Tensor, batch_size: int):
     """(HFLM on `model`, one loglikelihood_rolling request per window, the windows' texts): each window decoded
     (without its BOS, which lm-eval adds back as its prefix token) is one document of exactly one rolling window."""
@@ -74,12 +83,7 @@ def main() -> None:
     for name in ("--tokens", "--window", "--batch-size", "--repeats"):
         p.add_argument(name, type=int, required=True)
     a = p.parse_args()
-    setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
-    runner = Runner(Store(":memory:"), device="cpu")
-    spec = spec_for(setup)
-    windows, reference = inputs(runner, spec)
-    loaded = runner.base(spec.model)
-    modified = runner.modify(spec)
+    windows, reference, loaded, modified = prepare(a)
     model, tok = modified.model, loaded.tokenizer
     kernel = model.config._attn_implementation
 

@@ -31,11 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.lmeval_compare import lmeval_requests, perplexity_floor  # noqa: E402
-from bench.probe_engine import Setup, inputs, spec_for  # noqa: E402
+from bench.lmeval_compare import lmeval_requests, perplexity_floor, prepare  # noqa: E402
 from hemorrhage_core.probes import profile as profile_module  # noqa: E402
-from hemorrhage_core.runner import Runner  # noqa: E402
-from hemorrhage_core.store import Store  # noqa: E402
 
 
 def main() -> None:
@@ -48,12 +45,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
-    setup = Setup(a.model, a.corpus, a.tokens, a.window, a.batch_size, a.mod, a.repeats, (0, 0), "")
-    runner = Runner(Store(":memory:"), device="cpu")
-    spec = spec_for(setup)
-    windows, reference = inputs(runner, spec)
-    loaded = runner.base(spec.model)
-    modified = runner.modify(spec)
+    windows, reference, loaded, modified = prepare(a)
     model, tok = modified.model, loaded.tokenizer
     kernel = model.config._attn_implementation
 
