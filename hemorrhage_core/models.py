@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import psutil
 import torch
 
+from . import structure
 from .errors import ModelError
 from .paths import cache_dir
 
@@ -300,8 +301,6 @@ def _check_memory(source: str, config: Any, folder: Path | None, device: torch.d
 # Loading.
 # --------------------------------------------------------------------------------------------------------------
 
-_BLOCK_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers")
-
 
 @dataclass
 class LoadedModel:
@@ -320,6 +319,7 @@ class LoadedModel:
     source: str
     n_params: int
     fingerprint: str
+    check: Any = None  # probes.selfcheck.SelfCheck, set when the runner prepares the model for measurement
 
     @property
     def config(self) -> Any:
@@ -328,21 +328,8 @@ class LoadedModel:
 
     @property
     def layers(self) -> torch.nn.ModuleList:
-        """The transformer blocks in order (the live ``nn.ModuleList``: editing it edits the model).
-
-        Supports Llama/Gemma/Mistral/Qwen-like ``model.model.layers``, GPT-2 ``model.transformer.h`` and
-        GPT-NeoX ``model.gpt_neox.layers``.
-        """
-        for path in _BLOCK_PATHS:
-            module = self.model
-            for attr in path.split("."):
-                module = getattr(module, attr, None)
-            if isinstance(module, torch.nn.ModuleList):
-                return module
-        raise ModelError(
-            f"Cannot find the transformer blocks of {type(self.model).__name__}: looked for "
-            f"{', '.join(_BLOCK_PATHS)}. Supported: Llama/Gemma/Mistral-like and GPT-2-like models."
-        )
+        """The transformer blocks in order (the live ``nn.ModuleList``: editing it edits the model)."""
+        return structure.find_blocks(self.model)
 
     @property
     def num_layers(self) -> int:
@@ -350,8 +337,7 @@ class LoadedModel:
 
     @property
     def num_heads(self) -> int:
-        cfg = self.config
-        return int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+        return structure.head_counts(self.model).heads
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -479,7 +465,8 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
     """A flat, JSON-able summary of a loaded model (for the UI, the CLI and stored run metadata)."""
     cfg = loaded.config
     model = loaded.model
-    heads = loaded.num_heads
+    counts = structure.head_counts(model)
+    heads = counts.heads
     tensors = [*model.parameters(), *model.buffers()]
     return {
         "name": loaded.name,
@@ -487,8 +474,10 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
         "n_params": loaded.n_params,
         "layers": loaded.num_layers,
         "heads": heads,
-        "kv_heads": int(getattr(cfg, "num_key_value_heads", None) or heads),
+        "kv_heads": counts.kv_heads,
+        "head_dim": counts.head_dim,
         "hidden_size": int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
+        "blocks": structure.blocks_name(model),
         "vocab_size": int(cfg.vocab_size),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "device": str(loaded.device),

@@ -25,9 +25,9 @@ from . import corpora, models
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
-from .probes.kernels import use_fast_attention
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
+from .probes.selfcheck import prepare_measurement
 from .spec import CODE_VERSION, RunSpec
 from .store import Store
 
@@ -132,8 +132,8 @@ class Runner:
         """The shared base model (loaded once per process; never mutated: modifications work on copies)."""
         if name not in self._models:
             loaded = models.load_model(name, device=self.device, trust_remote_code=self.trust_remote_code)
-            # sdpa for corpus passes, eager wherever attention weights are asked for (probes/kernels.py)
-            use_fast_attention(loaded.model)
+            # The fast kernel and unembedding, checked against the model's own forward (probes/selfcheck.py).
+            loaded.check = prepare_measurement(loaded.model)
             self._models[name] = loaded
         return self._models[name]
 
@@ -150,7 +150,9 @@ class Runner:
             ref_dir = (
                 cache_dir()
                 / "reference"
-                / reference_key(model_identity(spec.model), corpus.sha256, p, loaded.dtype)
+                / reference_key(
+                    model_identity(spec.model), corpus.sha256, p, loaded.dtype, loaded.check.key()
+                )
             )
             reference = build_reference(loaded.model, windows, probe=p, path=ref_dir, progress=progress)
             self._inputs[key] = (windows, reference)
@@ -275,7 +277,8 @@ class Runner:
             ).model,  # the logit lens reads through the base's norm and unembedding
         )
         profile_s = time.perf_counter() - t1
-        metrics = {**profile.metrics, **profile.report, "modify_s": modify_s, "profile_s": profile_s}
+        check = self.base(spec.model).check.metrics()
+        metrics = {**profile.metrics, **profile.report, **check, "modify_s": modify_s, "profile_s": profile_s}
         settings = self._settings(spec, corpus)
         self.store.save_run(
             run_key=key,

@@ -37,7 +37,7 @@ from hemorrhage_core.modify.prune import METHODS, Evidence, nm_mask
 from hemorrhage_core.modify.sparsegpt import sparsegpt_prune
 from hemorrhage_core.modify.structured import block_importance, count_params
 from hemorrhage_core.modify.targets import linear_targets, weight_view
-from hemorrhage_core.probes.capture import find_blocks
+from hemorrhage_core.structure import find_blocks
 from hemorrhage_core.spec import PRUNE_METHODS, ProbeSettings, Prune, RunSpec
 from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
 

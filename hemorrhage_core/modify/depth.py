@@ -20,8 +20,8 @@ import logging
 from torch import nn
 
 from ..errors import SpecError
-from ..probes.capture import find_blocks
 from ..specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
+from ..structure import find_blocks
 from .base import ModContext, ModifiedModel, handles
 from .targets import LINEAR_TYPES
 

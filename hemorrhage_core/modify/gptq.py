@@ -21,10 +21,11 @@ from torch import nn
 
 from ..footprint import Footprint, grouped_bits_per_weight
 from ..specs.quant import GPTQ
+from ..structure import blocks_name
 from .base import ModContext, ModifiedModel, handles
 from .obs import inverse_hessian_factor, single_threaded
 from .quantize import fake_quant, grid_params
-from .sequential import block_list_name, input_groups, walk_blocks
+from .sequential import input_groups, walk_blocks
 from .targets import set_weight, weight_view
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
     device = next(model.parameters()).device
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     footprint = Footprint()
-    block_prefix = block_list_name(model)
+    block_prefix = blocks_name(model)
     for step in walk_blocks(model, windows, batch_size=8):
         groups = input_groups(step)
         # true_sequential: one pass per group, each on the outputs of the groups already quantized before it.

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..probes.capture import find_blocks
 from ..spec import PRUNE_METHODS, Prune
+from ..structure import find_blocks
 from .base import ModContext, ModifiedModel, handles
 from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .sequential import walk_blocks

@@ -30,12 +30,12 @@ from torch import nn
 
 from ..errors import SpecError
 from ..footprint import SCALE_BITS, Footprint, grouped_bits_per_weight
-from ..probes.capture import find_blocks
 from ..specs.quant import AWQ, SmoothQuant
+from ..structure import blocks_name, find_blocks
 from .actquant import ACT_QUANT_MARK
 from .base import ModContext, ModifiedModel, handles
 from .quantize import quantize_grouped
-from .sequential import block_list_name, input_groups, walk_blocks
+from .sequential import input_groups, walk_blocks
 from .targets import LINEAR_TYPES, linear_targets, weight_view
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     device = next(model.parameters()).device
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     footprint = Footprint()
-    prefix = block_list_name(model)
+    prefix = blocks_name(model)
     alphas = []
     for step in walk_blocks(model, windows, batch_size=8):
         # Each group is searched on the inputs produced by the groups already quantized before it.

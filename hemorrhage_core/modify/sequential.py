@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..probes.capture import find_blocks
+from ..structure import block_hidden, find_blocks, like_block_output
 from .targets import LINEAR_TYPES
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,19 @@ def _split_hidden(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]
 def _identity_blocks(blocks: nn.ModuleList, calls: list[list[BlockCall]], first_inputs: list[torch.Tensor]):
     """Replace every block's forward by a recorder that returns its hidden states unchanged."""
 
+    # A block may return a tensor, a tuple or a list, and its decoder reads it as such: the recorders return the
+    # form block 0 really returns (one real call of block 0, on the first batch).
+    template: list = []
+
     def recorder(i: int):
         def forward(*args, **kwargs):
             hidden, rest, kw = _split_hidden(args, kwargs)
             calls[i].append(BlockCall(rest, kw))
             if i == 0:
                 first_inputs.append(hidden.detach())
-            return hidden
+                if not template:
+                    template.append(type(blocks[0]).forward(blocks[0], *args, **kwargs))
+            return like_block_output(template[0], hidden)
 
         return forward
 
@@ -131,7 +137,7 @@ class BlockStep:
         outs = []
         for hidden, call in zip(self.inputs, self.calls, strict=True):
             out = self.block(hidden, *call.args, **call.kwargs)
-            outs.append(out[0] if isinstance(out, tuple) else out)
+            outs.append(block_hidden(out))
         return outs
 
 
@@ -144,12 +150,6 @@ def walk_blocks(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 8)
         yield step
         inputs = step.outputs()
         log.debug("block %d done", i)
-
-
-def block_list_name(model: nn.Module) -> str:
-    """Qualified name of the block list (e.g. "model.layers"), to name a block's layers as the model does."""
-    blocks = find_blocks(model)
-    return next(name for name, module in model.named_modules() if module is blocks)
 
 
 def linear_modules(block: nn.Module) -> dict[str, nn.Module]:

@@ -27,8 +27,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import SpecError
-from ..probes.capture import find_blocks
 from ..specs.prune_structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
+from ..structure import find_blocks
 from .base import ModContext, ModifiedModel, handles
 from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .depth import rebuild_blocks

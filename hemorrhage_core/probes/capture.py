@@ -12,15 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-
-def find_blocks(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a causal LM (Llama/Gemma/Mistral/Qwen-style or GPT-2-style)."""
-    decoder = model.get_decoder()
-    for attr in ("layers", "h", "blocks"):
-        blocks = getattr(decoder, attr, None)
-        if isinstance(blocks, nn.ModuleList):
-            return blocks
-    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+from ..structure import attention_of, block_hidden, find_blocks
 
 
 @contextmanager
@@ -31,7 +23,7 @@ def capture_resid_post(model: nn.Module):
 
     def hook_for(i):
         def hook(_module, _inputs, output):
-            outputs[i] = output[0] if isinstance(output, tuple) else output
+            outputs[i] = block_hidden(output)
 
         return hook
 
@@ -54,13 +46,46 @@ def forward_sites(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, li
     return out.last_hidden_state, list(resid)
 
 
+# What *ForCausalLM.forward does to the head's output, by the attribute that turns it on. The profile unembeds
+# position chunks itself (never a batch of full-vocabulary logits), so it must apply these too; the self-check at
+# load (probes/selfcheck.py) compares the result with model(ids).logits and switches to `own_logits` when an
+# architecture does something not listed here.
+def _softcap(model: nn.Module):
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return (lambda x: torch.tanh(x / cap) * cap) if cap else None
+
+
+def _logit_scale(model: nn.Module):  # Cohere, Cohere 2: logits * logit_scale
+    scale = getattr(model, "logit_scale", None)
+    return (lambda x: x * scale) if isinstance(scale, (int, float)) and scale != 1 else None
+
+
+def _logits_scaling(model: nn.Module):  # Granite, Granite MoE: logits / logits_scaling
+    scale = getattr(model.config.get_text_config(), "logits_scaling", None)
+    return (lambda x: x / scale) if isinstance(scale, (int, float)) and scale != 1 else None
+
+
+def _lm_head_multiplier(model: nn.Module):  # Falcon-H1: lm_head(h) * lm_head_multiplier
+    scale = getattr(getattr(model, "model", None), "lm_head_multiplier", None)
+    return (lambda x: x * scale) if isinstance(scale, (int, float)) and scale != 1 else None
+
+
+OUTPUT_TRANSFORMS = (_logit_scale, _logits_scaling, _lm_head_multiplier, _softcap)  # in forward's order
+
+OWN_LOGITS = (
+    "_hemlab_own_logits"  # set on a model (by the self-check) whose logits `unembed` cannot reproduce
+)
+
+
 def unembed(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits from final hidden states [N, d], including Gemma-style final soft-capping. Returns float32.
+    """Logits [N, V] float32 from final hidden states [N, d], as the model's own forward computes them.
 
     `out` [N, V] float32: written instead of a new tensor when the unembedding is a plain float32 linear layer
     (reusing one buffer across position chunks saves the page faults of a fresh ~200 MB tensor per chunk: ~10%
     of the unembedding on CPU); other heads (quantized, bf16) ignore it.
     """
+    if model.__dict__.get(OWN_LOGITS):
+        return own_logits(model, hidden)
     head = model.get_output_embeddings()
     with torch.inference_mode():
         if out is not None and type(head) is nn.Linear and head.weight.dtype == hidden.dtype == out.dtype:
@@ -69,20 +94,61 @@ def unembed(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = N
                 logits.add_(head.bias)
         else:
             logits = head(hidden).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+        for transform in OUTPUT_TRANSFORMS:
+            fn = transform(model)
+            if fn is not None:
+                logits = fn(logits)
     return logits
 
 
-def attention_patterns(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
-    """Attention probabilities per block, [L] x [B, H, T, T] in float32. Needs the eager attention kernel."""
-    with torch.inference_mode():
-        out = model(input_ids=ids, output_attentions=True, use_cache=False, logits_to_keep=1)
-    attns = out.attentions
-    if not attns or any(a is None for a in attns):
+def own_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] float32 of final hidden states [N, d] through the model's own *ForCausalLM.forward: its
+    decoder is replaced, for this call, by one that returns `hidden`, so whatever forward does after the decoder
+    (head, scalings, caps) is applied exactly as written. Not thread-safe on a shared model (the runner
+    serialises computations)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    decoder = model.get_decoder()
+    decoder.forward = lambda *args, **kwargs: BaseModelOutputWithPast(last_hidden_state=hidden[None])
+    try:
+        with torch.inference_mode():
+            dummy = torch.zeros(1, hidden.shape[0], dtype=torch.long, device=hidden.device)
+            logits = model(input_ids=dummy, use_cache=False).logits[0]
+    finally:
+        del decoder.forward
+    return logits.float()
+
+
+def attention_patterns(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor | None]:
+    """Attention probabilities per block, [L] x [B, H, T, T] float32, None for blocks without attention (Mamba,
+    recurrent layers of hybrids). Read from each block's attention module output, so it needs the eager kernel."""
+    blocks = find_blocks(model)
+    maps: list[torch.Tensor | None] = [None] * len(blocks)
+    handles = []
+
+    def hook_for(i: int):
+        def hook(_module, _args, output):
+            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            if isinstance(weights, torch.Tensor) and weights.dim() == 4:
+                maps[i] = weights.float()
+
+        return hook
+
+    with_attention = [i for i, block in enumerate(blocks) if attention_of(block) is not None]
+    for i in with_attention:
+        handles.append(attention_of(blocks[i])[1].register_forward_hook(hook_for(i)))
+    try:
+        with torch.inference_mode():
+            try:
+                model(input_ids=ids, output_attentions=True, use_cache=False, logits_to_keep=1)
+            except TypeError:  # a forward without output_attentions (state-space models)
+                model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    if any(maps[i] is None for i in with_attention):
         raise RuntimeError(
             "the model returned no attention maps: load it with attn_implementation='eager' "
             "(sdpa silently drops output_attentions)"
         )
-    return [a.float() for a in attns]
+    return maps

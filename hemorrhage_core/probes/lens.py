@@ -1,5 +1,7 @@
 """Logit lens: read a block's residual stream as a next-token distribution through the final norm and unembedding.
 
+The final norm is whatever lies between the last block and the head (`structure.apply_final`).
+
 Applied to the base model's h_l and the modified model's h'_l (both through the *base* model's final norm and
 unembedding, so only the residual stream differs), KL(lens(h_l) || lens(h'_l)) shows at which depth predictive
 information is lost (../shared/guide/metrics.md §2). It is full-vocabulary and exact, so it is computed on a small,
@@ -11,22 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..structure import apply_final
 from .capture import unembed
 from .metrics import kl_logits
 
 LENS_ROWS_PER_BATCH = (
     16  # positions per batch: 16 x L layers x 2 unembeddings ~ 5% of a SmolLM2 batch's FLOPs
 )
-
-
-def final_norm(model: nn.Module) -> nn.Module:
-    """The norm the decoder applies before the unembedding (Llama/Gemma `norm`, GPT-2 `ln_f`, NeoX)."""
-    decoder = model.get_decoder()
-    for attr in ("norm", "ln_f", "final_layernorm", "final_layer_norm"):
-        module = getattr(decoder, attr, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
 
 
 def lens_rows(n_rows: int, k: int = LENS_ROWS_PER_BATCH) -> torch.Tensor:
@@ -39,11 +32,8 @@ def lens_rows(n_rows: int, k: int = LENS_ROWS_PER_BATCH) -> torch.Tensor:
 def lens_logits(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [N, V] float32 of residual-stream vectors `hidden` [N, d] read through `model`'s final norm and
     unembedding (with Gemma-style soft-capping; `out`: a buffer to write them into, see `capture.unembed`)."""
-    norm = final_norm(model)
-    param = next(norm.parameters(), None)
-    dtype = param.dtype if param is not None else next(model.parameters()).dtype
     with torch.inference_mode():
-        return unembed(model, norm(hidden.to(dtype)), out=out)
+        return unembed(model, apply_final(model, hidden.to(next(model.parameters()).dtype)), out=out)
 
 
 # Rows of the KL computed at once: 64 x 49k-vocabulary floats is 12.6 MB, under glibc's mmap threshold (32 MB at

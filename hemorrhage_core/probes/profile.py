@@ -31,6 +31,7 @@ from .metrics import (
     summarize_logits,
 )
 from .reference import BaseReference, ProbeMaps, batch_slices, corpus_pass, position_logits
+from .selfcheck import NO_LENS
 
 Progress = Callable[[float, str], None]
 
@@ -78,6 +79,8 @@ def profile_model(
     """
     model = mod.model
     lens_model = base_model if base_model is not None else model
+    # The self-check switches the lens off for a model whose final norm it could not locate exactly.
+    use_lens = not lens_model.__dict__.get(NO_LENS)
     device = next(model.parameters()).device
     store_dtype = getattr(torch, reference.meta["hidden_dtype"].replace("torch.", ""))
     num_layers = len(mod.layer_map)
@@ -129,7 +132,7 @@ def profile_model(
         # hidden states too), which made memory grow with every batch.
         base_t.append(ref["target_lp"].clone())
         ref_hidden = ref["hidden"]
-        lens_idx = lens_rows(targets.numel())
+        lens_idx = lens_rows(targets.numel()) if use_lens else torch.zeros(0, dtype=torch.long)
         lens_count += len(lens_idx)
         lens_layers, lens_ref, lens_mod = [], [], []
         for layer, j in enumerate(mod.layer_map):
@@ -141,7 +144,7 @@ def profile_model(
                 rows_mod = predicting_rows(mod_hidden, lens_idx)
                 # Identical inputs give a lens KL of exactly 0, so nothing is unembedded for layers before the
                 # first modified one, or for any layer of a decoding-only chain.
-                if torch.equal(rows_ref, rows_mod.cpu()):
+                if not use_lens or torch.equal(rows_ref, rows_mod.cpu()):
                     continue
                 lens_layers.append(layer)
                 lens_ref.append(rows_ref)
@@ -182,7 +185,7 @@ def profile_model(
     layer_rows += [
         (layer, "lens_kl", float(lens_sum[layer]) / max(lens_count, 1))
         for layer in range(num_layers)
-        if present[layer]
+        if present[layer] and use_lens
     ]
     cascade = cascade_ratios(hidden_results["hidden_rel_error"])
     layer_rows += [(layer, "cascade_ratio", ratio) for layer, ratio in cascade.items()]
@@ -190,7 +193,7 @@ def profile_model(
     if cascade:
         # Geometric mean of e(l+1)/e(l): above 1, error is amplified with depth on average.
         metrics["cascade_growth"] = math.exp(sum(math.log(r) for r in cascade.values()) / len(cascade))
-    base_maps = reference.attention()  # [L, n, H, t, t]
+    base_maps = reference.attention()  # per block: [n, H, t, t] or None (no attention in that block)
     modified_maps = list(base_maps) if shares_base else probe_maps.result(model)
     head_rows, attn_layer_rows = _attention_rows(mod, base_maps, modified_maps)
     layers = pd.DataFrame(layer_rows + attn_layer_rows, columns=["layer", "metric", "value"])
@@ -235,12 +238,13 @@ def topk_overlap(p: torch.Tensor, q: torch.Tensor, k: int = ATTN_TOPK) -> torch.
     return torch.where(visible, share, torch.full_like(share, math.nan))
 
 
-def _attention_rows(mod: ModifiedModel, base: torch.Tensor, modified: list[torch.Tensor]):
+def _attention_rows(mod: ModifiedModel, base: list, modified: list):
     """Per (layer, head): JS divergence, entropy shift, attention-sink mass and top-k attended-position overlap
-    between the base probe maps `base` [L, n, H, t, t] and the modified model's, one [n, H', t, t] per block."""
+    between the base probe maps `base` and the modified model's, one [n, H', t, t] per block (None: a block
+    without attention, which has no rows)."""
     head_rows, layer_rows = [], []
     for layer, j in enumerate(mod.layer_map):
-        if j is None:
+        if j is None or base[layer] is None or modified[j] is None:
             continue
         p, q = base[layer], modified[j].cpu()
         heads = mod.head_map.get(layer, list(range(p.shape[1])))  # original index of each modified head

@@ -27,13 +27,15 @@ from safetensors.torch import load_file, save_file
 
 from ..memory import release_freed_memory
 from ..spec import CODE_VERSION, ProbeSettings
-from .capture import attention_patterns, find_blocks, forward_sites, unembed
+from ..structure import attention_of, find_blocks
+from .capture import attention_patterns, forward_sites, unembed
 from .kernels import capture_prefix, fast_attention
 from .metrics import summarize_logits
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+DEFAULT_PATHS = "fast/hemlab/lens=1"  # selfcheck.SelfCheck.key() of a model on the profile's fast paths
 LOGIT_CHUNK = 1024  # positions unembedded at once: bounds memory at LOGIT_CHUNK x vocabulary floats
 
 
@@ -42,7 +44,15 @@ def hidden_storage_dtype(model_dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float16
 
 
-def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings, dtype: torch.dtype) -> str:
+def reference_key(
+    model_identity: str,
+    corpus_sha256: str,
+    probe: ProbeSettings,
+    dtype: torch.dtype,
+    paths: str = DEFAULT_PATHS,
+) -> str:
+    """`paths`: the measurement paths the self-check chose (`SelfCheck.key()`); the default is what every model
+    that passes the check on the fast paths gets."""
     payload = {
         "model": model_identity,
         "corpus": corpus_sha256,
@@ -58,6 +68,8 @@ def reference_key(model_identity: str, corpus_sha256: str, probe: ProbeSettings,
         "kernel": "hemlab-sdpa-causal/window-prefix-probes",
         "summary": "logaddexp-normaliser",  # metrics.summarize_logits
     }
+    if paths != DEFAULT_PATHS:  # only then: references of models on the fast paths keep their keys
+        payload["paths"] = paths
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -123,9 +135,15 @@ class BaseReference:
     def batch(self, i: int) -> dict[str, torch.Tensor]:
         return load_file(self.path / f"batch_{i:05d}.safetensors")
 
-    def attention(self) -> torch.Tensor:
-        """Base attention probabilities on the probe set, [L, n_probes, H, T, T] float32."""
-        return load_file(self.path / "attention.safetensors")["attention"]
+    def attention(self) -> list[torch.Tensor | None]:
+        """Base attention probabilities on the probe set per block, [n_probes, H, T, T] float32 each, None for
+        blocks without attention."""
+        stacked = load_file(self.path / "attention.safetensors")["attention"]  # [blocks with attention, ...]
+        blocks = self.meta.get("attn_blocks", list(range(stacked.shape[0])))
+        maps: list[torch.Tensor | None] = [None] * self.meta.get("n_blocks", len(blocks))
+        for k, i in enumerate(blocks):
+            maps[i] = stacked[k]
+        return maps
 
 
 def attention_probe_shape(windows: torch.Tensor, probe: ProbeSettings) -> tuple[int, int]:
@@ -159,17 +177,24 @@ class ProbeMaps:
         if maps:
             self._parts.append([m.cpu() for m in maps])
 
-    def result(self, model) -> list[torch.Tensor]:
-        """[n, H, t, t] per block. A model the capture could not serve (another attention kernel, or blocks
-        without an attention call) gets a separate eager pass over the same prefixes instead."""
-        n_blocks = len(find_blocks(model))
-        if self._parts and all(len(part) == n_blocks for part in self._parts):
-            maps = [torch.cat(block) for block in zip(*self._parts, strict=True)]
-            if maps[0].shape[0] == self.rows:
+    def result(self, model) -> list[torch.Tensor | None]:
+        """[n, H, t, t] per block, None for blocks without attention. A model the capture could not serve
+        (another attention kernel, an attention call per block that is not one) gets a separate eager pass
+        over the same prefixes instead."""
+        blocks = find_blocks(model)
+        with_attention = [i for i, block in enumerate(blocks) if attention_of(block) is not None]
+        if with_attention and self._parts and all(len(part) == len(with_attention) for part in self._parts):
+            captured = [torch.cat(block) for block in zip(*self._parts, strict=True)]
+            if captured[0].shape[0] == self.rows:
+                maps: list[torch.Tensor | None] = [None] * len(blocks)
+                for i, m in zip(with_attention, captured, strict=True):
+                    maps[i] = m
                 return maps
+        if not with_attention:
+            return [None] * len(blocks)
         device = next(model.parameters()).device
         prefixes = self.windows[: self.rows, : self.length].to(device)
-        return [a.cpu() for a in attention_patterns(model, prefixes)]
+        return [None if a is None else a.cpu() for a in attention_patterns(model, prefixes)]
 
 
 def build_reference(
@@ -211,7 +236,9 @@ def build_reference(
             release_freed_memory()  # keep the process flat over the corpus (memory.py)
             if progress:
                 progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
-        attn = torch.stack(probe_maps.result(model))
+        per_block = probe_maps.result(model)
+        attn_blocks = [i for i, m in enumerate(per_block) if m is not None]
+        attn = torch.stack([per_block[i] for i in attn_blocks]) if attn_blocks else torch.zeros(0)
         save_file({"attention": attn.contiguous()}, str(tmp / "attention.safetensors"))
         meta = {
             "n_batches": len(slices),
@@ -219,6 +246,8 @@ def build_reference(
             "window": int(windows.shape[1]),
             "hidden_dtype": str(store_dtype),
             "probe": [probe_maps.rows, probe_maps.length],
+            "n_blocks": len(per_block),
+            "attn_blocks": attn_blocks,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if path.exists():  # another process finished the same reference first: theirs is as good as ours
