@@ -204,6 +204,22 @@ def layout(model: nn.Module) -> Layout:
     return result
 
 
+def decoder(model: nn.Module) -> nn.Module:
+    """The decoder stack the *ForCausalLM calls (embeddings, blocks, final norm; no head).
+
+    `get_decoder()` where it gives one; some classes (Llama 4 text) return themselves there, and then it is the
+    child module that holds the blocks.
+    """
+    found = model.get_decoder()
+    if found is not model and found.get_output_embeddings() is None:
+        return found
+    blocks = find_blocks(model)
+    for child in model.children():
+        if any(m is blocks for m in child.modules()):
+            return child
+    raise ModelError(f"Cannot find the decoder of {type(model).__name__} (the module that holds its blocks)")
+
+
 def find_blocks(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks in order (the live ModuleList: editing it edits the model)."""
     cached = model.__dict__.get(_ATTR)

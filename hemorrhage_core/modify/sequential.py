@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..structure import block_hidden, find_blocks, like_block_output
+from ..structure import block_hidden, decoder, find_blocks, like_block_output
 from .targets import LINEAR_TYPES
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,10 @@ def capture_block_calls(
     device = next(model.parameters()).device
     calls: list[list[BlockCall]] = [[] for _ in blocks]
     first_inputs: list[torch.Tensor] = []
-    decoder = model.get_decoder()
+    stack = decoder(model)
     with _identity_blocks(blocks, calls, first_inputs):
         for start in range(0, windows.shape[0], batch_size):
-            decoder(input_ids=windows[start : start + batch_size].to(device), use_cache=False)
+            stack(input_ids=windows[start : start + batch_size].to(device), use_cache=False)
     return first_inputs, calls
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..structure import attention_of, block_hidden, find_blocks
+from ..structure import attention_of, block_hidden, decoder, find_blocks
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def forward_sites(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, li
     full-vocabulary logits.
     """
     with torch.inference_mode(), capture_resid_post(model) as resid:
-        out = model.get_decoder()(input_ids=ids, use_cache=False)
+        out = decoder(model)(input_ids=ids, use_cache=False)
     return out.last_hidden_state, list(resid)
 
 
@@ -108,14 +108,14 @@ def own_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     serialises computations)."""
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
-    decoder = model.get_decoder()
-    decoder.forward = lambda *args, **kwargs: BaseModelOutputWithPast(last_hidden_state=hidden[None])
+    stack = decoder(model)
+    stack.forward = lambda *args, **kwargs: BaseModelOutputWithPast(last_hidden_state=hidden[None])
     try:
         with torch.inference_mode():
             dummy = torch.zeros(1, hidden.shape[0], dtype=torch.long, device=hidden.device)
             logits = model(input_ids=dummy, use_cache=False).logits[0]
     finally:
-        del decoder.forward
+        del stack.forward
     return logits.float()
 
 
