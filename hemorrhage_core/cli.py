@@ -305,7 +305,8 @@ def _summary_line(result) -> str:
     return (
         f"{result.spec.label():<32} ppl {m['ppl_base']:.3f} -> {m['ppl']:.3f} (x{m['ppl_ratio']:.3f})  "
         f"KL mean {m['kl_mean']:.4f} p99 {m['kl_p99']:.4f}  top-1 {m['top1_agreement']:.3f}"
-        f"{'  [cached]' if result.cached else ''}"
+        + (f"  coverage {m['coverage']:.1%}" if m.get("coverage") is not None else "")
+        + f"{'  [cached]' if result.cached else ''}"
     )
 
 

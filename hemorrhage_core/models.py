@@ -485,4 +485,10 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
         "tied_embeddings": _tied_embeddings(model),
         "source": loaded.source,
         "fingerprint": loaded.fingerprint,
+        # How the profile measures this model, as the self-check at load chose it (probes/selfcheck.py).
+        **(
+            {f"selfcheck_{k}": v for k, v in loaded.check.to_dict().items()}
+            if loaded.check is not None
+            else {}
+        ),
     }

@@ -173,6 +173,7 @@ def _run_section(name: str, result: RunResult) -> str:
         "bits_per_weight",
         "weight_bytes",
         "achieved_sparsity",
+        "coverage",
     ]
     metrics = [(k, _fmt(m[k])) for k in headline if k in m]
     spec_json = html.escape(json.dumps(result.spec.to_dict(), indent=2))

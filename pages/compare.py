@@ -60,6 +60,7 @@ columns = [
         "top1_agreement",
         "bits_per_weight",
         "achieved_sparsity",
+        "coverage",
         "wall_s",
         "created_at",
         "run_key",
@@ -81,6 +82,7 @@ event = table(
         "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f"),
         "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),
         "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent"),
+        "coverage": st.column_config.NumberColumn("coverage", format="percent"),
         "wall_s": st.column_config.NumberColumn("wall s", format="%.1f"),
     },
 )

@@ -5,6 +5,7 @@ import streamlit as st
 from hemorrhage_core import corpora, models
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.ui.navigation import through_app
+from hemorrhage_core.ui.runs import self_check_caption
 from hemorrhage_core.ui.state import (
     ATTN_LENGTHS,
     TOKEN_BUDGETS,
@@ -182,8 +183,10 @@ cols[3].metric(
 )
 cols[4].metric("Tied embeddings", "yes" if info["tied_embeddings"] else "no")
 st.caption(
-    f"Architecture `{info['architecture']}` · source `{info['source']}` · fingerprint {info['fingerprint'][:12]}"
+    f"Architecture `{info['architecture']}` · blocks `{info['blocks']}` · source `{info['source']}` · "
+    f"fingerprint {info['fingerprint'][:12]}"
 )
+st.caption(self_check_caption(info))
 st.success(
     f"Every page now measures `{sel.model}` on `{sel.corpus}` with {sel.tokens:,} tokens in windows of "
     f"{sel.window}. Pick a family page on the left to modify it."

@@ -372,6 +372,13 @@ def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_
     assert any("too large" in e.value for e in at.error)
 
 
+def test_model_page_states_how_the_model_is_measured(app_env):
+    at = _app("pages/model.py")
+    _ok(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Self-check against the model's own forward" in captions and "blocks `model.layers`" in captions
+
+
 def test_model_page_shows_bad_uploads_and_offline_hub_ids_as_messages(app_env):
     at = _app("pages/model.py")
     at.radio(key="model.corpus").set_value("upload a text file…").run()

@@ -37,9 +37,9 @@ from hemorrhage_core.modify.prune import METHODS, Evidence, nm_mask
 from hemorrhage_core.modify.sparsegpt import sparsegpt_prune
 from hemorrhage_core.modify.structured import block_importance, count_params
 from hemorrhage_core.modify.targets import linear_targets, weight_view
-from hemorrhage_core.structure import find_blocks
 from hemorrhage_core.spec import PRUNE_METHODS, ProbeSettings, Prune, RunSpec
 from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
+from hemorrhage_core.structure import find_blocks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import build_tokenizer  # noqa: E402

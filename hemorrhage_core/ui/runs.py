@@ -167,9 +167,17 @@ def headlines(metrics: dict[str, float]) -> list[Headline]:
             "share of positions where both models' most likely token is the same",
         ),
     ]
+    # Coverage sits next to the size number it qualifies: 4.25 bits per weight over 11 % of the weights is not
+    # a 4-bit model.
+    coverage = m.get("coverage")
+    covered = None if coverage is None else f"coverage {_fmt(coverage, '{:.1%}')}"
     for key, label, fmt, help_ in _SIZE_HEADLINES:
         if key in m and m[key] is not None and not (isinstance(m[key], float) and math.isnan(m[key])):
-            out.append(Headline(label, fmt(m[key]), None, help_))
+            out.append(
+                Headline(
+                    label, fmt(m[key]), covered, help_ + "; coverage: share of the blocks' weights modified"
+                )
+            )
             break
     return out
 
@@ -185,3 +193,26 @@ def settings_caption(spec: RunSpec, settings: dict[str, Any], metrics: dict[str,
         + f" · code v{settings.get('code_version')}"
         + (" · from the store" if cached else " · just measured")
     )
+
+
+def self_check_caption(info: dict[str, Any]) -> str:
+    """How the profile measures this model (the self-check at load, probes/selfcheck.py), in one line."""
+    if "selfcheck_output_path" not in info:
+        return "Self-check: not run for this model yet."
+    kernel = info["selfcheck_kernel"]
+    k_diff = info.get("selfcheck_kernel_rel_diff")
+    parts = [
+        "Self-check against the model's own forward: logits from "
+        + (
+            "the profile's unembedding"
+            if info["selfcheck_output_path"] == "fast"
+            else "the model's own output path"
+        )
+        + f" (max relative difference {info['selfcheck_output_rel_diff']:.1e})",
+        "corpus pass on "
+        + ("the fast sdpa kernel" if kernel == "hemlab" else f"the model's own `{kernel}` attention")
+        + (f" ({k_diff:.1e})" if k_diff is not None and k_diff != float("inf") else ""),
+        "logit lens " + ("on" if info["selfcheck_lens"] else "off (final norm not located exactly)"),
+        f"tolerance {info['selfcheck_tolerance']:.0e}",
+    ]
+    return " · ".join(parts) + "."
