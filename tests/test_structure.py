@@ -146,7 +146,7 @@ def test_a_model_no_path_can_reproduce_is_refused():
 
     def token_dependent(self, input_ids=None, **kwargs):  # logits that depend on the ids beyond the decoder
         out = original(self, input_ids=input_ids, **kwargs)
-        out.logits = out.logits + input_ids[..., None].float()
+        out.logits = out.logits + input_ids[:, -out.logits.shape[1] :, None].float()
         return out
 
     model.forward = token_dependent.__get__(model)
@@ -189,3 +189,22 @@ def test_runner_records_the_check_and_its_figures(tiny_llama_dir, runner, word_t
         logp = torch.log_softmax(model(input_ids=windows).logits[:, :-1].double(), -1)
     nll = -logp.gather(-1, windows[:, 1:, None]).mean()
     assert math.isclose(result.metrics["ppl_base"], float(nll.exp()), rel_tol=1e-5)
+
+
+def test_the_probe_spans_the_sliding_window_so_a_kernel_that_ignores_it_is_caught(monkeypatch):
+    from hemorrhage_core.probes import kernels
+
+    model = tiny("mistral", num_key_value_heads=2, sliding_window=100, max_position_embeddings=256)
+    prepare_measurement(model)
+    assert model.config._attn_implementation == KERNEL  # the real kernel honours the window
+
+    def full_causal(module, query, key, value, attention_mask, **kwargs):  # drops the sliding window
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, is_causal=True, enable_gqa=True
+        )
+        return out.transpose(1, 2), None
+
+    model = tiny("mistral", num_key_value_heads=2, sliding_window=100, max_position_embeddings=256)
+    monkeypatch.setattr(kernels, "sdpa_attention_forward", full_causal)
+    check = prepare_measurement(model)
+    assert check.kernel == "eager" and check.tolerance < check.kernel_rel_diff < math.inf  # a real difference

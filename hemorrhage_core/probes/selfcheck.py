@@ -35,7 +35,10 @@ from .kernels import KERNEL, fast_attention, use_fast_attention
 
 log = logging.getLogger(__name__)
 
-PROBE_SHAPE = (2, 48)  # sequences x tokens of the check: long enough for sliding windows of tiny models
+PROBE_TOKENS = 48  # the probe's length beyond the longest sliding window, so windowed attention is exercised
+PROBE_MAX = 1024
+COMPARED = 32  # the last positions compared (their keys span beyond any sliding window)
+_WINDOW_ATTRS = ("sliding_window", "attention_window_size", "window_size", "local_window_size")
 NO_LENS = "_hemlab_no_lens"  # set on a model whose final path could not be verified
 
 
@@ -77,10 +80,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _probe_ids(model: nn.Module) -> torch.Tensor:
+    """[1, T] seeded random token ids, T = the longest sliding window + PROBE_TOKENS (within the positions)."""
+    cfg = model.config.get_text_config()
+    windows = [w for a in _WINDOW_ATTRS if isinstance(w := getattr(cfg, a, None), int) and w > 0]
+    length = PROBE_TOKENS + max(windows, default=0)
+    positions = [
+        p for a in ("max_position_embeddings", "n_positions") if isinstance(p := getattr(cfg, a, None), int)
+    ]
+    length = min(length, PROBE_MAX, *positions)
     vocab = int(model.get_output_embeddings().weight.shape[0])
     generator = torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
-    return torch.randint(0, vocab, PROBE_SHAPE, generator=generator).to(device)
+    return torch.randint(0, vocab, (1, length), generator=generator).to(device)
 
 
 def _set_eager(model: nn.Module) -> None:
@@ -94,12 +105,13 @@ def self_check(model: nn.Module) -> SelfCheck:
     dtype = next(model.parameters()).dtype
     tol = tolerance(dtype)
     ids = _probe_ids(model)
+    keep = min(COMPARED, ids.shape[1])
     with torch.inference_mode():
-        truth = model(
-            input_ids=ids, use_cache=False
-        ).logits.float()  # eager branch of any kernel: the model's own
+        # The eager branch of any kernel is the model's own attention; only the last positions' logits are kept
+        # (a 262k vocabulary times a long probe would be hundreds of MB).
+        truth = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits.float()
         final, resid = forward_sites(model, ids)
-    flat = final.reshape(-1, final.shape[-1])
+    flat = final[:, -keep:].reshape(-1, final.shape[-1])
     truth_flat = truth.reshape(-1, truth.shape[-1])
 
     model.__dict__.pop(OWN_LOGITS, None)
@@ -130,7 +142,9 @@ def self_check(model: nn.Module) -> SelfCheck:
         try:
             with torch.inference_mode(), fast_attention():
                 fast_final, _ = forward_sites(model, ids)
-            kernel_diff = _rel(unembed(model, fast_final.reshape(-1, fast_final.shape[-1])), truth_flat)
+            kernel_diff = _rel(
+                unembed(model, fast_final[:, -keep:].reshape(-1, fast_final.shape[-1])), truth_flat
+            )
             reason = f"relative difference {kernel_diff:.2e} > {tol:.0e}"
         except Exception as exc:  # an attention variant the sdpa kernel cannot express (sinks, soft-capping)
             kernel_diff, reason = float("inf"), f"{type(exc).__name__}: {exc}"
