@@ -19,3 +19,7 @@ class SpecError(HemlabError):
 
 class StoreError(HemlabError):
     """The results database is locked for too long, damaged, or unwritable. Stored results are never deleted."""
+
+
+class CacheError(HemlabError):
+    """A cached base reference failed its integrity check; the message names the folder and what was done."""

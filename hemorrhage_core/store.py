@@ -194,10 +194,12 @@ class Store:
         def delete(con):
             marks = ", ".join("?" * len(keys))
             con.execute("BEGIN TRANSACTION")
+            # Counted inside the transaction: keys that name no run are not reported as deleted.
+            (found,) = con.execute(f"SELECT count(*) FROM runs WHERE run_key IN ({marks})", keys).fetchone()
             for table in (*CHILD_TABLES, "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_key IN ({marks})", keys)
             con.execute("COMMIT")
-            return len(keys)
+            return int(found)
 
         return self._run(delete)
 

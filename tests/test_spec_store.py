@@ -103,6 +103,7 @@ def test_delete_runs_removes_every_row_of_a_run(tmp_path):
     )
     assert store.delete_runs(["k1"]) == 1
     assert store.load_run("k1") is None and store.runs().empty
+    assert store.delete_runs(["k1", "no-such-key"]) == 0  # only runs that existed are reported as deleted
 
 
 def test_damaged_database_gives_a_clear_error_and_is_left_untouched(tmp_path):

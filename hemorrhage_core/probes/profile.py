@@ -128,7 +128,7 @@ def profile_model(
             agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())
             base_top5 = s.top_ids[:, : s.best_ids.shape[1]]
             top5.append((base_top5[:, :, None] == s.best_ids[:, None, :]).any(-1).float().mean(-1).cpu())
-        # clone: a tensor from safetensors' load_file keeps the whole batch file's buffer alive (the 140 MB of
+        # clone: a tensor loaded by safetensors keeps the whole batch file's buffer alive (the 140 MB of
         # hidden states too), which made memory grow with every batch.
         base_t.append(ref["target_lp"].clone())
         ref_hidden = ref["hidden"]

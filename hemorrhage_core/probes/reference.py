@@ -8,7 +8,13 @@ every block (fp16, or bf16 for bf16 models). KL is then computed on the top-K + 
 in bench/ and tests/.
 
 Files live in one folder per key, one safetensors file per batch (streamed: memory does not grow with the corpus),
-written to a temporary folder and renamed at the end, so a killed build never leaves a half reference behind.
+written to a temporary folder and renamed at the end, so a killed build never leaves a half reference behind (its
+temporary folder is removed by the next build once its process is gone).
+
+Integrity: meta.json records the sha256 of every file, checked in full when a reference is opened and again on
+every batch as it is read. A reference that fails (a file truncated, missing, replaced or edited; meta.json
+missing or unreadable) is moved aside to `<key>.damaged-<time>` (never deleted or overwritten) and rebuilt; a file
+that changes while a profile reads it ends that profile with a CacheError, so no number from it is stored.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
+from ..errors import CacheError
 from ..memory import release_freed_memory
 from ..spec import CODE_VERSION, ProbeSettings
 from ..structure import attention_of, find_blocks
@@ -123,6 +133,17 @@ def position_logprobs(
         yield rows, torch.log_softmax(logits, dim=-1)
 
 
+FORMAT = 2  # meta.json with per-file sha256; references without them are rebuilt
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class BaseReference:
     path: Path
@@ -132,18 +153,96 @@ class BaseReference:
     def n_batches(self) -> int:
         return self.meta["n_batches"]
 
+    def _load(self, name: str) -> dict[str, torch.Tensor]:
+        """A file's tensors, after checking its bytes against the sha256 recorded at build time."""
+        file = self.path / name
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise _damaged(self.path, f"{name} cannot be read ({exc})") from exc
+        if hashlib.sha256(data).hexdigest() != self.meta["files"].get(name):
+            raise _damaged(self.path, f"{name} changed after the reference was built")
+        return load(data)
+
     def batch(self, i: int) -> dict[str, torch.Tensor]:
-        return load_file(self.path / f"batch_{i:05d}.safetensors")
+        return self._load(f"batch_{i:05d}.safetensors")
 
     def attention(self) -> list[torch.Tensor | None]:
         """Base attention probabilities on the probe set per block, [n_probes, H, T, T] float32 each, None for
         blocks without attention."""
-        stacked = load_file(self.path / "attention.safetensors")["attention"]  # [blocks with attention, ...]
+        stacked = self._load("attention.safetensors")["attention"]  # [blocks with attention, ...]
         blocks = self.meta.get("attn_blocks", list(range(stacked.shape[0])))
         maps: list[torch.Tensor | None] = [None] * self.meta.get("n_blocks", len(blocks))
         for k, i in enumerate(blocks):
             maps[i] = stacked[k]
         return maps
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    path.rename(aside)
+    return aside
+
+
+def _damaged(path: Path, why: str) -> CacheError:
+    """Move a reference that failed its check aside and say so (used while a profile reads it)."""
+    try:
+        aside = _move_aside(path)
+        where = f"it was moved aside to {aside}"
+    except OSError as exc:
+        where = f"moving it aside failed ({exc}); delete the folder"
+    return CacheError(
+        f"The cached base reference {path} is damaged: {why}. Nothing was stored; {where}. Run the same command "
+        "again to rebuild the reference."
+    )
+
+
+def _problem(path: Path) -> tuple[dict | None, str | None]:
+    """(meta, None) for a complete reference whose files match their checksums, else (None, what is wrong)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        return None, "meta.json is missing"
+    except (OSError, ValueError) as exc:
+        return None, f"meta.json is unreadable ({exc})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
+        return None, "it has no checksums (written by an older version)"
+    expected = {f"batch_{i:05d}.safetensors" for i in range(meta.get("n_batches", -1))} | {
+        "attention.safetensors"
+    }
+    if set(meta["files"]) != expected:
+        return None, "meta.json does not list its batch files"
+    for name, digest in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            return None, f"{name} is missing"
+        if _sha256(file) != digest:
+            return None, f"{name} does not match its checksum"
+    return meta, None
+
+
+def open_reference(path: Path) -> BaseReference | None:
+    """The reference at `path` after a full integrity check; None when there is none or it was damaged (a damaged
+    one is moved aside, with a warning naming both folders)."""
+    if not path.exists():
+        return None
+    meta, problem = _problem(path)
+    if problem is None:
+        return BaseReference(path, meta)
+    aside = _move_aside(path)
+    log.warning(
+        "base reference %s failed its check (%s): moved aside to %s and rebuilt", path, problem, aside
+    )
+    return None
+
+
+def remove_stale_builds(folder: Path) -> None:
+    """Delete temporary folders of reference builds whose process no longer exists (killed builds)."""
+    for stale in folder.glob("*.build-*.tmp"):
+        pid = stale.name.rsplit(".build-", 1)[-1].split("-")[0]
+        if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+            log.info("removing %s left by an interrupted reference build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def attention_probe_shape(windows: torch.Tensor, probe: ProbeSettings) -> tuple[int, int]:
@@ -207,10 +306,12 @@ def build_reference(
 ) -> BaseReference:
     """Run the base model once over `windows` [n, T] (the attention probe set is a prefix of them, see
     `attention_probe_shape`); write the reference to `path`."""
-    if (path / "meta.json").exists():
-        return BaseReference(path, json.loads((path / "meta.json").read_text()))
+    existing = open_reference(path)
+    if existing is not None:
+        return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    remove_stale_builds(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.build-{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
         device = next(model.parameters()).device
         store_dtype = hidden_storage_dtype(next(model.parameters()).dtype)
@@ -248,6 +349,8 @@ def build_reference(
             "probe": [probe_maps.rows, probe_maps.length],
             "n_blocks": len(per_block),
             "attn_blocks": attn_blocks,
+            "format": FORMAT,
+            "files": {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))},
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if path.exists():  # another process finished the same reference first: theirs is as good as ours
@@ -258,4 +361,7 @@ def build_reference(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("base reference written to %s", path)
-    return BaseReference(path, json.loads((path / "meta.json").read_text()))
+    reference = open_reference(path)
+    if reference is None:  # the other process's reference failed its check: it was moved aside
+        raise CacheError(f"The base reference {path} failed its check right after it was written; run again.")
+    return reference
