@@ -425,8 +425,9 @@ def _load_error(name_or_path: str, folder: Path | None, exc: Exception) -> Model
     )
 
 
-# What transformers raises for missing files, unknown model types and GGUF files it cannot read.
-_LOAD_ERRORS = (OSError, ValueError, KeyError, NotImplementedError)
+# What transformers raises for missing files, unknown model types, GGUF files it cannot read and quantized
+# checkpoints whose backend (gptqmodel, autoawq, ...) is not installed.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, NotImplementedError, ImportError)
 
 
 def _sources(name_or_path: str, trust_remote_code: bool) -> tuple[str, Path | None, dict, dict]:
