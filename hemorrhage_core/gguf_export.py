@@ -151,7 +151,11 @@ def _tokenizer_metadata(writer, tokenizer, vocab_size: int) -> None:
     for key, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id)):
         if getattr(tokenizer, key, None) is not None:
             add(getattr(tokenizer, key))
-    writer.add_add_bos_token(False)  # the tokenizers this writes (GPT-2 style) add no BOS to encoded text
+    bos = getattr(tokenizer, "bos_token_id", None)
+    writer.add_add_bos_token(bos is not None and tokenizer.encode("a")[:1] == [bos])
+    if '"Split"' in json.dumps(state.get("pre_tokenizer")):
+        # Readers split text with GPT-2's regex unless tokenizer.ggml.pre names another one they know.
+        log.warning("GGUF export: the tokenizer splits text with its own regex; readers will use GPT-2's")
 
 
 def _encode(name: str, array: np.ndarray, qtype) -> tuple[np.ndarray, Any]:

@@ -1,9 +1,10 @@
 """The handler registry and the state a chain of modifications builds up.
 
 A handler is `handler(state, mod, ctx) -> None`: it changes `state.model` in place (the runner hands it a deep
-copy whenever any modification touches weights), may replace `state.model` (depth changes), extends
-`state.logit_transforms` (decoding changes), rewrites `state.layer_map`, and records what it achieved in
-`state.report` (achieved sparsity, bits per weight, parameters left, ...).
+copy whenever any modification touches weights), may replace `state.model` (depth changes; another checkpoint,
+which comes first and is loaded instead of a copy of the base), extends `state.logit_transforms` (decoding
+changes), rewrites `state.layer_map`, and records what it achieved in `state.report` (achieved sparsity, bits per
+weight, parameters left, ...).
 """
 
 from __future__ import annotations
