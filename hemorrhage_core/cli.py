@@ -1,6 +1,7 @@
 """`hemlab`: the command line. A public contract: options and `--json` output are stable.
 
     hemlab run --model NAME_OR_PATH [modification options] [--corpus NAME_OR_FILE] [--tokens N] [--db PATH] [--json]
+    hemlab run --model ORIGINAL --against CHECKPOINT   profile an existing checkpoint (folder, .gguf, hub id)
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
     hemlab mods            every modification kind usable with --mod, with its options and defaults
@@ -60,6 +61,12 @@ SWEEP_PARAMS: dict[str, SweepParam] = {
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", required=True, help="embedded model name (see `hemlab models`), local folder or hub id"
+    )
+    p.add_argument(
+        "--against",
+        metavar="CHECKPOINT",
+        help="measure this checkpoint of the model instead of modifying it: a folder, .gguf file or hub id with "
+        "the same tokenizer (other modifications then apply to it)",
     )
     q = p.add_argument_group("quantization (round-to-nearest, weight-only)")
     q.add_argument("--quant-bits", type=int, help="bits per weight, 2-8")
@@ -210,8 +217,12 @@ def parse_mod(text: str) -> Modification:
 
 
 def mods_from_args(args: argparse.Namespace) -> tuple[Modification, ...]:
-    """Modifications named on the command line, in the fixed order prune -> quantize -> decode."""
+    """Modifications named on the command line, in the fixed order checkpoint -> prune -> quantize -> decode."""
     mods: list[Modification] = []
+    if getattr(args, "against", None):
+        from .identity import against_spec  # reads the checkpoint's file list for the cache key
+
+        mods.append(against_spec(args.against))
     if args.prune_sparsity is not None:
         mods.append(Prune(sparsity=args.prune_sparsity, method=args.prune_method, scope=args.prune_scope))
     if args.quant_bits is not None:

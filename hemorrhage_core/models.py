@@ -279,7 +279,7 @@ def _estimate_bytes(config: Any, folder: Path | None, dtype: torch.dtype) -> int
     except Exception as exc:  # custom architectures may not build from a config alone
         log.debug("Could not count parameters from the config (%s); using file sizes", exc)
     if folder is not None:
-        files = [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
+        files = [folder] if folder.is_file() else [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
         return sum(f.stat().st_size for f in files) or None
     return None
 
@@ -308,7 +308,8 @@ class LoadedModel:
 
     ``fingerprint`` identifies the weights for cache keys. It is cheap by design (no hashing of weight bytes):
     sha256 over config.json and each weight file's name, size and mtime for folders (so it changes whenever the
-    weights are rewritten), or over the hub id, revision and config for hub models.
+    weights are rewritten), over the path, size and mtime of a GGUF file, or over the hub id, revision and config
+    for hub models.
     """
 
     name: str
@@ -364,10 +365,14 @@ def _resolve_source(name_or_path: str) -> tuple[str, Path | None, dict[str, Any]
         folder = prepare_embedded(name_or_path)
         return str(folder), folder, {"use_safetensors": True}
     path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        # transformers reads a GGUF file as (its folder, its name), config and tokenizer from its metadata.
+        return str(path.parent.resolve()), path.resolve(), {"gguf_file": path.name}
     if path.exists():
         if not path.is_dir():
             raise ModelError(
-                f"{path} is a file; give a model folder that contains config.json and the weights."
+                f"{path} is a file; give a model folder that contains config.json and the weights, "
+                "or a .gguf file."
             )
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} has no config.json, so it is not a transformers model folder.")
@@ -389,6 +394,11 @@ def _resolve_source(name_or_path: str) -> tuple[str, Path | None, dict[str, Any]
 
 
 def _load_error(name_or_path: str, folder: Path | None, exc: Exception) -> ModelError:
+    if folder is not None and folder.is_file():
+        return ModelError(
+            f"Cannot load a causal language model from the GGUF file {folder}: {exc}. transformers reads GGUF "
+            "files of the architectures it supports (Llama, Mistral, Qwen, Gemma, Phi-3, ...)."
+        )
     if folder is not None:
         return ModelError(
             f"Cannot load a causal language model from {folder}: {exc}. A model folder needs config.json, "
@@ -401,6 +411,50 @@ def _load_error(name_or_path: str, folder: Path | None, exc: Exception) -> Model
     )
 
 
+# What transformers raises for missing files, unknown model types, GGUF files it cannot read and quantized
+# checkpoints whose backend (gptqmodel, autoawq, ...) is not installed.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, NotImplementedError, ImportError)
+
+
+def _sources(name_or_path: str, trust_remote_code: bool) -> tuple[str, Path | None, dict, dict]:
+    """(what from_pretrained loads, local folder or file, model-only kwargs, kwargs of config/model/tokenizer)."""
+    source, folder, extra = _resolve_source(name_or_path)
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if extra.get("local_files_only"):
+        common["local_files_only"] = True
+    if "gguf_file" in extra:
+        common["gguf_file"] = extra.pop("gguf_file")
+    return source, folder, extra, common
+
+
+def _tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token is None:
+        # Batching needs a pad id; padded positions are masked, so which token it is does not matter.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _plain(model: Any) -> None:
+    """A model read from GGUF holds plain dequantized tensors but still carries transformers' GGUF quantizer and
+    quantization config: drop both, so it is an ordinary float model to copy, modify and save (as
+    `_convert_gguf` does for the embedded models)."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model (same sources and rules as `load_model`), without its weights: cheap, so a
+    checkpoint's tokenizer can be checked before its weights are read. Raises ModelError."""
+    from transformers import AutoTokenizer
+
+    source, folder, _, common = _sources(name_or_path, trust_remote_code)
+    try:
+        return _tokenizer(AutoTokenizer.from_pretrained(source, **common))
+    except _LOAD_ERRORS as exc:
+        raise _load_error(name_or_path, folder, exc) from exc
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -411,7 +465,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for measurement.
 
-    ``name_or_path``: an embedded name (prepared on first use), a local folder with config.json, or a hub id.
+    ``name_or_path``: an embedded name (prepared on first use), a local folder with config.json, a .gguf file
+    (dequantized to ``dtype`` on every load: seconds for small models), or a hub id.
     ``device``/``dtype`` default to ``resolve_device``'s choice. Attention defaults to "eager" because the
     sdpa kernels return no attention weights. Raises ModelError for unknown names, bad folders, an
     unreachable hub, or a model estimated to need more than 80% of the available memory.
@@ -420,26 +475,28 @@ def load_model(
 
     dev, default_dtype = resolve_device(device)
     dtype = _as_dtype(dtype) or default_dtype
-    source, folder, extra = _resolve_source(name_or_path)
-    hub_kwargs = {"local_files_only": True} if extra.get("local_files_only") else {}
-    common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
+    source, folder, extra, common = _sources(name_or_path, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source, **common)
         _check_memory(name_or_path, config, folder, dev, dtype)
         t0 = time.perf_counter()
+        if "gguf_file" in common:
+            log.info("Reading %s: every tensor is dequantized to %s (seconds)", folder, dtype)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, attn_implementation=attn_implementation, **common, **extra
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    except (OSError, ValueError) as exc:  # what transformers raises for missing files and unknown model types
+        tokenizer = _tokenizer(AutoTokenizer.from_pretrained(source, **common))
+    except _LOAD_ERRORS as exc:
         raise _load_error(name_or_path, folder, exc) from exc
+    if "gguf_file" in common:
+        _plain(model)
     model.to(dev).eval().requires_grad_(False)
-    if tokenizer.pad_token is None:
-        # Batching needs a pad id; padded positions are masked, so which token it is does not matter.
-        tokenizer.pad_token = tokenizer.eos_token
     log.info("Loaded %s on %s (%s) in %.1f s", name_or_path, dev, dtype, time.perf_counter() - t0)
 
-    if folder is not None:
+    if folder is not None and folder.is_file():
+        st = folder.stat()
+        fingerprint = hashlib.sha256(f"{folder}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    elif folder is not None:
         fingerprint = _folder_fingerprint(folder)
     else:
         revision = getattr(config, "_commit_hash", None) or "unknown"
@@ -450,7 +507,7 @@ def load_model(
         tokenizer=tokenizer,
         device=dev,
         dtype=dtype,
-        source=f"embedded:{name_or_path} ({source})" if name_or_path in EMBEDDED else source,
+        source=f"embedded:{name_or_path} ({source})" if name_or_path in EMBEDDED else str(folder or source),
         n_params=sum(p.numel() for p in model.parameters()),  # parameters() counts tied weights once
         fingerprint=fingerprint,
     )

@@ -8,7 +8,6 @@ memory, and reads from the store need no lock.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
+from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
 from .paths import cache_dir
@@ -34,29 +34,6 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-
-
-def model_identity(name_or_path: str) -> str:
-    """A cheap identity for cache keys, computed without loading weights.
-
-    Embedded models are named; a local folder is its absolute path plus a hash of its config and the names,
-    sizes and modification times of its weight files (re-saving a model changes its identity); a hub id is
-    itself.
-    """
-    if name_or_path in models.EMBEDDED:
-        return f"embedded:{name_or_path}"
-    folder = Path(name_or_path).expanduser()
-    if folder.is_dir():
-        h = hashlib.sha256()
-        config = folder / "config.json"
-        if config.exists():
-            h.update(config.read_bytes())
-        for f in sorted(folder.iterdir()):
-            if f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return f"path:{folder.resolve()}:{h.hexdigest()[:16]}"
-    return f"hub:{name_or_path}"
 
 
 @dataclass
@@ -190,6 +167,8 @@ class Runner:
             calibration=lambda: self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[0],
             calibration_source=lambda corpus, n, length: self.calibration_windows(spec, corpus, n, length),
             base_model=loaded.model,
+            trust_remote_code=self.trust_remote_code,
+            allowed_dirs=self.allowed_dirs,
         )
 
     def modify(self, spec: RunSpec) -> ModifiedModel:

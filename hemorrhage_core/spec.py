@@ -47,6 +47,9 @@ class Modification:
     family: ClassVar[str] = "other"
     # Whether the handler changes weights (then the runner works on a deep copy of the base model).
     touches_weights: ClassVar[bool] = True
+    # Whether the handler replaces the whole model by another one (a checkpoint): it must then come first in a
+    # chain, and no copy of the base model is made.
+    replaces_model: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -227,6 +230,16 @@ class Temperature(Modification):
         return f"T={self.value:g}"
 
 
+def check_chain(mods: tuple[Modification, ...]) -> None:
+    """SpecError unless a modification that replaces the whole model (another checkpoint) comes first."""
+    late = [m for m in mods[1:] if m.replaces_model]
+    if late:
+        raise SpecError(
+            f"{late[0].label()} replaces the whole model, so it must come first in the chain "
+            "(the modifications before it would be lost)"
+        )
+
+
 def load_families() -> None:
     """Import every family's spec module (hemorrhage_core.specs) so all kinds are registered."""
     importlib.import_module("hemorrhage_core.specs")
@@ -303,6 +316,7 @@ class RunSpec:
     def __post_init__(self):
         _check(bool(self.model), "a model name or path is required")
         object.__setattr__(self, "mods", tuple(self.mods))
+        check_chain(self.mods)
 
     @property
     def touches_weights(self) -> bool:

@@ -1,9 +1,11 @@
-"""Model: choose what every page measures: the model, the corpus (or an uploaded text) and the token budget."""
+"""Model: choose what every page measures: the model, the corpus (or an uploaded text) and the token budget; and
+profile an existing checkpoint of the model (a folder, GGUF file or hub id) against it."""
 
 import streamlit as st
 
 from hemorrhage_core import corpora, models
 from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.ui.against import against_section
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.runs import self_check_caption
 from hemorrhage_core.ui.state import (
@@ -191,3 +193,6 @@ st.success(
     f"Every page now measures `{sel.model}` on `{sel.corpus}` with {sel.tokens:,} tokens in windows of "
     f"{sel.window}. Pick a family page on the left to modify it."
 )
+
+st.divider()
+against_section(sel)

@@ -1,9 +1,10 @@
 """The handler registry and the state a chain of modifications builds up.
 
 A handler is `handler(state, mod, ctx) -> None`: it changes `state.model` in place (the runner hands it a deep
-copy whenever any modification touches weights), may replace `state.model` (depth changes), extends
-`state.logit_transforms` (decoding changes), rewrites `state.layer_map`, and records what it achieved in
-`state.report` (achieved sparsity, bits per weight, parameters left, ...).
+copy whenever any modification touches weights), may replace `state.model` (depth changes; another checkpoint,
+which comes first and is loaded instead of a copy of the base), extends `state.logit_transforms` (decoding
+changes), rewrites `state.layer_map`, and records what it achieved in `state.report` (achieved sparsity, bits per
+weight, parameters left, ...).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..spec import Modification
+from ..spec import Modification, check_chain
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class ModContext:
     calibration_source: CalibrationSource | None = None  # the runner's cached `calibration_windows`
     # The unmodified model, read-only (never mutate it): targets for decoding calibration and distillation.
     base_model: nn.Module | None = None
+    # The runner's loading policy, for handlers that load another model (a checkpoint): remote code is allowed
+    # only when the runner allows it, and with `allowed_dirs` set (the web UI) paths must lie inside them.
+    trust_remote_code: bool = False
+    allowed_dirs: list[Path] | None = None
 
     def calibration_windows(self, corpus: str, n: int, length: int) -> torch.Tensor:
         """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
@@ -108,7 +114,9 @@ def apply_modifications(
     Decoding-only chains share the base weights read-only: copying 0.5-1 GB for a temperature would be waste.
     """
     ctx = ctx or ModContext()
-    needs_copy = any(m.touches_weights for m in mods)
+    check_chain(mods)
+    # A chain that starts with another checkpoint works on that freshly loaded model: copying the base is waste.
+    needs_copy = not (mods and mods[0].replaces_model) and any(m.touches_weights for m in mods)
     model = copy.deepcopy(base_model) if needs_copy else base_model
     state = ModifiedModel(model=model, layer_map=list(range(num_layers)))
     for mod in mods:

@@ -168,8 +168,10 @@ def model_problem(name: str, allowed: list[Path] | None = None) -> str | None:
                 f"({', '.join(map(str, roots)) or 'none'}). Copy the model folder into one of them, or set "
                 "HEMLAB_ALLOWED_DIRS when starting the app."
             )
+        if resolved.is_file() and resolved.suffix.lower() == ".gguf":
+            return None  # a GGUF checkpoint: transformers reads its config and tokenizer from the file
         if not (resolved / "config.json").is_file():
-            return f"{resolved} is not a transformers model folder (no config.json in it)."
+            return f"{resolved} is not a transformers model folder (no config.json in it) or a .gguf file."
     return None
 
 

@@ -1,0 +1,45 @@
+"""Bring your own modified checkpoint: another copy of the model, measured against the original. No torch here.
+
+`hemlab run --model ORIGINAL --against MODIFIED` profiles MODIFIED (a community quantization, a pruned or
+fine-tuned copy, a GGUF file) with the same metrics as any modification, llama.cpp's `--kl-divergence` workflow
+for any transformers checkpoint. Build the spec with `hemorrhage_core.identity.against_spec(source)`, which
+records the identity of the checkpoint's files: rewriting them changes the cache key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..spec import Modification, _check, modification
+
+
+@modification("checkpoint")
+@dataclass(frozen=True)
+class Against(Modification):
+    """Another checkpoint with the original's tokenizer (folder, hub id or .gguf file), measured against it.
+
+    The checkpoint replaces the model: it must come first in a chain, and what follows modifies it (e.g. a
+    decoding change on top of a community quantization). Its blocks are compared with the original's one to one
+    when both have as many blocks of the same width; otherwise the per-layer metrics are left out.
+    """
+
+    family: ClassVar[str] = "checkpoint"
+    replaces_model: ClassVar[bool] = True
+
+    source: str = ""  # a folder, a .gguf file (absolute paths), a hub id or an embedded name
+    identity: str = ""  # identity.model_identity(source) when the spec was made: the files it measures
+
+    def __post_init__(self):
+        _check(
+            bool(self.source.strip()),
+            "checkpoint needs source=PATH_OR_HUB_ID: a model folder, a .gguf file or a hub id",
+        )
+        _check(
+            bool(self.identity),
+            "checkpoint needs the identity of the checkpoint's files: use `hemlab run --against PATH` "
+            "(or identity.against_spec in Python), which computes it",
+        )
+
+    def label(self) -> str:
+        return "checkpoint " + self.source.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
