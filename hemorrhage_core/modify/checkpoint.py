@@ -21,7 +21,7 @@ from .. import models
 from ..errors import ModelError
 from ..identity import model_identity
 from ..probes.capture import find_blocks
-from ..probes.kernels import use_fast_attention
+from ..probes.selfcheck import prepare_measurement
 from ..specs.checkpoint import Against
 from .base import ModContext, ModifiedModel, handles
 
@@ -132,8 +132,10 @@ def apply_against(state: ModifiedModel, mod: Against, ctx: ModContext) -> None:
             "original's token ids",
             name,
         )
-    # The corpus pass must run the same kernel as the base reference's (an unchanged copy then gives exactly 0).
-    use_fast_attention(loaded.model)
+    # The corpus pass runs the same kernel as the base reference's (an unchanged copy then gives exactly 0), and
+    # what the profile computes itself is checked against the checkpoint's own forward, as for every base model.
+    check = prepare_measurement(loaded.model)
+    state.report.update({f"checkpoint_{k}": v for k, v in check.metrics().items()})
     blocks, base_blocks = len(find_blocks(loaded.model)), len(state.layer_map)
     if blocks != base_blocks or _width(loaded.model) != _width(ctx.base_model):
         state.layer_map = [None] * base_blocks
