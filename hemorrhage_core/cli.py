@@ -113,14 +113,24 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a hub model's own code to run (off by default)",
     )
+    m.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read pickled weights (pytorch_model.bin) of a folder without safetensors: runs code from the file",
+    )
     p.add_argument("--db", help="DuckDB results file (default: data/hemlab.duckdb)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its default prints the whole usage first) and the same exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hemlab", description="Measure model hemorrhage against the original model."
-    )
+    parser = _Parser(prog="hemlab", description="Measure model hemorrhage against the original model.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_spec_options(sub.add_parser("run", help="profile one modified model"))
@@ -263,38 +273,73 @@ def _set_field(spec: RunSpec, kind: str, field_name: str, value) -> RunSpec:
     return spec.with_mods(*mods, MODIFICATIONS[kind](**{field_name: value}))
 
 
-def sweep_specs(args: argparse.Namespace) -> list[RunSpec]:
-    """One spec per (model, value): the shorthand flag or KIND.FIELD set to each value of --values."""
-    raw_values = [v.strip() for v in args.values.split(",") if v.strip()]
+def _unique(items: list[str], flag: str) -> list[str]:
+    """`items` without repeats, in order; a repeat is reported (it would be measured once either way)."""
+    seen = list(dict.fromkeys(items))
+    if len(seen) < len(items):
+        repeats = sorted({x for x in items if items.count(x) > 1})
+        log.warning("%s repeats %s: each is measured once", flag, ", ".join(repeats))
+    return seen
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One planned point of a sweep: the model, the --values item as given, and the spec it becomes."""
+
+    model: str
+    raw: str
+    spec: RunSpec
+
+
+def sweep_points(args: argparse.Namespace) -> list[SweepPoint]:
+    """One point per (model, value), model-major: the shorthand flag or KIND.FIELD set to each value of --values.
+    --values is parsed here only; repeated models, values, or values that name the same spec are measured once
+    and reported."""
+    raw_values = _unique([v.strip() for v in args.values.split(",") if v.strip()], "--values")
     if not raw_values:
         raise SpecError("--values needs at least one value")
-    model_names = [m.strip() for m in args.model.split(",") if m.strip()]
-    specs = []
+    model_names = _unique([m.strip() for m in args.model.split(",") if m.strip()], "--model")
+    if not model_names:
+        raise SpecError(f"--model {args.model!r} names no model; give one or more, separated by commas")
+    points = []
     try:
         if args.param in SWEEP_PARAMS:
             param = SWEEP_PARAMS[args.param]
             for model in model_names:
                 for raw in raw_values:
                     ns = argparse.Namespace(**{**vars(args), "model": model, param.dest: param.parse(raw)})
-                    specs.append(spec_from_args(ns))
-            return specs
-        load_families()
-        kind, _, field_name = args.param.partition(".")
-        cls = MODIFICATIONS.get(kind)
-        fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
-        if field_name not in fields:
-            raise SpecError(
-                f"unknown sweep parameter {args.param!r}: use one of {', '.join(sorted(SWEEP_PARAMS))} "
-                "or KIND.FIELD (see `hemlab mods`)"
-            )
-        default = fields[field_name].default
-        for model in model_names:
-            base = spec_from_args(argparse.Namespace(**{**vars(args), "model": model}))
-            for raw in raw_values:
-                specs.append(_set_field(base, kind, field_name, _parse_value(raw, default)))
-        return specs
+                    points.append(SweepPoint(model, raw, spec_from_args(ns)))
+        else:
+            load_families()
+            kind, _, field_name = args.param.partition(".")
+            cls = MODIFICATIONS.get(kind)
+            fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+            if field_name not in fields:
+                raise SpecError(
+                    f"unknown sweep parameter {args.param!r}: use one of {', '.join(sorted(SWEEP_PARAMS))} "
+                    "or KIND.FIELD (see `hemlab mods`)"
+                )
+            default = fields[field_name].default
+            for model in model_names:
+                base = spec_from_args(argparse.Namespace(**{**vars(args), "model": model}))
+                for raw in raw_values:
+                    spec = _set_field(base, kind, field_name, _parse_value(raw, default))
+                    points.append(SweepPoint(model, raw, spec))
     except ValueError as exc:
         raise SpecError(f"cannot parse --values {args.values!r} for --param {args.param}: {exc}") from exc
+    unique = list({p.spec: p for p in reversed(points)}.values())[::-1]  # first spelling of each spec wins
+    if len(unique) < len(points):
+        kept = {id(p) for p in unique}
+        log.warning(
+            "--values %s name a setting already in the sweep: measured once",
+            ", ".join(p.raw for p in points if id(p) not in kept),
+        )
+    return unique
+
+
+def sweep_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """The specs of `sweep_points`, in order."""
+    return [p.spec for p in sweep_points(args)]
 
 
 def _runner(args):
@@ -303,7 +348,10 @@ def _runner(args):
     from .store import Store
 
     return Runner(
-        Store(args.db or default_db_path()), device=args.device, trust_remote_code=args.trust_remote_code
+        Store(args.db or default_db_path()),
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=getattr(args, "allow_pickle", False),
     )
 
 
@@ -331,10 +379,11 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from .analysis.commands import record_sweep
 
-    specs = sweep_specs(args)
+    points = sweep_points(args)
     runner = _runner(args)
-    results = runner.sweep(specs, progress=_progress)
-    summaries = record_sweep(args, runner.store, results)  # thresholds, knee, robust zone: stored
+    results = runner.sweep([p.spec for p in points], progress=_progress)
+    # thresholds, knee, robust zone: stored
+    summaries = record_sweep(args.param, args.direction, runner.store, points, results)
     if args.summary_json:
         print(json.dumps([s.to_dict() for s in summaries]))
     elif args.json:

@@ -359,8 +359,28 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _resolve_source(name_or_path: str) -> tuple[str, Path | None, dict[str, Any]]:
-    """Map a user's model argument to (what from_pretrained loads, local folder or None, extra kwargs)."""
+def _check_safetensors(folder: Path) -> None:
+    """ModelError naming the file for a truncated, empty or foreign .safetensors file (its header is read only)."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (
+            Exception
+        ) as exc:  # safetensors raises its own SafetensorError (and OSError for unreadable files)
+            raise ModelError(
+                f"{file} is not a readable safetensors file ({exc}): it is truncated, empty or damaged. "
+                "Save or download the model again."
+            ) from exc
+
+
+def _resolve_source(name_or_path: str, allow_pickle: bool = False) -> tuple[str, Path | None, dict[str, Any]]:
+    """Map a user's model argument to (what from_pretrained loads, local folder or None, extra kwargs).
+
+    Weights are read with safetensors; pickled weights (pytorch_model.bin) only with `allow_pickle`, because
+    unpickling runs code from the file."""
     if name_or_path in EMBEDDED:
         folder = prepare_embedded(name_or_path)
         return str(folder), folder, {"use_safetensors": True}
@@ -377,16 +397,25 @@ def _resolve_source(name_or_path: str) -> tuple[str, Path | None, dict[str, Any]
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} has no config.json, so it is not a transformers model folder.")
         has_safetensors = any(path.glob("*.safetensors"))
-        if not has_safetensors:
-            log.warning(
-                "%s has no .safetensors weights; loading pickled weights (only load folders you trust)", path
-            )
-        return str(path.resolve()), path.resolve(), {"use_safetensors": True if has_safetensors else None}
+        pickled = [f for pattern in ("*.bin", "*.pt", "*.pth") for f in path.glob(pattern)]
+        if not has_safetensors and pickled:
+            if not allow_pickle:
+                raise ModelError(
+                    f"{path} has no .safetensors weights, only pickled ones (loading them runs code from the "
+                    "file). Re-save the model with safetensors, or pass --allow-pickle if you trust the folder."
+                )
+            log.warning("%s: loading pickled weights (--allow-pickle)", path)
+        _check_safetensors(path)
+        use_safetensors = (
+            None if (pickled and not has_safetensors) else True
+        )  # None: transformers reads the .bin
+        return str(path.resolve()), path.resolve(), {"use_safetensors": use_safetensors}
     if _HUB_ID.match(name_or_path):
+        safe = {} if allow_pickle else {"use_safetensors": True}
         if os.environ.get("HF_HUB_OFFLINE") != "1" and not _hub_reachable():
             log.info("Hugging Face hub unreachable; trying the local hub cache only for %s", name_or_path)
-            return name_or_path, None, {"local_files_only": True}
-        return name_or_path, None, {}
+            return name_or_path, None, {"local_files_only": True, **safe}
+        return name_or_path, None, safe
     raise ModelError(
         f"Unknown model {name_or_path!r}: not an embedded model, not an existing folder, not a hub id "
         f"(org/name). Embedded models: {_embedded_list()}."
@@ -416,9 +445,11 @@ def _load_error(name_or_path: str, folder: Path | None, exc: Exception) -> Model
 _LOAD_ERRORS = (OSError, ValueError, KeyError, NotImplementedError, ImportError)
 
 
-def _sources(name_or_path: str, trust_remote_code: bool) -> tuple[str, Path | None, dict, dict]:
+def _sources(
+    name_or_path: str, trust_remote_code: bool, allow_pickle: bool = False
+) -> tuple[str, Path | None, dict, dict]:
     """(what from_pretrained loads, local folder or file, model-only kwargs, kwargs of config/model/tokenizer)."""
-    source, folder, extra = _resolve_source(name_or_path)
+    source, folder, extra = _resolve_source(name_or_path, allow_pickle)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if extra.get("local_files_only"):
         common["local_files_only"] = True
@@ -462,6 +493,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str = "eager",
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for measurement.
 
@@ -469,13 +501,14 @@ def load_model(
     (dequantized to ``dtype`` on every load: seconds for small models), or a hub id.
     ``device``/``dtype`` default to ``resolve_device``'s choice. Attention defaults to "eager" because the
     sdpa kernels return no attention weights. Raises ModelError for unknown names, bad folders, an
-    unreachable hub, or a model estimated to need more than 80% of the available memory.
+    unreachable hub, or a model estimated to need more than 80% of the available memory. Pickled weights are
+    refused unless ``allow_pickle``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dev, default_dtype = resolve_device(device)
     dtype = _as_dtype(dtype) or default_dtype
-    source, folder, extra, common = _sources(name_or_path, trust_remote_code)
+    source, folder, extra, common = _sources(name_or_path, trust_remote_code, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(source, **common)
         _check_memory(name_or_path, config, folder, dev, dtype)

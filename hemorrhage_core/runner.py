@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
+from .errors import SpecError
 from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.calibration import calibration_windows
@@ -28,8 +29,9 @@ from .paths import cache_dir
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
 from .probes.selfcheck import prepare_measurement
-from .spec import CODE_VERSION, RunSpec
+from .spec import CODE_VERSION, ModelFacts, RunSpec
 from .store import Store
+from .structure import find_blocks
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,21 @@ class RunResult:
         }
 
 
+_POSITION_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+# Never NaN for a measurement that worked (infinite is legitimate: a truncating sampler gives the reference token
+# probability 0, and KL(original || modified) is then infinite by definition).
+_MUST_BE_NUMBERS = ("ppl_base", "ppl", "ppl_ratio", "kl_mean", "top1_agreement")
+
+
+def _refuse_untrustworthy(spec: RunSpec, metrics: dict[str, float]) -> None:
+    bad = [k for k in _MUST_BE_NUMBERS if k in metrics and metrics[k] != metrics[k]]
+    if bad:
+        raise SpecError(
+            f"{spec.label()} gave NaN for {', '.join(bad)}: the modified model's numbers overflowed, so nothing "
+            "was stored. Use a milder setting."
+        )
+
+
 def _finite(value):
     if value is None:
         return None
@@ -89,6 +106,7 @@ class Runner:
         *,
         device: str | None = None,
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
         allowed_dirs: list[Path] | None = None,
         compute_lock: threading.Lock | None = None,
     ):
@@ -97,8 +115,12 @@ class Runner:
         self.store = store
         self.device = device
         self.trust_remote_code = trust_remote_code
+        self.allow_pickle = (
+            allow_pickle  # pickled weights (pytorch_model.bin) run code when read: off by default
+        )
         self.allowed_dirs = allowed_dirs
         self._models: dict[str, models.LoadedModel] = {}
+        self._facts: dict[str, ModelFacts] = {}
         self._inputs: dict[tuple, tuple] = {}
         self._calibration: dict[tuple, object] = {}
         self._compute = compute_lock or threading.Lock()
@@ -108,11 +130,36 @@ class Runner:
     def base(self, name: str) -> models.LoadedModel:
         """The shared base model (loaded once per process; never mutated: modifications work on copies)."""
         if name not in self._models:
-            loaded = models.load_model(name, device=self.device, trust_remote_code=self.trust_remote_code)
+            loaded = models.load_model(
+                name,
+                device=self.device,
+                trust_remote_code=self.trust_remote_code,
+                allow_pickle=self.allow_pickle,
+            )
             # The fast kernel and unembedding, checked against the model's own forward (probes/selfcheck.py).
             loaded.check = prepare_measurement(loaded.model)
             self._models[name] = loaded
         return self._models[name]
+
+    def facts(self, name: str) -> ModelFacts:
+        """What settings are checked against before any work: vocabulary, positions, widest layer input."""
+        if name not in self._facts:
+            model = self.base(name).model
+            cfg = model.config.get_text_config()
+            positions = next(
+                (int(v) for a in _POSITION_ATTRS if isinstance(v := getattr(cfg, a, None), int) and v > 0),
+                None,
+            )
+            # Both trailing dimensions: Linear stores [out, in], Conv1D [in, out], fused experts either way.
+            widths = [
+                int(max(p.shape[-2:]))
+                for block in find_blocks(model)
+                for p in block.parameters()
+                if p.dim() >= 2
+            ]
+            vocab = int(model.get_output_embeddings().weight.shape[0])
+            self._facts[name] = ModelFacts(vocab=vocab, positions=positions, max_width=max(widths, default=0))
+        return self._facts[name]
 
     def corpus(self, name_or_path: str) -> corpora.Corpus:
         return corpora.load_corpus(name_or_path, allowed_dirs=self.allowed_dirs)
@@ -168,6 +215,7 @@ class Runner:
             calibration_source=lambda corpus, n, length: self.calibration_windows(spec, corpus, n, length),
             base_model=loaded.model,
             trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
             allowed_dirs=self.allowed_dirs,
         )
 
@@ -238,6 +286,7 @@ class Runner:
 
     def _compute_run(self, spec: RunSpec, progress: Progress | None, cancelled) -> RunResult:
         key, corpus = self.cache_key(spec)
+        spec.check_model(self.facts(spec.model))  # before the reference or any modification is computed
         started = time.perf_counter()
         windows, reference = self._inputs_for(spec, corpus, progress)
         t0 = time.perf_counter()
@@ -259,6 +308,7 @@ class Runner:
         check = self.base(spec.model).check.metrics()
         metrics = {**profile.metrics, **profile.report, **check, "modify_s": modify_s, "profile_s": profile_s}
         settings = self._settings(spec, corpus)
+        _refuse_untrustworthy(spec, metrics)
         self.store.save_run(
             run_key=key,
             run_row={

@@ -54,6 +54,18 @@ class Modification:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
+    def check_model(self, facts: ModelFacts) -> None:
+        """SpecError when this setting cannot apply to the model `facts` describes (checked before any work).
+
+        Every kind that reads calibration sequences longer than the model's positions is refused here; kinds add
+        their own checks (group sizes against the layer widths) by extending this method."""
+        length = getattr(self, "calib_len", None)
+        if isinstance(length, int) and facts.positions is not None and length > facts.positions:
+            raise SpecError(
+                f"{self.kind}: calib_len={length} is longer than the {facts.positions} positions the model has; "
+                f"use calib_len <= {facts.positions}"
+            )
+
     def label(self) -> str:
         """Short human label for charts and tables, e.g. 'rtn w4 sym g128'."""
         args = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
@@ -63,6 +75,24 @@ class Modification:
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise SpecError(message)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What settings are validated against before any work: read from the loaded model (`Runner.facts`)."""
+
+    vocab: int  # rows of the output head
+    positions: int | None  # the longest sequence the model takes (None: no limit, e.g. state-space models)
+    max_width: int  # the widest dimension of any weight matrix in the blocks (no group can be wider)
+
+
+def check_group_size(kind: str, group_size: int, facts: ModelFacts) -> None:
+    """A group wider than every layer would silently be one scale per channel under a misleading label."""
+    if group_size > facts.max_width:
+        raise SpecError(
+            f"{kind}: group_size={group_size} is wider than every weight matrix of this model (the widest is "
+            f"{facts.max_width}); use a group size <= {facts.max_width} or one scale per channel"
+        )
 
 
 @modification("quant_rtn")
@@ -89,6 +119,11 @@ class QuantizeRTN(Modification):
             f"quantization granularity must be tensor, channel or group, got {self.granularity!r}",
         )
         _check(self.group_size >= 2, f"group size must be at least 2, got {self.group_size}")
+
+    def check_model(self, facts: ModelFacts) -> None:
+        super().check_model(facts)
+        if self.granularity == "group":
+            check_group_size(self.kind, self.group_size, facts)
 
     def label(self) -> str:
         gran = f"g{self.group_size}" if self.granularity == "group" else self.granularity
@@ -224,7 +259,8 @@ class Temperature(Modification):
     value: float = 1.0
 
     def __post_init__(self):
-        _check(0.0 < self.value <= 100.0, f"temperature must be in (0, 100], got {self.value}")
+        # Below 1e-3 the scaled logits of a real model leave float32's range: NaN perplexities, not numbers.
+        _check(1e-3 <= self.value <= 100.0, f"temperature must be in [0.001, 100], got {self.value}")
 
     def label(self) -> str:
         return f"T={self.value:g}"
@@ -296,6 +332,16 @@ class ProbeSettings:
         )
         _check(self.top_k >= 1, "top_k must be at least 1")
 
+    def check_model(self, facts: ModelFacts) -> None:
+        """SpecError for a window longer than the model's positions or a top-K above its vocabulary."""
+        if facts.positions is not None and self.window > facts.positions:
+            raise SpecError(
+                f"window={self.window} is longer than the {facts.positions} positions the model has; use "
+                f"--window {facts.positions} or less"
+            )
+        if self.top_k > facts.vocab:
+            raise SpecError(f"top_k={self.top_k} is above the model's vocabulary of {facts.vocab} tokens")
+
     @property
     def stride(self) -> int:
         return self.window
@@ -324,6 +370,12 @@ class RunSpec:
 
     def label(self) -> str:
         return " → ".join(m.label() for m in self.mods) or "original"
+
+    def check_model(self, facts: ModelFacts) -> None:
+        """Every setting against the model, before the reference or any modification is computed."""
+        self.probe.check_model(facts)
+        for mod in self.mods:
+            mod.check_model(facts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -66,6 +66,66 @@ CHILD_TABLES = ("metrics", "layer_metrics", "head_metrics", "distributions", "an
 LOCK_MARKERS = ("could not set lock", "conflicting lock", "resource temporarily unavailable")
 
 
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+_COLUMNS_SQL = (
+    "SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns "
+    "WHERE table_schema = 'main' GROUP BY table_name"
+)
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    return dict(con.execute(_COLUMNS_SQL).fetchall())
+
+
+def _schema_tables() -> dict[str, list[str]]:
+    """The tables and columns SCHEMA creates, read back from a scratch in-memory database."""
+    scratch = duckdb.connect(":memory:")
+    try:
+        for sql in SCHEMA:
+            scratch.execute(sql)
+        return _tables(scratch)
+    finally:
+        scratch.close()
+
+
+def con_path(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "the database"
+
+
+def _check_file(path: Path) -> None:
+    """StoreError, before DuckDB opens anything, for a path that cannot be a results database."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(
+                    f"cannot create the results database {path}: {parent} is a file, not a folder"
+                )
+            break
+    if path.is_dir():
+        raise StoreError(
+            f"the results database {path} is a folder; give a file path such as {path / 'hemlab.duckdb'}"
+        )
+    if path.is_file():
+        with path.open("rb") as f:
+            head = f.read(16)
+        if len(head) < 12 or head[8:12] != _DUCKDB_MAGIC:
+            kind = "an SQLite database" if head.startswith(b"SQLite format 3") else "not a DuckDB database"
+            if not head:
+                kind = "an empty file"
+            raise StoreError(
+                f"{path} is {kind}, so it cannot hold results. It was left untouched; pass another --db."
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of the results database {path}: {exc}") from exc
+
+
 @dataclass
 class StoredRun:
     run_key: str
@@ -87,8 +147,24 @@ class Store:
         # duckdb connections are not safe to share across threads; one writer at a time within a process.
         self._lock = threading.RLock()
         if not self._memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._run(lambda con: [con.execute(sql) for sql in SCHEMA])
+            _check_file(Path(self.path))
+        self._run(self._create_or_check_schema)
+
+    @staticmethod
+    def _create_or_check_schema(con: duckdb.DuckDBPyConnection) -> None:
+        """Create the tables in a new file; refuse, before writing anything, a file that holds other tables or
+        tables of this name with other columns (another program's database)."""
+        existing, ours = _tables(con), _schema_tables()
+        foreign = sorted(set(existing) - set(ours))
+        changed = sorted(t for t in set(existing) & set(ours) if existing[t] != ours[t])
+        if foreign or changed:
+            found = ", ".join(foreign + [f"{t} (other columns)" for t in changed])
+            raise StoreError(
+                f"{con_path(con)} is a DuckDB database of another program: it holds tables that are not Hemorrhage "
+                f"Lab's ({found}). It was left untouched; pass another --db for the results."
+            )
+        for sql in SCHEMA:
+            con.execute(sql)
 
     # -- the choke point ---------------------------------------------------------------------------------
     def _run(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:

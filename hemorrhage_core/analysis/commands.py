@@ -26,20 +26,13 @@ def _value(raw: str):
         return raw
 
 
-def record_sweep(args: argparse.Namespace, store, results) -> list[SweepSummary]:
+def record_sweep(param: str, direction: str, store, points, results) -> list[SweepSummary]:
     """Summaries of a finished `hemlab sweep` (one per model), stored in the `sweeps` table.
 
-    `results` are in the order `cli.sweep_specs` builds specs: model-major, then --values in the order given.
+    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order.
     """
-    raw_values = [v.strip() for v in args.values.split(",") if v.strip()]
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
-    points = [
-        (model, _value(raw), result)
-        for (model, raw), result in zip(
-            ((m, raw) for m in models for raw in raw_values), results, strict=True
-        )
-    ]
-    summaries = summarize_sweep(args.param, points, direction=args.direction)
+    rows = [(p.model, _value(p.raw), result) for p, result in zip(points, results, strict=True)]
+    summaries = summarize_sweep(param, rows, direction=direction)
     now = datetime.now(UTC).replace(tzinfo=None)
     for s in summaries:
         store.save_sweep(s.to_dict(), now)

@@ -50,6 +50,7 @@ class ModContext:
     # The runner's loading policy, for handlers that load another model (a checkpoint): remote code is allowed
     # only when the runner allows it, and with `allowed_dirs` set (the web UI) paths must lie inside them.
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # a checkpoint's pickled weights (pytorch_model.bin) may be read
     allowed_dirs: list[Path] | None = None
 
     def calibration_windows(self, corpus: str, n: int, length: int) -> torch.Tensor:

@@ -116,7 +116,11 @@ def apply_against(state: ModifiedModel, mod: Against, ctx: ModContext) -> None:
         )
     param = next(ctx.base_model.parameters())
     loaded = models.load_model(
-        mod.source, device=str(param.device), dtype=param.dtype, trust_remote_code=ctx.trust_remote_code
+        mod.source,
+        device=str(param.device),
+        dtype=param.dtype,
+        trust_remote_code=ctx.trust_remote_code,
+        allow_pickle=ctx.allow_pickle,
     )
     rows, base_rows = _head_rows(loaded.model), _head_rows(ctx.base_model)
     if rows != base_rows:

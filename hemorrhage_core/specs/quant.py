@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import SpecError
-from ..spec import Modification, modification
+from ..spec import ModelFacts, Modification, check_group_size, modification
 
 BNB_4BIT_BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -40,6 +40,19 @@ def _check_group(group_size: int) -> None:
     )
 
 
+class GroupChecked:
+    """Mixin: the kind's group size (the field `group_field`; -1 = per channel) is checked against the model's
+    layer widths before any work (`Modification.check_model`)."""
+
+    group_field: ClassVar[str] = "group_size"
+
+    def check_model(self, facts: ModelFacts) -> None:
+        super().check_model(facts)  # type: ignore[misc]
+        size = getattr(self, self.group_field)
+        if size != -1:
+            check_group_size(self.kind, size, facts)  # type: ignore[attr-defined]
+
+
 def _group_label(group_size: int) -> str:
     return "channel" if group_size == -1 else f"g{group_size}"
 
@@ -60,7 +73,7 @@ class Calibrated(Modification):
 
 @modification("gptq")
 @dataclass(frozen=True)
-class GPTQ(Calibrated):
+class GPTQ(GroupChecked, Calibrated):
     """GPTQ weight-only quantization, block by block on the outputs of the already-quantized blocks."""
 
     family: ClassVar[str] = "quant"
@@ -138,7 +151,7 @@ class Bnb4bit(Modification):
 
 @modification("act_quant")
 @dataclass(frozen=True)
-class ActQuant(Calibrated):
+class ActQuant(GroupChecked, Calibrated):
     """Weight + activation quantization (W8A8, W4A8): RTN weights, symmetric activations at every Linear input.
 
     `a_mode` "static": one scale per tensor from calibration (max or a percentile of |x|); "dynamic": one scale per
@@ -147,6 +160,7 @@ class ActQuant(Calibrated):
     """
 
     family: ClassVar[str] = "quant"
+    group_field: ClassVar[str] = "w_group_size"
 
     w_bits: int = 8
     a_bits: int = 8
@@ -206,7 +220,7 @@ class SmoothQuant(Calibrated):
 
 @modification("awq")
 @dataclass(frozen=True)
-class AWQ(Calibrated):
+class AWQ(GroupChecked, Calibrated):
     """AWQ-style weight-only quantization: per-channel scales s = mean|X|^α, α searched per layer, then RTN."""
 
     family: ClassVar[str] = "mitigation"
