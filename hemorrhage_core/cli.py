@@ -5,6 +5,7 @@
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
     hemlab mods            every modification kind usable with --mod, with its options and defaults
+    hemlab tasks           benchmark tasks for --tasks (run, sweep, mitigate), with licence and citation
     hemlab thresholds | claims | memory | modules | flips    analyses (see docs/analysis.md)
 
 Any modification of the catalogue, in any order: `--mod KIND:key=value,key=value` (repeatable; applied in the
@@ -133,9 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hemlab", description="Measure model hemorrhage against the original model.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_spec_options(sub.add_parser("run", help="profile one modified model"))
+    from .tasks import commands as task_commands  # argparse only: task data is read when a command runs
+
+    run = sub.add_parser("run", help="profile one modified model")
+    _add_spec_options(run)
+    task_commands.add_task_options(run)
     sweep = sub.add_parser("sweep", help="profile one knob over several values")
     _add_spec_options(sweep)
+    task_commands.add_task_options(sweep)
     sweep.add_argument("--param", required=True, help=f"{', '.join(sorted(SWEEP_PARAMS))} or KIND.FIELD")
     sweep.add_argument("--values", required=True, help="comma-separated values, e.g. 8,6,4,3,2")
     sweep.add_argument(
@@ -181,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     mit.add_argument(
         "--calib-len", type=int, help="tokens per calibration sequence (default: each method's own)"
     )
+    task_commands.add_task_options(mit)
+    task_commands.add_parsers(sub)
     from .analysis import commands as analysis_commands  # thresholds, claims, memory, modules, flips
 
     analysis_commands.add_parsers(sub, _add_spec_options)
@@ -369,28 +377,63 @@ def _summary_line(result) -> str:
     )
 
 
+def _tasks_of(args, runner, spec):
+    """The task reports of `spec` when --tasks was given (after its run), else None."""
+    from .tasks.commands import task_request
+
+    request = task_request(args)
+    if request is None:
+        return None
+    from .tasks.evaluate import evaluate_tasks
+
+    entries, subset = request
+    return evaluate_tasks(runner, spec, entries, subset, progress=_progress)
+
+
+def _with_tasks(run_json: dict, reports) -> dict:
+    """The run's JSON object plus "tasks" (one object per task) when tasks were evaluated: additive."""
+    if reports is None:
+        return run_json
+    return {**run_json, "tasks": {r.entry.name: r.to_json_dict() for r in reports}}
+
+
 def cmd_run(args) -> int:
+    from .tasks.commands import describe, task_request
+
     spec = spec_from_args(args)
-    result = _runner(args).run(spec, progress=_progress)
-    print(json.dumps(result.to_json_dict()) if args.json else _summary_line(result))
+    task_request(args)  # bad task options fail before any computation
+    runner = _runner(args)
+    result = runner.run(spec, progress=_progress)
+    reports = _tasks_of(args, runner, spec)
+    if args.json:
+        print(json.dumps(_with_tasks(result.to_json_dict(), reports)))
+    else:
+        print(_summary_line(result))
+        if reports:
+            print(describe(reports, spec.label()))
     return 0
 
 
 def cmd_sweep(args) -> int:
     from .analysis.commands import record_sweep
+    from .tasks.commands import describe, task_request
 
     points = sweep_points(args)
+    task_request(args)  # bad task options fail before any computation
     runner = _runner(args)
     results = runner.sweep([p.spec for p in points], progress=_progress)
-    # thresholds, knee, robust zone: stored
-    summaries = record_sweep(args.param, args.direction, runner.store, points, results)
+    reports = [_tasks_of(args, runner, p.spec) for p in points]
+    # thresholds, knee, robust zone (and accuracy-drop thresholds per task): stored
+    summaries = record_sweep(args.param, args.direction, runner.store, points, results, reports)
     if args.summary_json:
         print(json.dumps([s.to_dict() for s in summaries]))
     elif args.json:
-        print(json.dumps([r.to_json_dict() for r in results]))
+        print(json.dumps([_with_tasks(r.to_json_dict(), t) for r, t in zip(results, reports, strict=True)]))
     else:
-        for r in results:
+        for r, t in zip(results, reports, strict=True):
             print(_summary_line(r))
+            if t:
+                print(describe(t, r.spec.label()))
         for s in summaries:
             print(s.describe())
     return 0
@@ -469,30 +512,47 @@ def cmd_mitigate(args) -> int:
     choices = [args.remedy] if args.remedy else [[r.name] for r in applicable(spec.mods)]
     if not choices:
         raise SpecError(f"no remedy applies to {spec.label()} (see `hemlab mitigate --help`)")
+    from .tasks.commands import describe, task_request
+    from .tasks.evaluate import recovered_accuracy
+
+    task_request(args)  # bad task options fail before any computation
     runner = _runner(args)
     before = runner.run(spec, progress=_progress)
+    before_tasks = _tasks_of(args, runner, spec)
     comparisons = []
     for names in choices:
         fixed = dataclasses.replace(spec, mods=mitigate(spec.mods, names, calib))
-        comparisons.append((names, Comparison(before, runner.run(fixed, progress=_progress))))
+        after = runner.run(fixed, progress=_progress)
+        comparisons.append((names, Comparison(before, after), _tasks_of(args, runner, fixed)))
     if args.json:
         print(json.dumps({
-            "before": before.to_json_dict(),
+            "before": _with_tasks(before.to_json_dict(), before_tasks),
             "mitigations": [
-                {"remedies": names, "after": c.after.to_json_dict(), "recovered_ppl": _finite(c.recovered("ppl_ratio")),
-                 "recovered_kl": _finite(c.recovered("kl_mean")), "beyond_repair": c.beyond_repair}
-                for names, c in comparisons
+                {"remedies": names, "after": _with_tasks(c.after.to_json_dict(), t),
+                 "recovered_ppl": _finite(c.recovered("ppl_ratio")),
+                 "recovered_kl": _finite(c.recovered("kl_mean")), "beyond_repair": c.beyond_repair,
+                 **({"recovered_accuracy": recovered_accuracy(before_tasks, t)} if t is not None else {})}
+                for names, c, t in comparisons
             ],
         }))  # fmt: skip
         return 0
     print(f"before: {_summary_line(before)}")
-    for names, c in comparisons:
+    if before_tasks:
+        print(describe(before_tasks, "before"))
+    for names, c, t in comparisons:
         m = c.after.metrics
         print(
             f"{'+ ' + ' + '.join(names):<48} ppl x{m['ppl_ratio']:.3f}  KL mean {m['kl_mean']:.4f}  "
             f"top-1 {m['top1_agreement']:.3f}  recovered: perplexity {c.recovered('ppl_ratio'):.0%}, "
             f"KL {c.recovered('kl_mean'):.0%}{'  BEYOND REPAIR' if c.beyond_repair else ''}"
         )
+        if t:
+            print(describe(t, "after " + " + ".join(names)))
+            for task, rec in recovered_accuracy(before_tasks, t).items():
+                share = "n/a (no accuracy lost)" if rec["recovered"] is None else f"{rec['recovered']:.0%}"
+                print(
+                    f"  {task}: accuracy drop {rec['drop_before']:+.3f} -> {rec['drop_after']:+.3f}, recovered {share}"
+                )
     return 0
 
 
@@ -512,9 +572,13 @@ COMMANDS = {
 
 
 def _command(name: str):
-    """The handler of a subcommand: the core ones above, or one of the analysis package's."""
+    """The handler of a subcommand: the core ones above, the task listing, or one of the analysis package's."""
+    from .tasks.commands import COMMANDS as TASK_COMMANDS
+
     if name in COMMANDS:
         return COMMANDS[name]
+    if name in TASK_COMMANDS:
+        return TASK_COMMANDS[name]
     from .analysis.commands import COMMANDS as ANALYSIS_COMMANDS
 
     return ANALYSIS_COMMANDS[name]

@@ -23,3 +23,7 @@ class StoreError(HemlabError):
 
 class CacheError(HemlabError):
     """A cached base reference failed its integrity check; the message names the folder and what was done."""
+
+
+class TaskError(HemlabError):
+    """An unknown task, a task entry or data file that cannot be read, or items that cannot be scored."""

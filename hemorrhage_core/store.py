@@ -384,6 +384,50 @@ class Store:
 
         self._run(write)
 
+    def save_analysis_frame(self, run_key: str, analysis: str, frame: pd.DataFrame) -> None:
+        """Replace the stored rows of one analysis of one run from a frame with columns item, metric, value.
+
+        For tens of thousands of rows (per-item task scores): one INSERT from the frame, where executemany would
+        take seconds."""
+        data = pd.DataFrame(
+            {
+                "run_key": run_key,
+                "analysis": analysis,
+                "item": frame["item"].astype(str),
+                "metric": frame["metric"].astype(str),
+                "value": frame["value"].astype(float),
+            }
+        )
+
+        def write(con):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    "DELETE FROM analysis_results WHERE run_key = ? AND analysis = ?", [run_key, analysis]
+                )
+                con.register("hemlab_rows", data)
+                con.execute("INSERT INTO analysis_results SELECT * FROM hemlab_rows")
+                con.unregister("hemlab_rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        self._run(write)
+
+    def analysis_rows(self, run_keys: Iterable[str], prefix: str) -> pd.DataFrame:
+        """Stored rows of every analysis whose name starts with `prefix`, for several runs: run_key, analysis,
+        item, metric, value."""
+        keys = list(run_keys)
+        if not keys:
+            return pd.DataFrame(columns=["run_key", "analysis", "item", "metric", "value"])
+        marks = ", ".join("?" * len(keys))
+        return self._query(
+            f"SELECT run_key, analysis, item, metric, value FROM analysis_results WHERE run_key IN ({marks}) "
+            "AND starts_with(analysis, ?) ORDER BY run_key, analysis, item, metric",
+            [*keys, prefix],
+        )
+
     def analysis(self, run_key: str, analysis: str) -> pd.DataFrame:
         """Stored rows of one analysis of one run: columns item, metric, value (empty when never computed)."""
         return self._query(

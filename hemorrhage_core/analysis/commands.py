@@ -26,13 +26,22 @@ def _value(raw: str):
         return raw
 
 
-def record_sweep(param: str, direction: str, store, points, results) -> list[SweepSummary]:
+def record_sweep(param: str, direction: str, store, points, results, task_reports=None) -> list[SweepSummary]:
     """Summaries of a finished `hemlab sweep` (one per model), stored in the `sweeps` table.
 
-    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order.
+    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order,
+    `task_reports` their task reports (or None): a numeric sweep then also stores accuracy-drop thresholds.
     """
     rows = [(p.model, _value(p.raw), result) for p, result in zip(points, results, strict=True)]
     summaries = summarize_sweep(param, rows, direction=direction)
+    if task_reports and any(task_reports):
+        from ..tasks.evaluate import task_thresholds
+
+        for s in summaries:
+            if s.thresholds is None:
+                continue
+            mine = [t for p, t in zip(points, task_reports, strict=True) if p.model == s.model]
+            s.extra["tasks"] = task_thresholds(list(s.values), mine, s.thresholds.direction)
     now = datetime.now(UTC).replace(tzinfo=None)
     for s in summaries:
         store.save_sweep(s.to_dict(), now)

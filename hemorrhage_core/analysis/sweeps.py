@@ -52,13 +52,25 @@ class SweepSummary:
             ],
             "thresholds": self.thresholds.to_dict() if self.thresholds else None,
             "note": self.note,
+            # accuracy-drop thresholds per task, only for sweeps run with --tasks (tasks/evaluate.task_thresholds)
+            **({"tasks": self.extra["tasks"]} if self.extra.get("tasks") else {}),
         }
 
     def describe(self) -> str:
         head = f"sweep {self.param} on {self.model} ({len(self.values)} settings, id {self.sweep_id})"
         if self.thresholds is None:
             return f"{head}\n{self.note}"
-        return f"{head}\n{self.thresholds.describe()}"
+        lines = [head, self.thresholds.describe()]
+        for task, t in self.extra.get("tasks", {}).items():
+
+            def fmt(v):
+                return "not reached" if v is None else f"{v:g}"
+
+            lines.append(
+                f"{task}: accuracy drop significant (95 %) first at {fmt(t['first_significant_drop'])}, "
+                f"over 5 points first at {fmt(t['first_drop_over_5pt'])}"
+            )
+        return "\n".join(lines)
 
 
 def _finite(x: float) -> float | None:
