@@ -1218,3 +1218,73 @@ def export_bytes(fig: go.Figure, fmt: str, *, width: int = 1000, height: int | N
         warnings.filterwarnings("ignore", message="The kopts argument is ignored")
         _kaleido_server()
         return printable.to_image(format=fmt, width=width, height=height, scale=1)
+
+
+# -- benchmark tasks (hemorrhage_core/tasks) ------------------------------------------------------------------
+def task_accuracy_chart(summary: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Left: accuracy per task of the original (blue) and each run (red shades), with 95 % Wilson intervals.
+    Right: the paired difference (run − original) with Newcombe's 95 % interval, zero dotted. `summary`: the tidy
+    frame of tasks/tables.py (label, task, metric, base, base_lo, ... difference_hi)."""
+    title = title or "Task accuracy, original vs modified (95 % intervals)"
+    if summary.empty:
+        return _empty(title, "no task results: evaluate tasks first")
+    df = summary.copy()
+    df["x"] = df.task + " · " + df.metric
+    xs = list(dict.fromkeys(df.x))
+    labels = list(dict.fromkeys(df.label))
+    fig = make_subplots(
+        rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
+        subplot_titles=["accuracy", "difference, modified − original"],
+    )  # fmt: skip
+
+    def err(frame, col):
+        v, lo, hi = frame[col], frame[f"{col}_lo"], frame[f"{col}_hi"]
+        return dict(type="data", array=(hi - v).tolist(), arrayminus=(v - lo).tolist(), visible=True)
+
+    base = df.drop_duplicates("x").set_index("x").loc[xs].reset_index()
+    fig.add_trace(
+        go.Bar(x=base.x, y=base.base, name="original", marker_color=ORIGINAL, error_y=err(base, "base"),
+               hovertemplate="%{x}<br>original %{y:.3f}<extra></extra>"),
+        row=1, col=1,
+    )  # fmt: skip
+    for i, lab in enumerate(labels):
+        g = df[df.label == lab].set_index("x").reindex(xs).reset_index()
+        color = shade(MODIFIED, i, len(labels))
+        fig.add_trace(
+            go.Bar(x=g.x, y=g.modified, name=lab, marker_color=color, error_y=err(g, "modified"),
+                   hovertemplate="%{x}<br>" + lab.replace("%", "%%") + " %{y:.3f}<extra></extra>"),
+            row=1, col=1,
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(x=g.x, y=g.difference, mode="markers", name=lab, showlegend=False,
+                       marker=dict(color=color, size=9), error_y=err(g, "difference"),
+                       hovertemplate="%{x}<br>difference %{y:+.3f}<extra></extra>"),
+            row=1, col=2,
+        )  # fmt: skip
+    fig.add_hline(y=0, line=dict(color=ORIGINAL, dash="dot"), row=1, col=2)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(tickformat="+.0%", row=1, col=2)
+    fig.update_xaxes(tickangle=-30, automargin=True)
+    return _style(fig, title)
+
+
+def flip_matrix_chart(a: int, b: int, c: int, d: int, title: str | None = None) -> go.Figure:
+    """The paired 2×2 table: rows the original right / wrong, columns the modified model right / wrong; the
+    off-diagonal cells are the flips (right→wrong, wrong→right). Counts and shares of the items in each cell."""
+    n = a + b + c + d
+    title = title or "Flips"
+    if n == 0:
+        return _empty(title, "no items")
+    z = [[a, b], [c, d]]
+    names = [["both right", "right→wrong"], ["wrong→right", "both wrong"]]
+    text = [[f"{names[i][j]}<br>{z[i][j]} ({z[i][j] / n:.0%})" for j in range(2)] for i in range(2)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=["modified right", "modified wrong"], y=["original right", "original wrong"], text=text,
+            texttemplate="%{text}", colorscale=[[0, "#f4f5f7"], [1, MODIFIED]], showscale=False,
+            hovertemplate="%{y}, %{x}: %{z}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_yaxes(autorange="reversed")
+    return _style(fig, title, legend=False)

@@ -183,15 +183,55 @@ def _run_section(name: str, result: RunResult) -> str:
     )
 
 
+def _figure(caption: str, fig: go.Figure, static: bool) -> str:
+    if static:
+        body = charts.export_bytes(fig, "svg").decode()
+        body = body[body.find("<svg") :]  # drop the XML prolog: the SVG is inlined in HTML
+    else:
+        body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+    return f"<div class='figure'><h3>{html.escape(caption)}</h3>{body}</div>"
+
+
+def _tasks_section(tasks: pd.DataFrame, static: bool) -> str:
+    """Benchmark accuracy of each run against the original, its intervals and flips, and the data's sources."""
+    from .tasks.tables import sources_text
+
+    def ci(lo, hi):
+        return "n/a" if lo is None or hi is None or lo != lo else f"[{lo:.3f}, {hi:.3f}]"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(r.label)}</td><td>{html.escape(r.task)}</td><td>{r.metric}</td><td>{r.n_items}</td>"
+        f"<td>{r.base:.3f} {ci(r.base_lo, r.base_hi)}</td><td>{r.modified:.3f} {ci(r.modified_lo, r.modified_hi)}</td>"
+        f"<td>{r.difference:+.3f} {ci(r.difference_lo, r.difference_hi)}</td><td>{r.right_to_wrong}</td>"
+        f"<td>{r.wrong_to_right}</td><td>{_fmt(r.mcnemar_p)}</td></tr>"
+        for r in tasks.itertuples()
+    )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("run", "task", "metric", "items", "original", "modified", "difference", "right→wrong",
+                  "wrong→right", "McNemar p")
+    )  # fmt: skip
+    sources = "".join(f"<li>{html.escape(s)}</li>" for s in sources_text(tasks.task))
+    return (
+        "<h2>Tasks</h2><p class='muted'>Zero-shot, scored as lm-evaluation-harness scores them. 95 % intervals: "
+        "Wilson for each accuracy, Newcombe's hybrid score interval for the paired difference (modified − "
+        "original); McNemar's exact test on the flips.</p>"
+        + _figure("Task accuracy", charts.task_accuracy_chart(tasks), static)
+        + f"<table><tr>{head}</tr>{rows}</table><h3>Data sources</h3><ul>{sources}</ul>"
+    )
+
+
 def build_html(
     results: list[RunResult],
     *,
     title: str = "Hemorrhage Lab report",
     figures: list[tuple[str, go.Figure]] | None = None,
     static: bool = False,
+    tasks: pd.DataFrame | None = None,
 ) -> str:
     """A standalone HTML report. Interactive charts (plotly.js inlined once) or, with `static`, inline SVGs
-    rendered by kaleido (what the PDF prints). Raises HemlabError for an empty selection."""
+    rendered by kaleido (what the PDF prints). `tasks`: the runs' stored task results (tasks/tables.stored_frame)
+    for a Tasks section with each data set's licence and citation. Raises HemlabError for an empty selection."""
     if not results:
         raise HemlabError("choose at least one run for the report")
     figures = default_figures(results) if figures is None else figures
@@ -211,12 +251,9 @@ def build_html(
         "<h2>Charts</h2>",
     ]
     for caption, fig in figures:
-        if static:
-            body = charts.export_bytes(fig, "svg").decode()
-            body = body[body.find("<svg") :]  # drop the XML prolog: the SVG is inlined in HTML
-        else:
-            body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        parts.append(f"<div class='figure'><h3>{html.escape(caption)}</h3>{body}</div>")
+        parts.append(_figure(caption, fig, static))
+    if tasks is not None and not tasks.empty:
+        parts.append(_tasks_section(tasks, static))
     for name, result in zip(run_names(results), results, strict=True):
         parts.append(_run_section(name, result))
     parts.append("</body></html>")
@@ -237,13 +274,14 @@ def build_pdf(
     title: str = "Hemorrhage Lab report",
     figures: list[tuple[str, go.Figure]] | None = None,
     timeout_s: float = 120.0,
+    tasks: pd.DataFrame | None = None,
 ) -> bytes:
     """The report as PDF: the static HTML printed by headless Chromium. HemlabError when no browser is found
     (install Debian's `chromium`) or printing fails."""
     chrome = find_chrome()
     if chrome is None:
         raise HemlabError("PDF export needs Chromium: install Debian's `chromium` (make test installs it)")
-    page = build_html(results, title=title, figures=figures, static=True)
+    page = build_html(results, title=title, figures=figures, static=True, tasks=tasks)
     with tempfile.TemporaryDirectory(prefix="hemlab-report-") as tmp:
         src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
         src.write_text(page, encoding="utf-8")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from hemorrhage_core import charts, report
 from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.tasks.tables import stored_frame
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import views
 from hemorrhage_core.ui.navigation import through_app
@@ -110,11 +111,13 @@ st.caption(
     "tokens, code version)."
 )
 results = [r for k in keys if (r := stored(k)) is not None]
+# The runs' stored task results (Tasks page, `hemlab run --tasks`) go into the report with their data's sources.
+task_results = stored_frame(store, {r.run_key: r.spec.label() for r in results})
 chrome = report.find_chrome()
 c1, c2, _ = st.columns([1, 1, 4])
 c1.download_button(
     "Report (HTML)",
-    data=lambda: report.build_html(results).encode(),
+    data=lambda: report.build_html(results, tasks=task_results).encode(),
     file_name="hemlab-report.html",
     mime="text/html",
     key="compare.report-html",
@@ -123,7 +126,7 @@ c1.download_button(
 )
 c2.download_button(
     "Report (PDF)",
-    data=lambda: report.build_pdf(results),
+    data=lambda: report.build_pdf(results, tasks=task_results),
     file_name="hemlab-report.pdf",
     mime="application/pdf",
     key="compare.report-pdf",

