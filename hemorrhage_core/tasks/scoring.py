@@ -7,19 +7,19 @@ is the sum over its continuation tokens of log p(token | everything before), and
 every continuation position is that token.
 
 Speed, without changing a number beyond float rounding:
-- Requests that share a context (the choices of a multiple-choice item) are one *group*: the context runs once
-  with its key/value cache kept, the cache is repeated for the group's continuations, and the continuations run
-  as one batch after it (their positions continue the context's). Continuations of one token need no second
-  pass at all: the context's last position predicts them.
-- Groups are batched by length (longest first) under a token budget; contexts are right-padded, so padding sits
-  after each row's real tokens (causal attention never reads it) and the continuation rows mask the padding
-  holes of the cached prefix.
+- Requests that share a context (the choices of a multiple-choice item) are one *group*, scored in one row: the
+  context once, then every continuation but its last token, each continuation attending to the context and to
+  itself only (a block mask) at the positions that continue the context's. So the context is encoded once for
+  all its choices, in the same pass as the choices, with no cache to copy and no padding between choices; a
+  one-token choice costs nothing beyond the context (the context's last position predicts it).
+- Rows are batched by length (longest first) under a token budget, and a batch grows only while its padding
+  stays small (PADDING_SLACK); rows are right-padded, and padding is masked out.
 - Only the positions that predict a continuation token are unembedded (in chunks), so no full-vocabulary logits
   are held beyond those rows. A modified model's logit transforms (decoding changes) apply to these rows as the
   profile applies them.
-A request alone in its group (Winogrande's partial contexts, LAMBADA) runs as context + continuation in one
-pass. On a model with a sliding attention window, a group whose padded prefix plus continuation would exceed the
-window runs that way too, because the cached prefix's padding would shift the window's index arithmetic.
+The block mask is a custom 4D mask, which replaces the model's own: on a model with a sliding attention window a
+row longer than the window, and on attention kernels that take no such mask, each request runs alone as
+context + continuation with the model's own masks (what lm-eval does for every request).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 ROWS_PER_CHUNK = 512  # unembedded positions at a time: 512 x 49k float32 = 100 MB on SmolLM2
+# A batch grows while its padded tokens stay within this factor of what its groups would cost in batches of their
+# own: padding costs a forward pass as much as a real token, and mixed lengths (PIQA's answers run from 5 to 100
+# tokens) would otherwise double the work; one group per batch would pay the per-pass overhead every time.
+PADDING_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -109,18 +113,24 @@ class _Scorer:
         )
         self.pad = 0
         self.calls = 0
+        # The block mask is an additive 4D mask, which transformers passes as it is to these kernels ("hemlab":
+        # sdpa or the model's eager code); any other kernel gets the model's own masks, one request per row.
+        self.block_mask_ok = getattr(model.config, "_attn_implementation", None) in (
+            "hemlab",
+            "sdpa",
+            "eager",
+        )
 
-    def forward(self, ids, mask, positions=None, cache=None, use_cache=False):
+    def forward(self, ids, mask, positions=None):
         self.calls += 1
         with torch.inference_mode(), fast_attention():
             out = self.stack(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=None if positions is None else positions.to(self.device),
-                cache=cache,  # transformers 5 names it `cache` (past_key_values is deprecated)
-                use_cache=use_cache,
+                use_cache=False,
             )
-        return out.last_hidden_state, (out.cache if use_cache else None)
+        return out.last_hidden_state, None
 
     def logprobs(self, hidden: torch.Tensor, targets: list[int], seen: list[list[int]]):
         """(log p(target), is argmax) per row of hidden [N, d]; `seen` are each row's tokens so far (for
@@ -167,64 +177,53 @@ class _Scorer:
         lp, hit = self.logprobs(hidden[index[:, 0], index[:, 1]], targets, seen)
         return _per_request([len(e.cont) for e in batch], lp, hit)
 
-    # -- shared context: prefix pass with its cache, then the continuations after it -------------------------------
-    def shared(self, groups: list[tuple[tuple[int, ...], list[tuple[int, ...]]]]):
-        lens = [len(ctx) for ctx, _ in groups]
-        width = max(lens)
-        ids = torch.full((len(groups), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(groups), width), dtype=torch.long)
-        for b, (ctx, _) in enumerate(groups):
-            ids[b, : len(ctx)] = torch.tensor(ctx)
-            mask[b, : len(ctx)] = 1
-        longer = [(b, k) for b, (_, conts) in enumerate(groups) for k, c in enumerate(conts) if len(c) > 1]
-        hidden, cache = self.forward(ids, mask, use_cache=bool(longer))
-        last = hidden[torch.arange(len(groups)), torch.tensor(lens) - 1]  # [B, d]: predicts every first token
-        # Row per request: its first token from the prefix pass, the others from the continuation pass.
-        firsts = [(b, conts[k][0]) for b, (_, conts) in enumerate(groups) for k in range(len(conts))]
-        lp0, hit0 = self.logprobs(
-            last[torch.tensor([b for b, _ in firsts])],
-            [t for _, t in firsts],
-            [list(groups[b][0]) for b, _ in firsts],
-        )
-        out_lp = lp0.clone()
-        out_hit = hit0.clone()
-        if longer:
-            flat_index = {}
-            n = 0
-            for b, (_, conts) in enumerate(groups):
-                for k in range(len(conts)):
-                    flat_index[(b, k)] = n
-                    n += 1
-            cache.batch_select_indices(torch.tensor([b for b, _ in longer], device=self.device))
-            steps = max(len(groups[b][1][k]) - 1 for b, k in longer)
-            cids = torch.full((len(longer), steps), self.pad, dtype=torch.long)
-            cmask = torch.cat(
-                [mask[[b for b, _ in longer]], torch.zeros((len(longer), steps), dtype=torch.long)], 1
-            )
-            positions = torch.zeros((len(longer), steps), dtype=torch.long)
-            for r, (b, k) in enumerate(longer):
-                c = groups[b][1][k][:-1]
-                cids[r, : len(c)] = torch.tensor(c)
-                cmask[r, width : width + len(c)] = 1
-                positions[r] = lens[b] + torch.arange(steps)  # the continuation's true positions
-            chidden, _ = self.forward(cids, cmask, positions, cache=cache, use_cache=True)
-            rows, targets, seen = [], [], []
-            for r, (b, k) in enumerate(longer):
-                ctx, cont = groups[b][0], groups[b][1][k]
-                for j in range(1, len(cont)):
-                    rows.append((r, j - 1))
-                    targets.append(cont[j])
-                    seen.append(list(ctx) + list(cont[:j]))
-            index = torch.tensor(rows)
-            lp, hit = self.logprobs(chidden[index[:, 0], index[:, 1]], targets, seen)
-            pos = 0
-            for b, k in longer:
-                m = len(groups[b][1][k]) - 1
-                i = flat_index[(b, k)]
-                out_lp[i] += lp[pos : pos + m].sum()
-                out_hit[i] &= bool(hit[pos : pos + m].all())
-                pos += m
-        return out_lp.tolist(), [bool(h) for h in out_hit]
+    # -- shared context: one row per group, its continuations packed after the context ------------------------------
+    def packed(self, groups: list[tuple[tuple[int, ...], list[tuple[int, ...]]]]):
+        """One pass for several groups. A group's row is its context followed by every continuation but its last
+        token; each continuation attends to the whole context and to itself only (a block mask), and its
+        positions continue the context's, so every token sees exactly what it would in context + that
+        continuation alone. Returns (log-likelihoods, greedy flags) in the groups' request order."""
+        rows = []
+        for ctx, conts in groups:
+            toks, pos, seg = list(ctx), list(range(len(ctx))), [0] * len(ctx)
+            for j, c in enumerate(conts, 1):
+                piece = list(c[:-1])
+                toks += piece
+                pos += range(len(ctx), len(ctx) + len(piece))
+                seg += [j] * len(piece)
+            rows.append((toks, pos, seg))
+        width = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segs = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+        for b, (toks, pos, seg) in enumerate(rows):
+            ids[b, : len(toks)] = torch.tensor(toks)
+            positions[b, : len(pos)] = torch.tensor(pos)
+            segs[b, : len(seg)] = torch.tensor(seg)
+        idx = torch.arange(width)
+        causal = idx[None, :, None] >= idx[None, None, :]  # [1, query, key]
+        sq, sk = segs[:, :, None], segs[:, None, :]
+        allowed = causal & (sk != -1) & ((sk == 0) | (sk == sq))  # padding queries still see the context
+        dtype = next(self.model.parameters()).dtype
+        # Additive float mask: what both the eager kernel and sdpa take (a bool mask would be added by eager).
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+        hidden, _ = self.forward(ids, mask, positions)
+        picks, targets, seen, lengths = [], [], [], []
+        for b, (ctx, conts) in enumerate(groups):
+            start = len(ctx)
+            for c in conts:
+                picks.append((b, len(ctx) - 1))
+                targets.append(c[0])
+                seen.append(list(ctx))
+                for t in range(1, len(c)):
+                    picks.append((b, start + t - 1))
+                    targets.append(c[t])
+                    seen.append(list(ctx) + list(c[:t]))
+                start += len(c) - 1
+                lengths.append(len(c))
+        index = torch.tensor(picks)
+        lp, hit = self.logprobs(hidden[index[:, 0], index[:, 1]], targets, seen)
+        return _per_request(lengths, lp, hit)
 
 
 def _per_request(lengths: list[int], lp: torch.Tensor, hit: torch.Tensor):
@@ -256,33 +255,29 @@ def score(
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, e in enumerate(encoded):
         groups.setdefault(e.ctx if reuse_prefix else (i, *e.ctx), []).append(i)
-    shared, single = [], []
-    for members in groups.values():
-        ctx = encoded[members[0]].ctx
-        longest = max(len(encoded[i].cont) for i in members)
-        fits = s.window is None or len(ctx) + longest <= s.window
-        (shared if len(members) > 1 and reuse_prefix and fits else single).append(members)
-    work = []  # (cost in padded tokens, kind, payload), longest first as lm-eval orders its requests
-    for members in sorted(
-        shared, key=lambda m: -(len(encoded[m[0]].ctx) + max(len(encoded[i].cont) for i in m))
-    ):
-        work.append(("shared", members))
-    for members in sorted(single, key=lambda m: -(len(encoded[m[0]].ctx) + len(encoded[m[0]].cont))):
-        work.append(("flat", members))
+    packable = reuse_prefix and s.block_mask_ok
+
+    def row_length(members):
+        return len(encoded[members[0]].ctx) + sum(len(encoded[i].cont) - 1 for i in members)
+
+    work = []  # (kind, request indices of one group), longest first as lm-eval orders its requests
+    for members in sorted(groups.values(), key=row_length, reverse=True):
+        fits = s.window is None or row_length(members) <= s.window
+        if packable and fits:
+            work.append(("packed", members))
+        else:  # the model's own masks: every request in a row of its own
+            work.extend(("flat", [i]) for i in members)
+
+    def cost(batch_):
+        return len(batch_) * max(row_length(m) for m in batch_)
+
+    def alone(batch_):
+        """What the batch's rows would cost each in a pass of its own."""
+        return sum(row_length(m) for m in batch_)
+
     done, total = 0, len(encoded)
     batch: list[list[int]] = []
     kind = None
-
-    def cost(kind_, batch_):
-        if kind_ == "flat":
-            return len(batch_) * max(len(encoded[m[0]].ctx) + len(encoded[m[0]].cont) for m in batch_)
-        width = max(len(encoded[m[0]].ctx) for m in batch_)
-        rows = sum(1 for m in batch_ for i in m if len(encoded[i].cont) > 1)
-        steps = max((len(encoded[i].cont) for m in batch_ for i in m), default=1)
-        longest = width + steps
-        if s.window is not None and longest > s.window:
-            return float("inf")  # the padded prefix would shift the sliding window (module docstring)
-        return len(batch_) * width + rows * longest
 
     def flush():
         nonlocal done
@@ -293,7 +288,7 @@ def score(
             lls, gs = s.flat([encoded[i] for i in idx])
         else:
             idx = [i for m in batch for i in m]
-            lls, gs = s.shared([(encoded[m[0]].ctx, [encoded[i].cont for i in m]) for m in batch])
+            lls, gs = s.packed([(encoded[m[0]].ctx, [encoded[i].cont for i in m]) for m in batch])
         for i, ll, g in zip(idx, lls, gs, strict=True):
             loglik[i], greedy[i] = ll, g
         done += len(idx)
@@ -303,7 +298,8 @@ def score(
     for k, members in work:
         if cancelled is not None and cancelled():
             raise Cancelled("task scoring cancelled; nothing was stored")
-        if batch and (k != kind or cost(k, [*batch, members]) > token_budget):
+        grown = [*batch, members]
+        if batch and (k != kind or cost(grown) > token_budget or cost(grown) > PADDING_SLACK * alone(grown)):
             flush()
             batch = []
         kind = k
