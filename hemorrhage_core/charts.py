@@ -1288,3 +1288,38 @@ def flip_matrix_chart(a: int, b: int, c: int, d: int, title: str | None = None) 
     )  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return _style(fig, title, legend=False)
+
+
+def paper_task_chart(paper_rows: pd.DataFrame, ours: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """One panel per task (ARC-Challenge, ARC-Easy, MMLU): accuracy over the FP16 (original) accuracy against
+    bits, the paper's Qwen2.5 GGUF models as grey lines and our stored quantization runs in the quant colour."""
+    title = title or "Task accuracy relative to 16 bits: the paper's GGUF Qwen2.5 and our runs"
+    if paper_rows.empty:
+        return _empty(title, "no task columns in the paper table")
+    tasks = list(dict.fromkeys(paper_rows.task))
+    fig = make_subplots(
+        rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True, horizontal_spacing=0.05
+    )
+    models = list(dict.fromkeys(paper_rows.model))
+    for col, task in enumerate(tasks, start=1):
+        for i, model in enumerate(models):
+            g = paper_rows[(paper_rows.task == task) & (paper_rows.model == model)].sort_values("x")
+            fig.add_trace(
+                go.Scatter(x=g.x, y=g.ratio, mode="lines+markers", name=f"paper: {model}", legendgroup=model,
+                           showlegend=col == 1, line=dict(color=shade(FAMILY_COLORS["paper"], i, len(models)), width=1),
+                           marker=dict(size=5), hovertemplate=model + " %{x} bits: %{y:.2f}<extra></extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+        mine = ours[ours.task == task] if not ours.empty else ours
+        for j, (series, g) in enumerate(mine.groupby("series", sort=False) if not mine.empty else []):
+            fig.add_trace(
+                go.Scatter(x=g.x, y=g.ratio, mode="lines+markers", name=series, legendgroup=series,
+                           line=dict(color=shade(FAMILY_COLORS["quant"], j, max(1, mine.series.nunique())), width=3),
+                           marker=dict(size=9), customdata=g.n_items,
+                           hovertemplate=series + " %{x} bits: %{y:.2f} (%{customdata} items)<extra></extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.add_hline(y=1.0, line=dict(color=ORIGINAL, dash="dot"), row=1, col=col)
+        fig.update_xaxes(title_text="bits per weight", autorange="reversed", row=1, col=col)
+    fig.update_yaxes(title_text="accuracy / 16-bit accuracy", row=1, col=1)
+    return _style(fig, title)

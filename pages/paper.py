@@ -1,6 +1,7 @@
 """Paper: the seed paper's tables drawn as charts, cited, with our own runs of the same family overlaid on a
 normalised axis (perplexity ratio to each model's own baseline)."""
 
+import pandas as pd
 import streamlit as st
 
 from hemorrhage_core import charts
@@ -69,6 +70,21 @@ else:
         f"Ours: {len(ours)} stored {FAMILY_TITLES.get(meta.family)} run(s), each against its own original "
         "model on its own corpus and window. Paper: LLaMA2-7b (or Qwen2.5) on WikiText-2. The shapes are "
         "comparable; the absolute values are not."
+    )
+if key == "gguf":
+    st.subheader("Task accuracy (ARC, MMLU) relative to 16 bits, with our task runs")
+    from hemorrhage_core.tasks.tables import sources_text, stored_frame
+
+    task_rows = stored_frame(store, {k: k for k in history.run_key}) if not history.empty else pd.DataFrame()
+    ours_tasks = paper.our_task_points(history, task_rows)
+    chart(charts.paper_task_chart(paper.task_ratios(), ours_tasks), "paper-gguf-tasks")
+    st.caption(
+        "Each model's accuracy over its own FP16 (paper) or original (ours, on the same items, 0-shot as "
+        "lm-evaluation-harness) accuracy. Ours come from runs evaluated with tasks (Tasks page or `hemlab run "
+        "--tasks arc_challenge,arc_easy,mmlu`); our baseline is already a 4-bit GGUF dequantized, and our ARC is "
+        "its validation split. "
+        + ("No stored quantization run has ARC / MMLU results yet. " if ours_tasks.empty else "")
+        + " ".join(sources_text(["arc_challenge", "mmlu"]))
     )
 with st.expander("Baselines used to normalise each row (and why)"):
     table(baselines, f"paper-{key}-baselines")

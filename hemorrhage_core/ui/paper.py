@@ -259,3 +259,57 @@ def our_points(
             }
         )
     return pd.DataFrame(rows, columns=cols)
+
+
+# The GGUF table's task columns and the tasks of ours that use the same data (our ARC is its validation split).
+PAPER_TASKS = {
+    "arc_c": ("ARC-Challenge", "arc_challenge"),
+    "arc_e": ("ARC-Easy", "arc_easy"),
+    "mmlu": ("MMLU", "mmlu"),
+}
+
+
+def task_ratios(folder: Path = PAPER_DIR) -> pd.DataFrame:
+    """The GGUF table's ARC / MMLU accuracies over each model's FP16 accuracy: model, task, x (bits), ratio."""
+    df = raw("gguf", folder)
+    rows = []
+    for model, g in df.groupby("model", sort=False):
+        fp16 = g[g.bits_label == 16]
+        if fp16.empty:
+            continue
+        for col, (title, _) in PAPER_TASKS.items():
+            ref = float(fp16[col].iloc[0])
+            for r in g.itertuples():
+                if ref > 0 and r.bits_label != 16:
+                    rows.append(
+                        {
+                            "model": model,
+                            "task": title,
+                            "x": float(r.bits_label),
+                            "ratio": getattr(r, col) / ref,
+                        }
+                    )
+    return pd.DataFrame(rows, columns=["model", "task", "x", "ratio"])
+
+
+def our_task_points(history: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
+    """Our stored quantization runs with task results on ARC / MMLU: series, task, x (bits), ratio (modified
+    over original accuracy on the same items), n_items. `tasks`: tasks/tables.stored_frame, labelled by run key."""
+    cols = ["series", "task", "x", "ratio", "n_items"]
+    if history.empty or tasks.empty:
+        return pd.DataFrame(columns=cols)
+    ours = {ours_name: title for title, ours_name in PAPER_TASKS.values()}
+    rows = []
+    for rec in history[history.family == "quant"].to_dict("records"):
+        mods = json.loads(rec["spec_json"]).get("mods", [])
+        x = _x_of("quant", mods, {}, None)
+        mine = tasks[(tasks.label == rec["run_key"]) & tasks.task.isin(list(ours)) & (tasks.metric == "acc")]
+        for t in mine.itertuples():
+            if x is None or not t.base:
+                continue
+            kinds = "+".join(m["kind"] for m in mods)
+            rows.append({"series": f"{short_model(rec['model'])} · {kinds} · {ours[t.task]}", "task": ours[t.task],
+                         "x": x, "ratio": t.modified / t.base, "n_items": t.n_items})  # fmt: skip
+    return (
+        pd.DataFrame(rows, columns=cols).sort_values(["series", "x"]) if rows else pd.DataFrame(columns=cols)
+    )
