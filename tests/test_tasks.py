@@ -493,3 +493,107 @@ def test_paper_task_ratios_and_our_points_share_one_axis():
     ]
     fig = charts.paper_task_chart(rows, ours)
     assert any(t.name == "m · quant_rtn · ARC-Easy" for t in fig.data)
+
+
+@pytest.mark.parametrize("window", [6, 64])
+def test_block_mask_respects_a_sliding_window_or_steps_aside(window):
+    """Gemma 3 with a sliding window: rows longer than it run alone with the model's own masks; shorter ones are
+    packed. Either way the numbers are those of one plain forward per request."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from hemorrhage_core.probes.kernels import use_fast_attention
+    from hemorrhage_core.tasks.scoring import Encoded
+
+    config = Gemma3TextConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=window, max_position_embeddings=128,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    model.set_attn_implementation("eager")
+    assert use_fast_attention(model)
+    g = torch.Generator().manual_seed(1)
+    enc = []
+    for n_ctx in (2, 3, 5, 9):
+        ctx = tuple(torch.randint(1, 97, (n_ctx,), generator=g).tolist())
+        for n_cont in (1, 2, 4):
+            enc.append(Encoded(ctx, tuple(torch.randint(1, 97, (n_cont,), generator=g).tolist())))
+    shared = score(model, enc)
+    for e, ll in zip(enc, shared.loglik, strict=True):
+        ids = torch.tensor([list(e.ctx) + list(e.cont)])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        rows = torch.arange(len(e.ctx) - 1, len(e.ctx) + len(e.cont) - 1)
+        assert ll == pytest.approx(float(logp[rows, torch.tensor(e.cont)].sum()), abs=1e-5)
+
+
+def test_recovered_accuracy_and_sweep_thresholds_by_hand():
+    from hemorrhage_core.tasks.evaluate import recovered_accuracy, task_thresholds
+
+    items = [Item(i, (("q", " x"), ("q", " y")), ("x", "y"), answer=0) for i in range(10)]
+    right, wrong = (-1.0, -2.0), (-2.0, -1.0)
+    base = ItemScores((right,) * 10, ((False, False),) * 10)
+
+    def report(n_wrong):
+        return compare(
+            _set(items, ("acc",)),
+            base,
+            ItemScores((wrong,) * n_wrong + (right,) * (10 - n_wrong), base.greedy),
+        )
+
+    before, after = report(4), report(1)  # accuracy 1.0 -> 0.6, and 0.9 after the remedy
+    rec = recovered_accuracy([before], [after])["hand"]
+    assert rec["drop_before"] == pytest.approx(0.4) and rec["drop_after"] == pytest.approx(0.1)
+    assert rec["recovered"] == pytest.approx(0.75) and (rec["flips_before"], rec["flips_after"]) == (4, 1)
+    # A bits sweep 8, 4, 3 (damage grows as bits fall): 0, 1 and 8 items lost.
+    t = task_thresholds([8, 4, 3], [[report(0)], [report(1)], [report(8)]], "descending")["hand"]
+    assert [p["value"] for p in t["points"]] == [8, 4, 3]
+    assert t["first_drop_over_5pt"] == 4  # 10 points at 4 bits
+    assert t["first_significant_drop"] == 3  # 1 of 10 is not significant at 95 %; 8 of 10 is
+
+
+def test_cli_sweep_and_mitigate_carry_tasks(tmp_path, capsys, tiny_llama_dir, text_file, task_file):
+    common = ["--model", str(tiny_llama_dir), "--corpus", text_file, "--tokens", "128", "--window", "64",
+              "--attn-probes", "1", "--attn-len", "8", "--top-k", "16", "--db", str(tmp_path / "r.duckdb"),
+              "--tasks", str(task_file)]  # fmt: skip
+    assert (
+        main(
+            [
+                "sweep",
+                *common,
+                "--param",
+                "quant-bits",
+                "--values",
+                "8,3",
+                "--direction",
+                "descending",
+                "--summary-json",
+            ]
+        )
+        == 0
+    )
+    (summary,) = json.loads(capsys.readouterr().out)
+    t = summary["tasks"]["tiny_mc"]
+    assert [p["value"] for p in t["points"]] == [8.0, 3.0] and "first_significant_drop" in t
+    assert (
+        main(
+            [
+                "mitigate",
+                *common,
+                "--quant-bits",
+                "3",
+                "--remedy",
+                "decoding calibration",
+                "--calib-samples",
+                "2",
+                "--calib-len",
+                "32",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert "tiny_mc" in out["before"]["tasks"] and "tiny_mc" in out["mitigations"][0]["after"]["tasks"]
+    assert "tiny_mc" in out["mitigations"][0]["recovered_accuracy"]
