@@ -44,6 +44,7 @@ PAGES = {
     "Layers": "Layers: where the information is lost",
     "Attention": "Attention disruption",
     "Divergence": "Divergence: what the model now predicts",
+    "Tasks": "Tasks: accuracy on real benchmarks, and the answers that flipped",
     "Sweeps & thresholds": "Sweeps & thresholds",
     "Compare & history": "Compare & history",
     "Paper": "The paper's results, beside ours",
