@@ -14,7 +14,8 @@ Every expert is reported on every call, with zero rows when no token was routed 
 is visible as such and groups can be read off one batch.
 
 `sequences`: how many calibration sequences the call covered (Wanda's ‖X_j‖ is a mean over sequences). A Linear
-sees [B, T, in]; an experts module sees flattened tokens, so its B is read off its MoE layer's input.
+usually sees [B, T, in]; experts, routers and Qwen2-MoE's shared expert see flattened tokens [N, in], so their B
+is read off the input of the block that holds them.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def expert_inputs(
 
 
 def _leading(args: tuple, kwargs: dict) -> int:
-    x = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+    """Sequences in a block call: the leading size of its hidden states [B, T, d]."""
+    x = args[0] if args else kwargs.get("hidden_states")
     return x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 2 else 1
 
 
@@ -84,27 +86,38 @@ def _leading(args: tuple, kwargs: dict) -> int:
 def target_inputs(targets: Iterable[WeightTarget], fn: InputFn) -> Iterator[None]:
     """Call `fn(target, x, sequences)` with the input of every target while the body runs forwards; hooks are
     removed on exit."""
+    targets = list(targets)
     linear: dict[int, list[WeightTarget]] = defaultdict(list)
     experts: dict[int, dict[tuple[str, int], WeightTarget]] = defaultdict(dict)
     modules: dict[int, nn.Module] = {}
-    owners: dict[int, nn.Module | None] = {}
+    blocks: dict[int, nn.Module] = {}
+    batch: dict[int, int] = {}  # id(block) -> sequences of its current call
     for t in targets:
         modules[id(t.module)] = t.module
+        if t.block_module is not None:
+            blocks[id(t.block_module)] = t.block_module
         if t.kind == "expert":
             experts[id(t.module)][(t.param, t.expert)] = t
-            owners[id(t.module)] = t.owner
         else:
             linear[id(t.module)].append(t)
+
+    def sequences(t: WeightTarget, x: torch.Tensor) -> int:
+        if x.dim() > 2:
+            return x.shape[0]
+        return batch.get(id(t.block_module), 1)
+
+    def on_block(_module, args, kwargs):
+        batch[id(_module)] = _leading(args, kwargs)
 
     def on_linear(members: list[WeightTarget]):
         def hook(_module, args):
             x = args[0]  # the tensor itself, not a detached copy: callers group layers by input identity
             for t in members:
-                fn(t, x, x.shape[0] if x.dim() > 2 else 1)
+                fn(t, x, sequences(t, x))
 
         return hook
 
-    def on_experts(members: dict[tuple[str, int], WeightTarget], batch: list[int]):
+    def on_experts(members: dict[tuple[str, int], WeightTarget]):
         params = {p for p, _ in members}
 
         def hook(module, args, kwargs):
@@ -112,27 +125,18 @@ def target_inputs(targets: Iterable[WeightTarget], fn: InputFn) -> Iterator[None
             for param, e, x in expert_inputs(module, hidden, index, params):
                 t = members.get((param, e))
                 if t is not None:
-                    fn(t, x, batch[0])
+                    fn(t, x, sequences(t, x))
 
         return hook
 
     handles = []
     try:
+        for block in blocks.values():
+            handles.append(block.register_forward_pre_hook(on_block, with_kwargs=True))
         for key, members in linear.items():
             handles.append(modules[key].register_forward_pre_hook(on_linear(members)))
         for key, members in experts.items():
-            batch = [1]
-            owner = owners[key]
-            if owner is not None:
-                handles.append(
-                    owner.register_forward_pre_hook(
-                        lambda _m, args, kwargs, batch=batch: batch.__setitem__(0, _leading(args, kwargs)),
-                        with_kwargs=True,
-                    )
-                )
-            handles.append(
-                modules[key].register_forward_pre_hook(on_experts(members, batch), with_kwargs=True)
-            )
+            handles.append(modules[key].register_forward_pre_hook(on_experts(members), with_kwargs=True))
         yield
     finally:
         for h in handles:

@@ -95,7 +95,9 @@ class WeightTarget:
     expert: int | None = None  # index along the stacked parameter's first dimension
     transposed: bool = False  # stored [in, out] (Conv1D, `is_transposed` experts)
     block: int | None = None  # index of the block that holds it (None: outside the blocks)
-    owner: nn.Module | None = None  # an expert's MoE layer (the experts module's parent): it sees [B, T, d]
+    # The block holding it: its input [B, T, d] says how many sequences a calibration call covers, which a
+    # layer fed flattened tokens [N, in] (experts, routers, Qwen2-MoE's shared expert) cannot tell.
+    block_module: nn.Module | None = None
 
     @property
     def param_name(self) -> str:
@@ -147,7 +149,12 @@ class WeightTarget:
 
 
 def linear_target(
-    name: str, module: nn.Module, *, kind: str = "linear", block: int | None = None
+    name: str,
+    module: nn.Module,
+    *,
+    kind: str = "linear",
+    block: int | None = None,
+    block_module: nn.Module | None = None,
 ) -> WeightTarget:
     """The target of a Linear / Conv1D (or of a router module with an F.linear-style [out, in] `weight`)."""
     return WeightTarget(
@@ -158,6 +165,7 @@ def linear_target(
         kind=kind,
         transposed=isinstance(module, Conv1D),
         block=block,
+        block_module=block_module,
     )
 
 
@@ -253,12 +261,13 @@ def _block_matrices(model: nn.Module) -> Iterator[tuple[int, str, nn.Module, str
 
 
 def _classify(
-    block: int, module_name: str, module: nn.Module, pname: str, routers: set[int], owner: nn.Module | None
+    block: int, block_module: nn.Module, module_name: str, module: nn.Module, pname: str, routers: set[int]
 ) -> tuple[list[WeightTarget], str | None]:
     """The targets of one block parameter, or why no target kind describes it."""
     kind = "router" if id(module) in routers else None
+    where = dict(block=block, block_module=block_module)
     if isinstance(module, LINEAR_TYPES) and pname == "weight":
-        return [linear_target(module_name, module, kind=kind or "linear", block=block)], None
+        return [linear_target(module_name, module, kind=kind or "linear", **where)], None
     if is_experts(module):
         p = getattr(module, pname)
         if p.dim() != 3 or pname not in experts_matrices(module):
@@ -275,14 +284,13 @@ def _classify(
                 kind="expert",
                 expert=e,
                 transposed=bool(module.is_transposed),
-                block=block,
-                owner=owner,
+                **where,
             )
             for e in range(p.shape[0])
         ], None
     p = getattr(module, pname)
     if kind == "router" and pname == "weight" and p.dim() == 2:  # TopKRouter: F.linear(x, weight)
-        return [linear_target(module_name, module, kind="router", block=block)], None
+        return [linear_target(module_name, module, kind="router", **where)], None
     return (
         [],
         f"{type(module).__name__}.{pname} {tuple(p.shape)}: not a Linear, Conv1D or fused-experts weight",
@@ -303,7 +311,6 @@ def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> 
     in_blocks = {id(m) for block in blocks for m in block.modules()}
     routers = {i: _router_modules(block) for i, block in enumerate(blocks)}
     names = {id(m): n for n, m in model.named_modules()}
-    parents = {id(c): m for m in model.modules() for c in m.children()}
     for i, module_name, module, pname, p in _block_matrices(model):
         numel = p.numel()
         plan.block_weights += numel
@@ -311,13 +318,14 @@ def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> 
             plan.excluded_weights += numel
             plan.excluded[module_name] = "router: excluded by default (include_router=True modifies it)"
             continue
-        targets, reason = _classify(i, module_name, module, pname, routers[i], parents.get(id(module)))
+        targets, reason = _classify(i, blocks[i], module_name, module, pname, routers[i])
         if reason is None and supports is not None:
             why = {w for t in targets if (w := supports(t)) is not None}
             if why:
                 reason = "; ".join(sorted(why))
         if reason is not None:
-            plan.unhandled[module_name] = reason
+            known = plan.unhandled.get(module_name)
+            plan.unhandled[module_name] = reason if known is None or reason in known else f"{known}; {reason}"
             plan.unhandled_weights += numel
             continue
         plan.targets.extend(targets)
