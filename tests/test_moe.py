@@ -31,6 +31,7 @@ from hemorrhage_core.modify import ModContext, apply_modifications
 from hemorrhage_core.modify.experts import MIN_EXPERT_TOKENS
 from hemorrhage_core.modify.gptq import gptq_quantize
 from hemorrhage_core.modify.quantize import quantize_rtn
+from hemorrhage_core.modify.sequential import calibration_stages, target_groups, walk_blocks
 from hemorrhage_core.modify.taps import target_inputs
 from hemorrhage_core.modify.targets import plan_targets
 from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec
@@ -284,6 +285,21 @@ def test_gptq_uses_each_experts_routed_tokens_and_pools_a_starved_expert():
     starved0, starved1 = experts0.gate_up_proj[3], state.model.model.layers[0].mlp.experts.gate_up_proj[3]
     assert not torch.equal(starved0, starved1)
     assert all(row.unique().numel() <= 16 for row in starved1)
+
+
+def test_experts_of_one_parameter_share_a_calibration_stage_within_a_memory_cap():
+    model = _mixtral()
+    step = next(walk_blocks(model, torch.randint(0, VOCAB, (2, 16))))
+    targets = [t for t in plan_targets(model, GPTQ()).targets if t.block == 0]
+    groups = target_groups(step, targets)
+    names = [[t.name.removeprefix("model.layers.0.") for t in g] for g in groups]
+    assert names[:2] == [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"]]
+    assert names[2:] == [[f"mlp.experts.gate_up_proj.{e}"] for e in range(4)] + [
+        [f"mlp.experts.down_proj.{e}"] for e in range(4)
+    ]
+    assert [len(s) for s in calibration_stages(groups)] == [1, 1, 4, 4]
+    two_hessians = 2 * 4 * 64**2  # gate_up_proj reads d = 64 inputs
+    assert [len(s) for s in calibration_stages(groups, max_bytes=two_hessians)] == [1, 1, 2, 2, 4]
 
 
 @pytest.mark.parametrize("method", ["sparsegpt", "magnitude"])

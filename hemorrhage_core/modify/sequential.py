@@ -186,16 +186,27 @@ def target_groups(step: BlockStep, targets: list[WeightTarget]) -> list[list[Wei
     return [members for _, members in groups]  # in the order of the first call
 
 
-def calibration_stages(groups: list[list[WeightTarget]]) -> list[list[list[WeightTarget]]]:
+# Experts calibrated in one pass each hold an [in, in] float32 matrix (GPTQ's Hessian, AWQ's Gram matrix): a stage
+# of experts is split where they would hold more than this (Mixtral's 8 down_proj Hessians are 6.6 GB together).
+STAGE_BYTES = 2 * 1024**3
+
+
+def calibration_stages(
+    groups: list[list[WeightTarget]], *, max_bytes: int = STAGE_BYTES
+) -> list[list[list[WeightTarget]]]:
     """One stage per group (true-sequential calibration), except that the experts of one parameter, which read
-    disjoint rows of one input and do not feed each other, share a stage: one pass for all of them."""
+    disjoint rows of one input and do not feed each other, share a stage (one pass for all of them) up to
+    `max_bytes` of [in, in] float32 statistics."""
     stages: list[list[list[WeightTarget]]] = []
+    held = 0
     for group in groups:
-        key = group[0].stage
-        if stages and key is not None and stages[-1][-1][0].stage == key:
+        key, cost = group[0].stage, 4 * group[0].shape[1] ** 2
+        if stages and key is not None and stages[-1][-1][0].stage == key and held + cost <= max_bytes:
             stages[-1].append(group)
+            held += cost
         else:
             stages.append([group])
+            held = cost
     return stages
 
 

@@ -186,6 +186,14 @@ def is_experts(module: nn.Module) -> bool:
     )
 
 
+def holds_experts(module: nn.Module) -> bool:
+    """Decorated experts, or a module with `num_experts` and a 3-D parameter (Llama 4's and JetMoE's own
+    layouts): what the router next to it routes to."""
+    return is_experts(module) or (
+        hasattr(module, "num_experts") and any(p.dim() == 3 for p in module.parameters(recurse=False))
+    )
+
+
 def experts_matrices(module: nn.Module) -> list[str]:
     """The names of an experts module's stacked [E, ., .] weight parameters whose role is known."""
     known = (*FIRST_PROJECTIONS, SECOND_PROJECTION)
@@ -206,14 +214,14 @@ def _router_modules(block: nn.Module) -> set[int]:
             parents[id(child)] = module
     routers: set[int] = set()
     for module in block.modules():
-        if not is_experts(module):
+        if not holds_experts(module):
             continue
         owner = parents.get(id(module))
         for candidate in (owner, parents.get(id(owner)) if owner is not None else None):
             if candidate is None:
                 continue
             for name, child in candidate.named_children():
-                if child is module or any(is_experts(m) for m in child.modules()):
+                if child is module or any(holds_experts(m) for m in child.modules()):
                     continue
                 if name in ROUTER_NAMES or _ROUTER_CLASS.search(type(child).__name__):
                     routers.update(id(m) for m in child.modules())
@@ -291,6 +299,12 @@ def _classify(
     p = getattr(module, pname)
     if kind == "router" and pname == "weight" and p.dim() == 2:  # TopKRouter: F.linear(x, weight)
         return [linear_target(module_name, module, kind="router", **where)], None
+    if holds_experts(module):
+        return (
+            [],
+            f"{type(module).__name__}.{pname} {tuple(p.shape)}: fused experts outside transformers' experts "
+            "integration (layout and inputs unknown)",
+        )
     return (
         [],
         f"{type(module).__name__}.{pname} {tuple(p.shape)}: not a Linear, Conv1D or fused-experts weight",
