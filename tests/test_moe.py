@@ -115,9 +115,11 @@ def _never_route_to(model, expert: int) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_rtn_quantizes_every_expert_matrix_and_excludes_the_router():
+@pytest.mark.parametrize("granularity", ["channel", "group", "tensor"])
+def test_rtn_quantizes_every_expert_matrix_and_excludes_the_router(granularity):
     base = _mixtral()
-    state = apply_modifications(base, 2, (QuantizeRTN(bits=4),), _ctx())
+    mod = QuantizeRTN(bits=4, granularity=granularity, group_size=16)
+    state = apply_modifications(base, 2, (mod,), _ctx())
     report = state.report
     assert report["coverage"] == 1.0
     assert report["skipped_modules"] == 2
@@ -127,10 +129,12 @@ def test_rtn_quantizes_every_expert_matrix_and_excludes_the_router():
         for param in ("gate_up_proj", "down_proj"):
             w0, w1 = getattr(before, param), getattr(after, param)
             for e in range(w0.shape[0]):
-                expected = quantize_rtn(w0[e], bits=4, scheme="sym", granularity="channel")
+                expected = quantize_rtn(w0[e], bits=4, scheme="sym", granularity=granularity, group_size=16)
                 assert not torch.equal(w1[e], w0[e])
                 assert torch.equal(w1[e], expected), f"{param}[{e}] is not RTN of its own [out, in] matrix"
-                assert all(row.unique().numel() <= 16 for row in w1[e])  # on a 4-bit grid per output row
+                # On a 4-bit grid per expert matrix, output row, or row and group of 16 inputs.
+                cells = {"tensor": w1[e].reshape(1, -1), "channel": w1[e], "group": w1[e].reshape(-1, 16)}
+                assert all(c.unique().numel() <= 16 for c in cells[granularity])
     for before, after in zip(base.model.layers, state.model.model.layers, strict=True):
         assert torch.equal(before.mlp.gate.weight, after.mlp.gate.weight)
 

@@ -6,6 +6,9 @@ The quantizer is a pure function on (W, H) (`gptq_quantize`); the handler walks 
 it, and, with `true_sequential`, each sub-layer group (q/k/v, o, gate/up, down) from the outputs of the groups
 quantized before it inside the block.
 
+MoE experts are quantized like Linear layers, one matrix per expert, each with the Hessian of the tokens routed
+to it (taps.py); an expert with too few routed calibration tokens takes its layer's pooled Hessian (experts.py).
+
 Optional library backends: auto-gptq 0.7.1 fails to import against transformers 5 and gptqmodel needs a newer
 torch than the project's pin (see the environment guide), so no library backend is registered; this module is
 the implementation used everywhere.

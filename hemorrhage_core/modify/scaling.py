@@ -14,6 +14,9 @@ Both rest on one identity: for any positive per-input-channel vector s, W x = (W
   objective. The effective weight Q(W diag(s)) diag(s)⁻¹ is written back (numerically what a folded deployment
   computes); AWQ's extra clipping search is not implemented.
 
+MoE experts: AWQ searches each expert matrix on the tokens routed to it (its effective weight is written back, so
+no fold is needed); SmoothQuant refuses fused experts, whose inputs no per-channel scale can reach.
+
 Layers that read the same input tensor share one s (found by `sequential.input_groups`-style identity tests), as a
 fold into their common producer requires.
 """
