@@ -24,6 +24,12 @@ CODE_VERSION = "3"  # 3: attention probes are prefixes of the evaluation windows
 
 MODIFICATIONS: dict[str, type[Modification]] = {}
 
+# Scope options of the weight-touching modifications, added after results were first stored: `to_dict` leaves
+# them out at their default, so every spec stored before them keeps its JSON and cache key. `include_router`:
+# also modify MoE routers (excluded by default); `partial`: run even when some block weight matrices cannot be
+# modified (unhandled layouts), reporting the coverage instead of refusing (see modify/coverage.py).
+SCOPE_DEFAULTS: dict[str, Any] = {"include_router": False, "partial": False}
+
 
 def modification(kind: str):
     """Class decorator: register a modification dataclass under a stable, serialised `kind` name."""
@@ -52,7 +58,11 @@ class Modification:
     replaces_model: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        data = dataclasses.asdict(self)
+        for name, default in SCOPE_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return {"kind": self.kind, **data}
 
     def check_model(self, facts: ModelFacts) -> None:
         """SpecError when this setting cannot apply to the model `facts` describes (checked before any work).
@@ -95,6 +105,12 @@ def check_group_size(kind: str, group_size: int, facts: ModelFacts) -> None:
         )
 
 
+def scope_label(mod: Modification) -> str:
+    """' +router' / ' partial' for the scope options that are set, '' at their defaults."""
+    text = " +router" if getattr(mod, "include_router", False) else ""
+    return text + (" partial" if getattr(mod, "partial", False) else "")
+
+
 @modification("quant_rtn")
 @dataclass(frozen=True)
 class QuantizeRTN(Modification):
@@ -107,6 +123,8 @@ class QuantizeRTN(Modification):
     granularity: str = "channel"  # one scale per "tensor", per output "channel", or per "group" of inputs
     group_size: int = 128
     include_lm_head: bool = False
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
 
     def __post_init__(self):
         _check(2 <= self.bits <= 8, f"quantization bits must be between 2 and 8, got {self.bits}")
@@ -127,7 +145,7 @@ class QuantizeRTN(Modification):
 
     def label(self) -> str:
         gran = f"g{self.group_size}" if self.granularity == "group" else self.granularity
-        return f"RTN w{self.bits} {self.scheme} {gran}"
+        return f"RTN w{self.bits} {self.scheme} {gran}{scope_label(self)}"
 
 
 # Pruning score names. Each is implemented in hemorrhage_core/modify/prune.py's method registry (a test checks the two
@@ -203,6 +221,8 @@ class Prune(Modification):
     damp: float = 0.01  # sparsegpt: Hessian damping, as a share of its mean diagonal
     blocksize: int = 128  # sparsegpt: columns pruned and compensated together
     grad_alpha: float = 100.0  # gblm: weight of the gradient term (GBLM-Pruner's default)
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be pruned (coverage reported)
 
     def __post_init__(self):
         _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
@@ -246,7 +266,7 @@ class Prune(Modification):
         if self.calibrated:
             text += calibration_label(self.calib_corpus, self.calib_samples, self.calib_len)
             text += "" if self.sequential else " dense-calib"
-        return text
+        return text + scope_label(self)
 
 
 @modification("temperature")

@@ -22,6 +22,8 @@ from transformers.pytorch_utils import Conv1D
 
 from ..corpora import Corpus, probe_texts, sequence_bos
 from ..errors import CorpusError
+from .taps import target_inputs
+from .targets import WeightTarget, as_targets
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,11 @@ class InputStats:
     sequences: int = 0
     tokens: int = 0
 
-    def add(self, x: torch.Tensor, *, norms: bool, hessian: bool) -> None:
-        """x: [..., in] (the layer input for a batch of sequences, [B, T, in] in practice)."""
-        self.sequences += x.shape[0] if x.dim() > 2 else 1
-        x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]; fp32 sums even for half-precision models
+    def add(self, x: torch.Tensor, *, norms: bool, hessian: bool, sequences: int | None = None) -> None:
+        """x: [..., in] (the layer input for a batch of sequences, [B, T, in] in practice). `sequences`: how many
+        sequences the batch covers when x is flattened (an expert's routed rows [n, in] of B sequences)."""
+        self.sequences += sequences if sequences is not None else (x.shape[0] if x.dim() > 2 else 1)
+        x = x.detach().reshape(-1, x.shape[-1]).float()  # [tokens, in]; fp32 sums even for half precision
         self.tokens += x.shape[0]
         if norms:
             s = x.pow(2).sum(0)
@@ -94,6 +97,22 @@ class InputStats:
             h = x.t() @ x
             self.hessian = h if self.hessian is None else self.hessian + h
 
+    @classmethod
+    def pooled(cls, parts: list[InputStats]) -> InputStats:
+        """The mean statistics of `parts` (experts of one layer, which saw the same sequences): see experts.py."""
+        n = len(parts)
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / n if values else None
+
+        return cls(
+            sq_norm=mean(p.sq_norm for p in parts),
+            hessian=mean(p.hessian for p in parts),
+            sequences=max(p.sequences for p in parts),
+            tokens=sum(p.tokens for p in parts),
+        )
+
     def act_norm(self) -> torch.Tensor:
         """[in] ‖X_j‖₂ per sequence, as Wanda scales it: sqrt(mean over sequences of the per-sequence sum of x_j²)."""
         return (self.sq_norm / max(self.sequences, 1)).sqrt()
@@ -101,23 +120,19 @@ class InputStats:
 
 @contextmanager
 def input_statistics(
-    modules: dict[str, nn.Module], *, norms: bool = True, hessian: bool = False
+    modules: dict[str, nn.Module | WeightTarget], *, norms: bool = True, hessian: bool = False
 ) -> Iterator[dict[str, InputStats]]:
-    """Accumulate `InputStats` of every module's input while the body runs forwards; hooks removed on exit."""
-    stats = {name: InputStats() for name in modules}
+    """Accumulate `InputStats` of every target's input (a Linear / Conv1D module or a `WeightTarget`, experts
+    included, see taps.py) while the body runs forwards; hooks removed on exit."""
+    targets = as_targets(modules)
+    stats = {name: InputStats() for name in targets}
+    names = {id(t): name for name, t in targets.items()}
 
-    def hook_for(name: str):
-        def hook(_module, inputs, _output):
-            stats[name].add(inputs[0].detach(), norms=norms, hessian=hessian)
+    def add(target: WeightTarget, x: torch.Tensor, sequences: int) -> None:
+        stats[names[id(target)]].add(x, norms=norms, hessian=hessian, sequences=sequences)
 
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in modules.items()]
-    try:
+    with target_inputs(targets.values(), add):
         yield stats
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,7 +172,7 @@ def _accumulate(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -
 
 def accumulate_gradients(
     model: nn.Module,
-    modules: dict[str, nn.Module],
+    modules: dict[str, nn.Module | WeightTarget],
     windows: torch.Tensor,
     *,
     mean: bool = True,
@@ -169,26 +184,28 @@ def accumulate_gradients(
     model's `requires_grad` flags are restored afterwards; its weights are not changed.
     """
     device = next(model.parameters()).device
+    targets = as_targets(modules)
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     stats = GradientStats()
     try:
         for p in params:
             p.requires_grad_(False)
-        for m in modules.values():
-            m.weight.requires_grad_(True)
+        for t in targets.values():
+            t.parameter.requires_grad_(True)
         with torch.enable_grad():
             for row in windows:
                 ids = row[None].to(device)  # [1, T]
                 loss = model(input_ids=ids, labels=ids, use_cache=False).loss
                 loss.backward()
-                for name, m in modules.items():
-                    g = grad_out_in(m)
+                for name, t in targets.items():
+                    g = t.grad_view()
                     if mean:
                         _accumulate(stats.mean, name, g)
                     if squares:
                         _accumulate(stats.sq_sum, name, g * g)
-                    m.weight.grad = None
+                for t in targets.values():
+                    t.parameter.grad = None
                 stats.sequences += 1
     finally:
         for p, flag in zip(params, flags, strict=True):
@@ -196,5 +213,5 @@ def accumulate_gradients(
             p.grad = None
     for name in stats.mean:
         stats.mean[name] /= max(stats.sequences, 1)
-    log.info("accumulated gradients of %d weights over %d sequences", len(modules), stats.sequences)
+    log.info("accumulated gradients of %d weights over %d sequences", len(targets), stats.sequences)
     return stats

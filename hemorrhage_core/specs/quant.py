@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import SpecError
-from ..spec import ModelFacts, Modification, check_group_size, modification
+from ..spec import ModelFacts, Modification, check_group_size, modification, scope_label
 
 BNB_4BIT_BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -86,6 +86,9 @@ class GPTQ(GroupChecked, Calibrated):
     act_order: bool = False  # quantize columns in order of decreasing Hessian diagonal
     true_sequential: bool = True  # calibrate each sub-layer (qkv, o, gate/up, down) on quantized inputs
 
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
+
     def __post_init__(self):
         super().__post_init__()
         _check_bits(self.bits)
@@ -95,7 +98,8 @@ class GPTQ(GroupChecked, Calibrated):
         _check(self.block_size >= 1, f"GPTQ block_size must be at least 1, got {self.block_size}")
 
     def label(self) -> str:
-        return f"GPTQ w{self.bits} {self.scheme} {_group_label(self.group_size)}{' act' if self.act_order else ''}"
+        act = " act" if self.act_order else ""
+        return f"GPTQ w{self.bits} {self.scheme} {_group_label(self.group_size)}{act}{scope_label(self)}"
 
 
 @modification("bnb_int8")
@@ -109,6 +113,9 @@ class BnbInt8(Modification):
         6.0  # |activation| at or above which a whole input column is computed in float (0: never)
     )
 
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
+
     def __post_init__(self):
         _check(
             self.threshold >= 0.0,
@@ -116,7 +123,7 @@ class BnbInt8(Modification):
         )
 
     def label(self) -> str:
-        return f"LLM.int8() t={self.threshold:g}"
+        return f"LLM.int8() t={self.threshold:g}{scope_label(self)}"
 
 
 @modification("bnb_4bit")
@@ -130,6 +137,9 @@ class Bnb4bit(Modification):
     blocksize: int = 64  # weights per absmax
     compute_dtype: str = "float32"  # dtype of the matmul after dequantization
     double_quant: bool = False  # quantize the absmax values themselves (8-bit, blocks of 256)
+
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
 
     def __post_init__(self):
         _check(
@@ -146,7 +156,8 @@ class Bnb4bit(Modification):
         )
 
     def label(self) -> str:
-        return f"bnb {self.quant_type.upper()} b{self.blocksize}{' dq' if self.double_quant else ''}"
+        dq = " dq" if self.double_quant else ""
+        return f"bnb {self.quant_type.upper()} b{self.blocksize}{dq}{scope_label(self)}"
 
 
 @modification("act_quant")
@@ -170,6 +181,9 @@ class ActQuant(GroupChecked, Calibrated):
     a_percentile: float = 99.99
     outlier_threshold: float = 0.0  # 0: off; e.g. 6.0 as LLM.int8()
     calib_samples: int = 16  # static scales only need a range: fewer sequences than GPTQ
+
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,7 +209,7 @@ class ActQuant(GroupChecked, Calibrated):
         mode = "dynamic/token" if self.a_mode == "dynamic" else f"static/tensor {self.a_static_stat}"
         outliers = f" +outliers>{self.outlier_threshold:g}" if self.outlier_threshold else ""
         group = "" if self.w_group_size == -1 else f" g{self.w_group_size}"
-        return f"W{self.w_bits}A{self.a_bits}{group} {mode}{outliers}"
+        return f"W{self.w_bits}A{self.a_bits}{group} {mode}{outliers}{scope_label(self)}"
 
 
 @modification("smoothquant")
@@ -210,12 +224,15 @@ class SmoothQuant(Calibrated):
     )
     calib_samples: int = 16
 
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be smoothed (coverage reported)
+
     def __post_init__(self):
         super().__post_init__()
         _check(0.0 <= self.alpha <= 1.0, f"SmoothQuant alpha must be in [0, 1], got {self.alpha}")
 
     def label(self) -> str:
-        return f"SmoothQuant α={self.alpha:g}"
+        return f"SmoothQuant α={self.alpha:g}{scope_label(self)}"
 
 
 @modification("awq")
@@ -231,6 +248,9 @@ class AWQ(GroupChecked, Calibrated):
     grid: int = 20  # α in {0, 1/grid, ..., (grid-1)/grid}
     calib_samples: int = 16
 
+    include_router: bool = False  # MoE routers too (excluded by default)
+    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
+
     def __post_init__(self):
         super().__post_init__()
         _check_bits(self.bits)
@@ -239,4 +259,4 @@ class AWQ(GroupChecked, Calibrated):
         _check(self.grid >= 1, f"AWQ grid must be at least 1, got {self.grid}")
 
     def label(self) -> str:
-        return f"AWQ w{self.bits} {self.scheme} {_group_label(self.group_size)}"
+        return f"AWQ w{self.bits} {self.scheme} {_group_label(self.group_size)}{scope_label(self)}"
