@@ -380,3 +380,29 @@ def test_coverage_is_a_stored_metric_and_in_json(runner, tiny_llama_dir, word_te
     assert result.metrics["coverage"] == 1.0
     assert runner.lookup(spec).metrics["coverage"] == 1.0  # read back from DuckDB
     assert json.loads(json.dumps(result.to_json_dict()))["metrics"]["coverage"] == 1.0
+
+
+def _mamba() -> nn.Module:
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, state_size=8)
+    return MambaForCausalLM(config).eval().requires_grad_(False)
+
+
+def test_state_space_parameters_are_a_documented_exclusion_and_unreached_layers_are_refused():
+    model = _mamba()
+    state = apply_modifications(model, 2, (QuantizeRTN(bits=4),), _ctx())
+    assert state.report["coverage"] == 1.0
+    plan = plan_targets(model, QuantizeRTN(bits=4))
+    assert any("state-space" in why for why in plan.excluded.values())  # A_log and the depthwise conv1d
+    # Mamba's mixer reads dt_proj's weight without calling the module: no calibration input reaches it, so
+    # Wanda cannot score it and says so instead of pruning it on empty statistics.
+    with pytest.raises(SpecError, match="dt_proj.*no calibration token reached it"):
+        apply_modifications(model, 2, (Prune(method="wanda", sparsity=0.5, **CALIB),), _ctx())
+    partial = apply_modifications(
+        model, 2, (Prune(method="wanda", sparsity=0.5, partial=True, **CALIB),), _ctx()
+    )
+    assert (
+        0.9 < partial.report["coverage"] < 1.0 and partial.report["skipped_modules"] >= 2
+    )  # dt_proj of both

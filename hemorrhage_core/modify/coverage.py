@@ -2,8 +2,9 @@
 
 Definition. The *block weight matrices* are the parameters of the modules inside `structure.find_blocks(model)`
 that are matrices: >= 2-D parameters, where a fused experts parameter [E, out, in] counts as E matrices and its
-stacked biases [E, out] as vectors, not matrices. Documented exclusions (the MoE router unless `include_router`)
-leave the denominator; everything else stays in it. So
+stacked biases [E, out] as vectors, not matrices. Documented exclusions (the MoE router unless `include_router`;
+state-space parameters A_log and depthwise conv1d, `targets.STATE_SPACE_EXCLUSION`) leave the denominator;
+everything else stays in it. So
 
     coverage = weights of the block matrices the handler modified / (block matrix weights - excluded weights)
 

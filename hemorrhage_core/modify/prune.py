@@ -202,7 +202,9 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
             by_target, rows=lambda s: s.tokens, pool=InputStats.pooled, tally=experts
         )
         for target, inputs in by_target.items():
-            if target not in unusable:
+            # A layer whose weight the block uses without calling it (Mamba's dt_proj) saw no input: it is left
+            # alone and reported by the coverage check, never pruned on empty statistics.
+            if target not in unusable and inputs.tokens > 0:
                 prune_layer(target.name, inputs)
 
     if not method.reads_inputs:

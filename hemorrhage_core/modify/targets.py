@@ -311,6 +311,19 @@ def _classify(
     )
 
 
+# State-space layers (Mamba, Jamba, hybrids): the discretised state matrix A (stored as A_log) and the depthwise
+# temporal convolution are not weight matrices of the compression literature; Mamba quantizers (Quamba,
+# MambaQuant) keep them in full precision and quantize the projections around them. A documented exclusion, like
+# the router.
+STATE_SPACE_EXCLUSION = (
+    "state-space parameter (A_log, depthwise conv1d): kept in full precision, as Mamba quantizers do"
+)
+
+
+def _state_space(module: nn.Module, pname: str) -> bool:
+    return pname == "A_log" or isinstance(module, nn.Conv1d)
+
+
 def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> Plan:
     """Every weight matrix `mod` should touch, and the block matrices it leaves out (with reasons).
 
@@ -328,6 +341,10 @@ def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> 
     for i, module_name, module, pname, p in _block_matrices(model):
         numel = p.numel()
         plan.block_weights += numel
+        if _state_space(module, pname):
+            plan.excluded_weights += numel
+            plan.excluded[module_name] = STATE_SPACE_EXCLUSION
+            continue
         if id(module) in routers[i] and not include_router:
             plan.excluded_weights += numel
             plan.excluded[module_name] = "router: excluded by default (include_router=True modifies it)"
