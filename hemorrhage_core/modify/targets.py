@@ -373,3 +373,27 @@ def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> 
         if supports is None or supports(target) is None:
             plan.targets.append(target)
     return plan
+
+
+def slice_layer(module: nn.Module, side: str, keep: torch.Tensor) -> None:
+    """Keep only the outputs (`side="out"`) or inputs (`"in"`) listed in `keep` (LongTensor, in the new order), in
+    place. New parameters replace the old (nothing outside the module may hold them: the runner works on a copy).
+    """
+    conv = isinstance(module, Conv1D)
+    w = module.weight.data  # Linear: [out, in]; Conv1D: [in, out]
+    dim = (1 if conv else 0) if side == "out" else (0 if conv else 1)
+    requires_grad = module.weight.requires_grad
+    keep = keep.to(w.device)
+    module.weight = nn.Parameter(w.index_select(dim, keep).contiguous(), requires_grad=requires_grad)
+    if side == "out" and getattr(module, "bias", None) is not None:
+        module.bias = nn.Parameter(module.bias.data[keep].contiguous(), requires_grad=requires_grad)
+    n = len(keep)
+    if conv:  # Conv1D(nf=out, nx=in) reads nf in forward
+        if side == "out":
+            module.nf = n
+        else:
+            module.nx = n
+    elif side == "out":
+        module.out_features = n
+    else:
+        module.in_features = n
