@@ -26,7 +26,7 @@ from hemorrhage_core.modify.decode import (
     top_k_filter,
     top_p_filter,
 )
-from hemorrhage_core.modify.depth import zero_output_projections
+from hemorrhage_core.modify.residual import residual_writers
 from hemorrhage_core.probes.decoding import expected_calibration_error, support_divergence
 from hemorrhage_core.probes.metrics import kl_full
 from hemorrhage_core.probes.reference import context_rows
@@ -61,6 +61,16 @@ def _state_hash(model) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _without_mlp(model):
+    """A copy whose blocks have no MLP projections: nothing writes the MLP output, so no identity block."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for block in twin.model.layers:
+        block.mlp = torch.nn.Identity()
+    return twin
 
 
 # -- decoding: pure functions --------------------------------------------------------------------------------
@@ -291,7 +301,7 @@ def test_identity_copy_is_zeroed_and_the_original_block_is_not(tiny_llama_dir):
     assert state.model.config.num_hidden_layers == 3 and loaded.model.config.num_hidden_layers == 2
     assert _state_hash(loaded.model) == before
     with pytest.raises(SpecError, match="output projections"):
-        zero_output_projections(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        residual_writers(_without_mlp(loaded.model))
 
 
 def test_duplication_disturbs_only_the_layers_after_the_copy(runner, tiny_llama_dir, text_file):
