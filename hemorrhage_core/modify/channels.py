@@ -16,6 +16,7 @@ inputs and intermediate activations, which are not collected, so it is refused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -145,10 +146,16 @@ class ExpertChannels:
             name: SimpleNamespace(weight=getattr(self.module, name)) for name in (self.up_name, "down_proj")
         }
 
-    def channel_scores(self, up_score: torch.Tensor, down_score: torch.Tensor) -> torch.Tensor:
-        """[E, width] from element scores of up and down (stored orientation)."""
-        up = self.canonical(self.up_name, up_score).sum(-1)  # [E, rows]
-        down = self.canonical("down_proj", down_score).sum(1)  # [E, width]
+    def reducers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Per parameter, what its element score (stored orientation) is reduced to right away: up -> [E, rows]
+        summed over the input, down -> [E, width] summed over the output."""
+        return {
+            self.up_name: lambda s: self.canonical(self.up_name, s).sum(-1),
+            "down_proj": lambda s: self.canonical("down_proj", s).sum(1),
+        }
+
+    def channel_scores(self, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        """[E, width] channel scores from the reduced scores of up and down (see `reducers`)."""
         return up[:, self.up_rows].sum(-1) + down
 
     def remove(self, gone: torch.Tensor) -> None:

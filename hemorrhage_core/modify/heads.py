@@ -114,9 +114,8 @@ class AttentionLayout:
     projections: tuple[tuple[str, str, str], ...]
     output: str
     examples: str
-    requires: tuple[
-        tuple[str, Any], ...
-    ] = ()  # (attribute of the attention module, required value/ABSENT/PRESENT)
+    # (attribute of the attention module, the value it must have: a value, a tuple of them, ABSENT or PRESENT)
+    requires: tuple[tuple[str, Any], ...] = ()
     config_counts: tuple[str, ...] = ()  # config attributes (query head count) the forward reads
 
 

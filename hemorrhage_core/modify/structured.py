@@ -233,11 +233,13 @@ def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModConte
             "prune_channels: importance='activation' is not available for fused MoE experts (it needs each "
             "expert's routed inputs and intermediate activations); use importance=magnitude or taylor"
         )
-    # One evidence pass for all: row/column sums of the dense parts, whole scores of the expert parameters.
+    # One evidence pass for all: row/column sums of the dense parts, per-expert sums of the expert parameters.
     modules, reducers = _line_sums([p for g in groups if isinstance(g, DenseChannels) for p in g.parts])
     slots = {id(g): g.slots() for g in experts}
-    for slot in (slot for by_name in slots.values() for slot in by_name.values()):
-        modules[_key(slot)], reducers[_key(slot)] = slot, lambda s: s
+    for g in experts:
+        for name, reduce in g.reducers().items():
+            slot = slots[id(g)][name]
+            modules[_key(slot)], reducers[_key(slot)] = slot, reduce
     scores = _scores(model, modules, reducers, mod, ctx)
     removed = 0
     for g in groups:

@@ -85,8 +85,9 @@ class DepthUpscale(DepthChange):
 @modification("insert_identity")
 @dataclass(frozen=True)
 class InsertIdentity(DepthChange):
-    """LLaMA-Pro block expansion: after each chosen block insert a copy of it whose output projections (attention
-    o_proj / c_proj and MLP down_proj / c_proj, with biases) are zero, so the new block is exactly the identity.
+    """LLaMA-Pro block expansion: after each chosen block insert a copy of it whose output projections (what its
+    attention and MLP write to the residual stream, with biases) are zero, so the new block is exactly the identity
+    (checked; architectures where it is not, such as post-norm blocks, are refused).
 
     Choose the blocks with `after` (indices) or `every` (after blocks every-1, 2*every-1, ...; LLaMA-Pro: 32
     blocks, every=4 -> 40 blocks); exactly one of the two.
