@@ -100,6 +100,12 @@ A = {
     "smollm3": Arch(T.SmolLM3Config, T.SmolLM3ForCausalLM, dict(COMMON, intermediate_size=96, num_key_value_heads=2,
                     no_rope_layer_interval=2, pad_token_id=0), "self_attn", "o_proj", "mlp.down_proj",
                     {"num_key_value_groups": "groups"}, kv=2),  # no_rope_layers [1, 0, 1]
+    "stablelm": Arch(T.StableLmConfig, T.StableLmForCausalLM, dict(COMMON, intermediate_size=96, num_key_value_heads=2,
+                     qk_layernorm=True), "self_attn", "o_proj", "mlp.down_proj",
+                     {"num_heads": "heads", "num_key_value_heads": "kv", "num_key_value_groups": "groups"}, kv=2),
+    "cohere": Arch(T.CohereConfig, T.CohereForCausalLM, dict(COMMON, intermediate_size=96, num_key_value_heads=2,
+                   use_qk_norm=True, pad_token_id=0), "self_attn", "o_proj", "mlp.down_proj",
+                   {"num_key_value_groups": "groups"}, kv=2),  # q_norm weight [heads, head_dim]
     "gpt_oss": Arch(T.GptOssConfig, T.GptOssForCausalLM, dict(COMMON, num_hidden_layers=2, intermediate_size=32,
                     num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4),
                     "self_attn", "o_proj", "mlp.experts", {"num_key_value_groups": "groups"}, kv=2),

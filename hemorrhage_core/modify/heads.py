@@ -289,16 +289,22 @@ def _head_dim(attn: nn.Module, model: nn.Module) -> int:
 
 
 def _norm_kind(module: nn.Module, n: int, hd: int) -> str:
-    """How a q/k norm relates to heads: "shared" (one weight per head dimension, or none), "per_head" (a
-    [n, hd] weight), "full" (over the whole n·hd width), or "unknown"."""
+    """How a q/k norm relates to heads: "shared" (one weight per head dimension, or none), "per_head" (a [n, hd]
+    weight), "per_head_list" (a list of n norms, StableLM), "full" (over the whole n·hd width), or "unknown"."""
     if isinstance(module, HeadSelect):
         return "full"
-    shapes = {tuple(p.shape) for p in module.parameters()}
-    if shapes <= {(hd,)}:
+    own = {tuple(p.shape) for p in module.parameters(recurse=False)}
+    children = [c for c in module.children() if list(c.parameters())]
+    if not own and len(children) == 1 and isinstance(children[0], nn.ModuleList) and len(children[0]) == n:
+        members = {tuple(p.shape) for c in children[0] for p in c.parameters()}
+        return "per_head_list" if members <= {(hd,)} else "unknown"
+    if children:
+        return "unknown"
+    if own <= {(hd,)}:
         return "shared"
-    if shapes == {(n, hd)}:
+    if own == {(n, hd)}:
         return "per_head"
-    if shapes == {(n * hd,)}:
+    if own == {(n * hd,)}:
         return "full"
     return "unknown"
 
@@ -346,8 +352,8 @@ def head_layout(block: nn.Module, model: nn.Module) -> HeadLayout:
         proj = next((p for p in projections if p.roles == role), None)
         if kind == "unknown" or (kind == "full" and proj is None):
             raise _refuse(block, attn, f"({lay.name}) has a {name} whose shape fits no head layout")
-        if kind == "per_head":
-            result.per_head_norms.append((role, norm))
+        if kind in ("per_head", "per_head_list"):
+            result.per_head_norms.append((role, norm, kind))
         elif kind == "full":
             proj.full_norm = name
     _check_shapes(block, result)
@@ -447,8 +453,14 @@ def remove_heads(lay: HeadLayout, cut: HeadCut) -> None:
         slice_layer(p.module, "out", order)
     cols = torch.arange(lay.n_heads * hd).view(lay.n_heads, hd)[kept["q"]].flatten()
     slice_layer(lay.output, "in", cols)
-    for role, norm in lay.per_head_norms:
-        _slice_parameters(norm, kept[role])
+    for role, norm, kind in lay.per_head_norms:
+        if kind == "per_head":
+            _slice_parameters(norm, kept[role])
+        else:  # a list of per-head norms, applied to the heads in order
+            name, members = next((n, c) for n, c in norm.named_children() if isinstance(c, nn.ModuleList))
+            setattr(norm, name, nn.ModuleList([members[h] for h in kept[role].tolist()]))
+            if getattr(norm, "num_heads", None) == len(members):
+                norm.num_heads = len(kept[role])
     for name in PER_HEAD_PARAMETERS:
         if isinstance(getattr(attn, name, None), nn.Parameter):
             _slice_parameters(attn, kept["q"], names=(name,))
