@@ -230,6 +230,20 @@ def test_pruning_twice_composes_head_maps_and_stays_exact(name, left, ids):
     assert torch.allclose(_logits(state.model, ids), _logits(silenced, ids), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["phi3", "bloom", "olmo2", "codegen", "stablelm"])
+def test_pruned_attention_survives_block_copies(name, ids):
+    # What pruning leaves on the module (a config view, ALiBi hooks, norm selections, re-laid chunks, norm lists)
+    # is deep-copied with the block: identity copies stay exact, duplicates run.
+    model = build(name)
+    pruned = _apply(model, PruneHeads(fraction=0.25))
+    expanded = _apply(model, PruneHeads(fraction=0.25), InsertIdentity(after="0+1"))
+    assert expanded.head_map == pruned.head_map
+    assert torch.equal(_logits(expanded.model, ids), _logits(pruned.model, ids))
+    duplicated = _apply(model, PruneHeads(fraction=0.25), DuplicateLayers(start=0, end=2))
+    assert duplicated.layer_map == [0, 1, 4]
+    duplicated.model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
+
+
 def test_olmo2_keeps_query_rows_for_its_full_width_norm(ids):
     # OLMo 2 normalises q over all heads together: slicing q_proj would change the kept heads' values.
     state = _apply(build("olmo2"), PruneHeads(fraction=0.25))

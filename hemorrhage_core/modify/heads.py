@@ -11,12 +11,13 @@ silently misplace rows (CodeGen's mp_num chunks move when a head goes).
 Around the matrices, the pieces the attention forward reads are kept consistent:
 
 - query/key norms (`q_norm`, `k_norm`, `q_layernorm`, `k_layernorm`): one weight per head dimension (Qwen3,
-  Gemma 3, Phi) is shared by all heads and stays; a weight per head ([H, hd], Cohere) is sliced; a norm over the
-  whole projection width (OLMo 2/3: RMS over all heads together) cannot be sliced without changing the kept heads'
-  values, so the projection keeps every row and `HeadSelect` picks the kept heads after the norm;
+  Gemma 3, Phi) is shared by all heads and stays; a weight per head ([H, hd], Cohere) or a list of per-head norms
+  (StableLM) keeps the kept heads' entries; a norm over the whole projection width (OLMo 2/3: RMS over all heads
+  together) cannot be sliced without changing the kept heads' values, so the projection keeps every row and
+  `HeadSelect` picks the kept heads after the norm;
 - per-head parameters of the attention module (`PER_HEAD_PARAMETERS`: GPT-OSS's attention sinks) are sliced;
-- ALiBi: the model builds slopes for all its original heads and passes them as `alibi=`; `AlibiHeads`, a forward
-  pre-hook, keeps the rows of the heads this attention still has (BLOOM, Falcon with alibi);
+- ALiBi: the model builds slopes for all its original heads and passes them as `alibi=` (Falcon also folds them
+  into a per-head mask); `AlibiHeads`, a forward pre-hook, keeps the rows of the heads this attention still has;
 - head counts stored on the module (`HEAD_COUNT_ATTRIBUTES`: num_heads, num_key_value_groups, split sizes, ...)
   and, where a forward reads them from the config (Phi-3), a per-module `ConfigView`.
 
