@@ -156,12 +156,12 @@ class ExpertChannels:
 
     def channel_scores(self, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """[E, width] channel scores from the reduced scores of up and down (see `reducers`)."""
-        return up[:, self.up_rows].sum(-1) + down
+        return up[:, self.up_rows.to(up.device)].sum(-1) + down
 
     def remove(self, gone: torch.Tensor) -> None:
         """`gone` [E, r]: each expert's channels to remove."""
         keep_mask = torch.ones(self.n_experts, self.width, dtype=torch.bool)
-        keep_mask.scatter_(1, gone, False)
+        keep_mask.scatter_(1, gone.cpu(), False)
         keep = torch.stack([row.nonzero().flatten() for row in keep_mask])  # [E, width'] ascending
         up_keep = self.up_rows[keep].flatten(1).sort(dim=1).values  # [E, rows'] in stored order
         self._gather(self.up_name, up_keep, dim=1)

@@ -244,6 +244,10 @@ def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModConte
     removed = 0
     for g in groups:
         r = nearest(mod.fraction * g.width)
+        if r >= g.width:
+            raise SpecError(
+                f"prune_channels: fraction {mod.fraction} removes all {g.width} channels of an MLP"
+            )
         if not r:
             continue
         if isinstance(g, DenseChannels):
