@@ -9,23 +9,21 @@ experts kept as a list of MLPs yields one channel group per dense MLP.
 Fused experts (transformers' 3-D parameters `gate_up_proj` [E, 2I, d] or `up_proj` [E, I, d], and `down_proj`
 [E, d, I]; `is_transposed` means [E, in, out]; `is_concatenated=False` means gate and up interleave) are pruned
 per expert: every expert loses the same number of channels (one 3-D tensor holds them all), each its own least
-important ones. Their importance is "magnitude" or "taylor"; "activation" would need each expert's routed
-inputs and intermediate activations, which are not collected, so it is refused.
+important ones. Each expert matrix is scored as a `WeightTarget` (targets.py), so "activation" reads the tokens
+routed to that expert and its own gated activation (taps.py), and "taylor" its slice of the gradient.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from ..errors import SpecError
 from ..structure import attention_of, mlp_of, text_config
-from .targets import LINEAR_TYPES, slice_layer, weight_view
+from .targets import LINEAR_TYPES, WeightTarget, slice_layer, weight_view
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +118,7 @@ class ExpertChannels:
     [E, out, in] orientation)."""
 
     module: nn.Module
+    name: str  # of the experts module inside its block
     up_name: str  # "gate_up_proj" or "up_proj"
     transposed: bool
     gated: bool
@@ -139,24 +138,34 @@ class ExpertChannels:
         """A stored [E, ·, ·] tensor of parameter `name` (or its gradient) as [E, out, in]."""
         return tensor.transpose(1, 2) if self.transposed else tensor
 
-    def slots(self) -> dict[str, SimpleNamespace]:
-        """The two 3-D parameters as `.weight` holders, so the importance scores and gradient accumulation that
-        work on modules work on them too."""
+    def targets(self, block: nn.Module, index: int, block_name: str) -> dict[str, list[WeightTarget]]:
+        """Per parameter (up, down), one `WeightTarget` per expert: the [out, in] matrices the importance scores
+        read, with each expert's routed inputs (taps.py) and gradients. `block_name`: "model.layers.3"."""
+        prefix = f"{block_name}.{self.name}"
         return {
-            name: SimpleNamespace(weight=getattr(self.module, name)) for name in (self.up_name, "down_proj")
+            param: [
+                WeightTarget(
+                    name=f"{prefix}.{param}.{e}",
+                    module=self.module,
+                    module_name=prefix,
+                    param=param,
+                    kind="expert",
+                    expert=e,
+                    transposed=self.transposed,
+                    block=index,
+                    block_module=block,
+                )  # fmt: skip
+                for e in range(self.n_experts)
+            ]
+            for param in (self.up_name, "down_proj")
         }
 
-    def reducers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """Per parameter, what its element score (stored orientation) is reduced to right away: up -> [E, rows]
-        summed over the input, down -> [E, width] summed over the output."""
-        return {
-            self.up_name: lambda s: self.canonical(self.up_name, s).sum(-1),
-            "down_proj": lambda s: self.canonical("down_proj", s).sum(1),
-        }
-
-    def channel_scores(self, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-        """[E, width] channel scores from the reduced scores of up and down (see `reducers`)."""
-        return up[:, self.up_rows.to(up.device)].sum(-1) + down
+    def channel_scores(self, up: list[torch.Tensor], down: list[torch.Tensor]) -> torch.Tensor:
+        """[E, width] channel scores from each expert's up row sums [rows] and down column sums [width]."""
+        rows = self.up_rows
+        return torch.stack(
+            [u.double().cpu()[rows].sum(-1) + d.double().cpu() for u, d in zip(up, down, strict=True)]
+        )
 
     def remove(self, gone: torch.Tensor) -> None:
         """`gone` [E, r]: each expert's channels to remove."""
@@ -184,7 +193,7 @@ class ExpertChannels:
         setattr(self.module, name, nn.Parameter(picked.contiguous(), requires_grad=param.requires_grad))
 
 
-def _experts(block: nn.Module, module: nn.Module, hidden: int) -> ExpertChannels | None:
+def _experts(block: nn.Module, name: str, module: nn.Module, hidden: int) -> ExpertChannels | None:
     down = getattr(module, "down_proj", None)
     if not (isinstance(down, nn.Parameter) and down.dim() == 3):
         return None
@@ -206,7 +215,9 @@ def _experts(block: nn.Module, module: nn.Module, hidden: int) -> ExpertChannels
     rows = up.shape[2] if transposed else up.shape[1]
     if rows != (2 if gated else 1) * width:
         raise _refuse(block, f"({EXPERT_LAYOUT}) has {up_name} with {rows} rows for {width} channels")
-    return ExpertChannels(module, up_name, bool(transposed), gated, bool(concatenated), down.shape[0], width)
+    return ExpertChannels(
+        module, name, up_name, bool(transposed), gated, bool(concatenated), down.shape[0], width
+    )
 
 
 def _set_width(module: nn.Module, old: int, new: int) -> None:
@@ -230,19 +241,19 @@ def channel_groups(block: nn.Module, model: nn.Module) -> list[DenseChannels | E
     hidden = int(text_config(model).hidden_size)
     groups: list[DenseChannels | ExpertChannels] = []
 
-    def visit(module: nn.Module) -> None:
+    def visit(name: str, module: nn.Module) -> None:
         if id(module) in skip:
             return
-        group = _experts(block, module, hidden) or next(
+        group = _experts(block, name, module, hidden) or next(
             (g for lay in MLP_LAYOUTS if (g := _dense(block, module, lay)) is not None), None
         )
         if group is not None:
             groups.append(group)
             return
-        for child in module.children():
-            visit(child)
+        for child_name, child in module.named_children():
+            visit(f"{name}.{child_name}" if name else child_name, child)
 
-    visit(root)
+    visit(found[0] if found is not None else "", root)
     if not groups:
         linears = [n for n, m in root.named_modules() if isinstance(m, LINEAR_TYPES) and id(m) not in skip]
         raise _refuse(block, f"has no known channel layout (its projections: {', '.join(linears) or 'none'})")

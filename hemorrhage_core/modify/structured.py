@@ -28,14 +28,15 @@ from transformers.pytorch_utils import Conv1D
 
 from ..errors import SpecError
 from ..specs.prune_structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
-from ..structure import find_blocks
+from ..structure import blocks_name, find_blocks
 from .base import ModContext, ModifiedModel, handles
 from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .channels import DenseChannels, ExpertChannels, channel_groups
 from .depth import rebuild_blocks
+from .experts import ExpertTally, pool_starved_experts
 from .heads import HeadCut, check_cut, head_layout, remove_heads
 from .prune import CALIB_BATCH
-from .targets import weight_view
+from .targets import WeightTarget, as_targets, weight_view
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Evidence:
     grads: GradientStats | None = None
 
 
-ElementScore = Callable[[str, nn.Module, Evidence], torch.Tensor]  # (name, module, evidence) -> [out, in]
+ElementScore = Callable[[str, WeightTarget, Evidence], torch.Tensor]  # (name, matrix, evidence) -> [out, in]
 IMPORTANCE: dict[
     str, tuple[ElementScore, bool, bool]
 ] = {}  # name -> (score, needs activations, needs gradients)
@@ -86,46 +87,66 @@ def importance(name: str, *, activations: bool = False, gradients: bool = False)
 
 
 @importance("magnitude")
-def _magnitude(name, module, ev):
-    return weight_view(module).float().pow(2)
+def _magnitude(name, target, ev):
+    return target.view().float().pow(2)
 
 
 @importance("activation", activations=True)
-def _activation(name, module, ev):
-    w = weight_view(module).float()
+def _activation(name, target, ev):
+    w = target.view().float()
     return w.abs() * ev.inputs[name].act_norm().to(w.device)[None, :]
 
 
 @importance("taylor", gradients=True)
-def _taylor(name, module, ev):
-    w = weight_view(module).float()
+def _taylor(name, target, ev):
+    w = target.view().float()
     return (w * ev.grads.mean[name].to(w.device)).abs()
 
 
 assert set(IMPORTANCE) == STRUCTURED_IMPORTANCE, "specs/prune_structured.py and structured.py disagree"
 
 
-Reducer = Callable[[torch.Tensor], object]
+Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (row sums [out], column sums [in]) of its score
 
 
-def _scores(model: nn.Module, modules: dict[str, object], reducers: dict[str, Reducer], mod, ctx: ModContext):
-    """name -> reducers[name](element score) for every module in `modules` (an nn.Module, or a `.weight` holder
-    for fused expert parameters); the evidence the importance needs is collected once for all of them."""
+def _scores(
+    model: nn.Module, matrices: dict[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
+) -> Sums:
+    """Row and column sums of the element score of every matrix (a Linear / Conv1D module, or a `WeightTarget`
+    such as one fused expert); the evidence the importance needs is collected once for all of them."""
+    targets = as_targets(matrices)
     score, activations, gradients = IMPORTANCE[mod.importance]
     ev = Evidence()
     if activations or gradients:
         windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
         if gradients:
-            ev.grads = accumulate_gradients(model, modules, windows, squares=False)
+            ev.grads = accumulate_gradients(model, targets, windows, squares=False)
         if activations:
             device = next(model.parameters()).device
-            with torch.no_grad(), input_statistics(modules, hessian=False) as stats:
+            with torch.no_grad(), input_statistics(targets, hessian=False) as stats:
                 for start in range(0, windows.shape[0], CALIB_BATCH):
                     model.get_decoder()(
                         input_ids=windows[start : start + CALIB_BATCH].to(device), use_cache=False
                     )
-            ev.inputs = stats
-    return {name: reducers[name](score(name, module, ev)) for name, module in modules.items()}
+            ev.inputs = _pooled_experts(targets, stats, tally)
+    sums = {}
+    for name, target in targets.items():
+        s = score(name, target, ev)  # [out, in], reduced at once: one matrix's score in memory at a time
+        sums[name] = (s.sum(1), s.sum(0))
+    return sums
+
+
+def _pooled_experts(targets: dict[str, WeightTarget], stats: dict[str, InputStats], tally) -> dict:
+    """Experts the calibration text barely routed to take their layer's pooled statistics (experts.py); a layer
+    whose experts saw no token at all cannot be ranked by activation."""
+    by_target = {targets[name]: s for name, s in stats.items()}
+    unusable = pool_starved_experts(by_target, rows=lambda s: s.tokens, pool=InputStats.pooled, tally=tally)
+    if unusable:
+        raise SpecError(
+            f"prune_channels: importance='activation': no calibration token reached the experts of "
+            f"{next(iter(unusable)).param_name}; use more calibration samples or importance=magnitude or taylor"
+        )
+    return {name: by_target[t] for name, t in targets.items()}
 
 
 Parts = list[tuple[nn.Module, str, torch.Tensor]]  # (module, side, [n groups, size] indices)
@@ -135,13 +156,11 @@ def _key(module) -> str:
     return f"m{id(module)}"
 
 
-def _line_sums(parts: Parts) -> tuple[dict[str, nn.Module], dict[str, Reducer]]:
-    """Modules of `parts` and, for each, a reducer to (row sums, column sums) of its [out, in] element score."""
-    modules = {_key(m): m for m, _, _ in parts}
-    return modules, dict.fromkeys(modules, lambda s: (s.sum(1), s.sum(0)))
+def _matrices(parts: Parts) -> dict[str, nn.Module]:
+    return {_key(m): m for m, _, _ in parts}
 
 
-def _group_scores(parts: Parts, sums) -> torch.Tensor:
+def _group_scores(parts: Parts, sums: Sums) -> torch.Tensor:
     """[n groups] total element score of each group over its parts."""
     total = None
     for module, side, index in parts:
@@ -202,7 +221,7 @@ def apply_prune_heads(state: ModifiedModel, mod: PruneHeads, ctx: ModContext) ->
     before, before_linear = count_params(model), linear_weight_count(model)
     layouts = [head_layout(b, model) for b in find_blocks(model)]
     parts = [p for lay in layouts for unit in ("q", "kv") for p in lay.parts(unit)]
-    sums = _scores(model, *_line_sums(parts), mod, ctx)
+    sums = _scores(model, _matrices(parts), mod, ctx, ExpertTally())
     cuts = [_head_cut(lay, mod, _group_scores(lay.parts("q"), sums), _group_scores(lay.parts("kv"), sums))
             for lay in layouts]  # fmt: skip
     for lay, cut in zip(layouts, cuts, strict=True):
@@ -226,21 +245,20 @@ def apply_prune_heads(state: ModifiedModel, mod: PruneHeads, ctx: ModContext) ->
 def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModContext) -> None:
     model = state.model
     before, before_linear = count_params(model), linear_weight_count(model)
-    groups = [g for b in find_blocks(model) for g in channel_groups(b, model)]
-    experts = [g for g in groups if isinstance(g, ExpertChannels)]
-    if experts and mod.importance == "activation":
-        raise SpecError(
-            "prune_channels: importance='activation' is not available for fused MoE experts (it needs each "
-            "expert's routed inputs and intermediate activations); use importance=magnitude or taylor"
-        )
-    # One evidence pass for all: row/column sums of the dense parts, per-expert sums of the expert parameters.
-    modules, reducers = _line_sums([p for g in groups if isinstance(g, DenseChannels) for p in g.parts])
-    slots = {id(g): g.slots() for g in experts}
-    for g in experts:
-        for name, reduce in g.reducers().items():
-            slot = slots[id(g)][name]
-            modules[_key(slot)], reducers[_key(slot)] = slot, reduce
-    scores = _scores(model, modules, reducers, mod, ctx)
+    prefix = blocks_name(model)
+    groups, experts = [], {}  # experts: id(group) -> parameter -> one WeightTarget per expert
+    for j, block in enumerate(find_blocks(model)):
+        for g in channel_groups(block, model):
+            groups.append(g)
+            if isinstance(g, ExpertChannels):
+                experts[id(g)] = g.targets(block, j, f"{prefix}.{j}")
+    # One evidence pass for all: the dense parts and every expert matrix.
+    matrices: dict[str, nn.Module | WeightTarget] = _matrices(
+        [p for g in groups if isinstance(g, DenseChannels) for p in g.parts]
+    )
+    matrices |= {t.name: t for by_param in experts.values() for ts in by_param.values() for t in ts}
+    tally = ExpertTally()
+    sums = _scores(model, matrices, mod, ctx, tally)
     removed = 0
     for g in groups:
         r = nearest(mod.fraction * g.width)
@@ -251,14 +269,15 @@ def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModConte
         if not r:
             continue
         if isinstance(g, DenseChannels):
-            g.remove(torch.topk(_group_scores(g.parts, scores), r, largest=False).indices.tolist())
+            g.remove(torch.topk(_group_scores(g.parts, sums), r, largest=False).indices.tolist())
             removed += r
         else:
-            by_name = {name: scores[_key(slot)] for name, slot in slots[id(g)].items()}
-            per_channel = g.channel_scores(by_name[g.up_name], by_name["down_proj"])  # [E, width]
-            g.remove(torch.topk(per_channel, r, dim=1, largest=False).indices)
+            up = [sums[t.name][0] for t in experts[id(g)][g.up_name]]  # each expert's row sums
+            down = [sums[t.name][1] for t in experts[id(g)]["down_proj"]]  # ... and column sums
+            g.remove(torch.topk(g.channel_scores(up, down), r, dim=1, largest=False).indices)
             removed += r * g.n_experts
     state.report["channels_removed"] = float(removed)
+    state.report.update(tally.report())
     _report(state, before, before_linear)
 
 

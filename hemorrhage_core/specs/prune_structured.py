@@ -85,7 +85,7 @@ class PruneHeads(_StructuredPrune):
 @dataclass(frozen=True)
 class PruneChannels(_StructuredPrune):
     """Remove the least important MLP intermediate channels of every layer (rows of gate/up, columns of down; in
-    fused MoE experts the same number from every expert, each its own, with importance magnitude or taylor)."""
+    fused MoE experts the same number from every expert, each its own least important)."""
 
     def label(self) -> str:
         return f"mlp channels -{self.fraction:.0%} {self.importance}{self._calibration_label()}"
