@@ -208,3 +208,30 @@ def test_the_probe_spans_the_sliding_window_so_a_kernel_that_ignores_it_is_caugh
     monkeypatch.setattr(kernels, "sdpa_attention_forward", full_causal)
     check = prepare_measurement(model)
     assert check.kernel == "eager" and check.tolerance < check.kernel_rel_diff < math.inf  # a real difference
+
+
+def test_depth_changes_on_state_space_models_run_or_are_refused_when_the_config_cannot_describe_them():
+    from hemorrhage_core.errors import SpecError
+    from hemorrhage_core.modify import apply_modifications
+    from hemorrhage_core.specs.depth import DuplicateLayers, RemoveLayers
+
+    mamba = tiny("mamba", state_size=8)  # every block of one kind: the derived layer_types stays true
+    state = apply_modifications(mamba, 3, (RemoveLayers(layers=(1,)),))
+    assert len(structure.find_blocks(state.model)) == 2 and len(set(state.model.config.layer_types)) == 1
+    with torch.inference_mode():
+        state.model(input_ids=torch.arange(8)[None])
+    jamba = tiny(
+        "jamba",
+        num_key_value_heads=2,
+        num_experts=2,
+        attn_layer_period=2,
+        attn_layer_offset=1,
+        expert_layer_period=2,
+        expert_layer_offset=1,
+        mamba_d_state=8,
+        mamba_dt_rank=8,
+    )  # its config derives the attention/mamba pattern from a period: removing block 1 breaks it
+    with pytest.raises(SpecError, match="cannot be described by JambaConfig"):
+        apply_modifications(jamba, 3, (RemoveLayers(layers=(1,)),))
+    with pytest.raises(SpecError, match="cannot be described"):
+        apply_modifications(jamba, 3, (DuplicateLayers(start=1, end=2),))

@@ -88,13 +88,35 @@ def update_layer_config(cfg, plan: list[int], depth: int) -> None:
     handled: set[str] = set()
     for rule in LAYER_RULES:
         handled |= rule(cfg, plan, depth)
+    derived: dict[str, list] = {}  # lists the config computes from other fields (read-only properties)
     for name in PER_LAYER_LISTS:
         values = getattr(cfg, name, None)
         if name not in handled and isinstance(values, list) and len(values) == depth:
-            setattr(cfg, name, [values[j] for j in plan])
+            wanted = [values[j] for j in plan]
+            if _read_only(cfg, name):
+                derived[name] = wanted
+            else:
+                setattr(cfg, name, wanted)
     for name in INDEX_LISTS:
         values = getattr(cfg, name, None)
         if name not in handled and isinstance(values, list):
             members = set(values)
             setattr(cfg, name, [pos for pos, j in enumerate(plan) if j in members])
     cfg.num_hidden_layers = len(plan)
+    # A derived list (Mamba's layer_types, Jamba's and RecurrentGemma's layers_block_type) is recomputed from
+    # the new depth; it must still say what each moved block is, or the change cannot be described.
+    for name, wanted in derived.items():
+        got = list(getattr(cfg, name))
+        if got != wanted:
+            raise SpecError(
+                f"this depth change cannot be described by {type(cfg).__name__}: it derives {name} from other "
+                f"settings, which give {got} for the new block order where the blocks are {wanted}"
+            )
+
+
+def _read_only(cfg, name: str) -> bool:
+    name = getattr(cfg, "attribute_map", {}).get(
+        name, name
+    )  # RecurrentGemma: layer_types -> layers_block_type
+    attr = getattr(type(cfg), name, None)
+    return isinstance(attr, property) and attr.fset is None
