@@ -19,7 +19,7 @@ import torch
 
 from hemorrhage_core.modify import apply_modifications
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import ProbeSettings, Prune, QuantizeRTN, RunSpec
 from hemorrhage_core.store import Store
 
 

@@ -30,7 +30,7 @@ from hemorrhage_core.probes.kernels import fast_attention  # noqa: E402
 from hemorrhage_core.probes.metrics import kl_full, kl_topk, log_tail_mass  # noqa: E402
 from hemorrhage_core.probes.reference import position_logprobs  # noqa: E402
 from hemorrhage_core.runner import Runner  # noqa: E402
-from hemorrhage_core.spec import ProbeSettings, RunSpec  # noqa: E402
+from hemorrhage_core.specs import ProbeSettings, RunSpec  # noqa: E402
 from hemorrhage_core.store import Store  # noqa: E402
 
 MODS = ("quant_rtn:bits=8", "quant_rtn:bits=4,granularity=group,group_size=128", "quant_rtn:bits=3",

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import HemlabError, SpecError
-from .spec import (
+from .specs import (
     MODIFICATIONS,
     Modification,
     ProbeSettings,
@@ -36,7 +36,6 @@ from .spec import (
     QuantizeRTN,
     RunSpec,
     Temperature,
-    load_families,
 )
 
 log = logging.getLogger("hemlab")
@@ -205,7 +204,6 @@ def _parse_value(raw: str, default):
 
 def parse_mod(text: str) -> Modification:
     """'gptq:bits=4,group_size=128' -> the registered dataclass with those options (others at defaults)."""
-    load_families()
     kind, _, options = text.partition(":")
     cls = MODIFICATIONS.get(kind.strip())
     if cls is None:
@@ -310,7 +308,6 @@ def sweep_points(args: argparse.Namespace) -> list[SweepPoint]:
                     ns = argparse.Namespace(**{**vars(args), "model": model, param.dest: param.parse(raw)})
                     points.append(SweepPoint(model, raw, spec_from_args(ns)))
         else:
-            load_families()
             kind, _, field_name = args.param.partition(".")
             cls = MODIFICATIONS.get(kind)
             fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
@@ -411,7 +408,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_mods(args) -> int:
-    load_families()
     rows = [
         {
             "kind": kind,

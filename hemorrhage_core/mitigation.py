@@ -38,10 +38,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import SpecError
-from .spec import Modification, Prune, QuantizeRTN
-from .specs.calibrate import CalibrateDecoding, KLDistill
-from .specs.prune_structured import PruneChannels, PruneHeads
-from .specs.quant import AWQ, ActQuant, SmoothQuant
+from .specs import (
+    AWQ,
+    ActQuant,
+    CalibrateDecoding,
+    KLDistill,
+    Modification,
+    Prune,
+    PruneChannels,
+    PruneHeads,
+    QuantizeRTN,
+    SmoothQuant,
+)
 
 if TYPE_CHECKING:  # the runner imports torch and, through the handlers, this module
     from .runner import RunResult

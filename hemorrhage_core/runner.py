@@ -24,12 +24,12 @@ from . import corpora, models
 from .errors import SpecError
 from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
-from .modify.calibration import calibration_windows
+from .modify.evidence import calibration_windows
 from .paths import cache_dir
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
 from .probes.selfcheck import prepare_measurement
-from .spec import CODE_VERSION, ModelFacts, RunSpec
+from .specs import CODE_VERSION, ModelFacts, RunSpec
 from .store import Store
 from .structure import find_blocks
 
@@ -187,7 +187,7 @@ class Runner:
         (model, corpus, n, length). When `corpus` is the evaluation corpus, a tail of attn_probes x attn_len tokens
         at its end is skipped (where the attention probes were read before they became prefixes of the evaluation
         windows; kept so calibration sets did not change) and an overlap with the evaluation windows at its start
-        is an error (see modify/calibration.py).
+        is an error (see modify/evidence.py).
         """
         calib = self.corpus(corpus)
         same = calib.sha256 == self.corpus(spec.probe.corpus).sha256

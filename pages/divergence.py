@@ -6,7 +6,7 @@ import streamlit as st
 
 from hemorrhage_core import charts, corpora
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import RunSpec
+from hemorrhage_core.specs import RunSpec
 from hemorrhage_core.ui import analyses, render, views
 from hemorrhage_core.ui.generate import PromptGenerations, prompt_generations
 from hemorrhage_core.ui.navigation import through_app

@@ -27,7 +27,7 @@ from hemorrhage_core.gguf_export import write_gguf
 from hemorrhage_core.identity import against_spec
 from hemorrhage_core.modify import apply_modifications
 from hemorrhage_core.modify.checkpoint import tokenizer_problems
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import ProbeSettings, QuantizeRTN, RunSpec
 from hemorrhage_core.specs.checkpoint import Against
 
 PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)

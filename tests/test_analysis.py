@@ -203,7 +203,7 @@ def test_sweep_over_two_models_gives_one_summary_each(
 
 
 def _spec(model_dir, text_file, *mods, **probe):
-    from hemorrhage_core.spec import ProbeSettings, RunSpec
+    from hemorrhage_core.specs import ProbeSettings, RunSpec
 
     return RunSpec(model=str(model_dir), mods=mods, probe=ProbeSettings(corpus=text_file, **(PROBE | probe)))
 
@@ -230,7 +230,7 @@ def test_a_decoding_only_chain_unembeds_no_lens_rows_and_reads_zero(
     runner, tiny_llama_dir, text_file, monkeypatch
 ):
     from hemorrhage_core.probes import profile
-    from hemorrhage_core.spec import QuantizeRTN, Temperature
+    from hemorrhage_core.specs import QuantizeRTN, Temperature
 
     calls = []
     real = profile.lens_kl
@@ -244,7 +244,7 @@ def test_a_decoding_only_chain_unembeds_no_lens_rows_and_reads_zero(
 
 
 def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir, text_file):
-    from hemorrhage_core.spec import QuantizeRTN
+    from hemorrhage_core.specs import QuantizeRTN
 
     r = runner.run(_spec(tiny_llama_dir, text_file, QuantizeRTN(bits=3)))
     t = r.layer_table().sort_values("layer")
@@ -263,7 +263,7 @@ def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, te
 
     from hemorrhage_core.probes.lens import lens_rows
     from hemorrhage_core.probes.metrics import kl_full
-    from hemorrhage_core.spec import Prune
+    from hemorrhage_core.specs import Prune
 
     spec = _spec(tiny_gpt2_dir, text_file, Prune(sparsity=0.5))
     r = runner.run(spec)
@@ -349,7 +349,7 @@ def test_module_error_is_the_output_error_of_the_changed_weight_only(tiny_llama_
 
 def test_module_ranking_orders_by_relative_error_and_survives_the_store(runner, tiny_llama_dir, text_file):
     from hemorrhage_core.analysis.modules import from_rows, rank_modules, to_rows
-    from hemorrhage_core.spec import QuantizeRTN
+    from hemorrhage_core.specs import QuantizeRTN
 
     spec = _spec(tiny_llama_dir, text_file, QuantizeRTN(bits=3))
     df = rank_modules(runner, spec, n=2, length=32)
@@ -365,9 +365,8 @@ def test_identity_insertion_has_no_module_error_blocks_matched_through_the_layer
     runner, tiny_llama_dir, text_file
 ):
     from hemorrhage_core.analysis.modules import counterpart_name, rank_modules
-    from hemorrhage_core.spec import MODIFICATIONS, load_families
+    from hemorrhage_core.specs import MODIFICATIONS
 
-    load_families()
     if "insert_identity" not in MODIFICATIONS:
         pytest.skip("depth changes have not landed")
     spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["insert_identity"](after=(0,)))
@@ -400,7 +399,7 @@ def test_attention_view_of_one_head_after_quantization(runner, tiny_gpt2_dir, te
     import numpy as np
 
     from hemorrhage_core.analysis.attention import attention_view
-    from hemorrhage_core.spec import QuantizeRTN
+    from hemorrhage_core.specs import QuantizeRTN
 
     spec = _spec(tiny_gpt2_dir, text_file, QuantizeRTN(bits=2))
     view = attention_view(runner, spec, "a calm river carries old leaves toward the distant sea", 0, head=2)
@@ -459,7 +458,7 @@ def test_flips_count_changed_correctness_both_ways():
 
 def test_flip_report_of_the_original_model_has_no_flips(runner, tiny_llama_dir, text_file):
     from hemorrhage_core.analysis.flips import flip_report
-    from hemorrhage_core.spec import QuantizeRTN
+    from hemorrhage_core.specs import QuantizeRTN
 
     same = flip_report(runner, _spec(tiny_llama_dir, text_file), n_items=8)
     assert same.flips == 0 and same.changed_choices == 0 and same.accuracy_base == same.accuracy_modified
@@ -477,7 +476,7 @@ def test_memory_table_uses_reported_bytes_and_counts_the_original_at_16_bits(
     runner, tiny_llama_dir, text_file
 ):
     from hemorrhage_core.analysis.memory import memory_table, parameter_count, pareto_front
-    from hemorrhage_core.spec import Prune, QuantizeRTN
+    from hemorrhage_core.specs import Prune, QuantizeRTN
 
     for mod in (QuantizeRTN(bits=4), QuantizeRTN(bits=8), Prune(sparsity=0.5)):
         runner.run(_spec(tiny_llama_dir, text_file, mod))

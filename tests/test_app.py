@@ -19,7 +19,7 @@ from dashboard_env import applied, make_env
 from streamlit.testing.v1 import AppTest
 
 from hemorrhage_core.errors import CorpusError, SpecError
-from hemorrhage_core.spec import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.store import Store
 from hemorrhage_core.ui import eta, fields, paper, runs, sweeps
 from hemorrhage_core.ui.state import model_problem, save_upload

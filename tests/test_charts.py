@@ -15,7 +15,7 @@ import pytest
 from hemorrhage_core import charts, report
 from hemorrhage_core.charts import FAMILY_COLORS, MODIFIED, ORIGINAL
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import ProbeSettings, Prune, QuantizeRTN, RunSpec
 from hemorrhage_core.store import Store
 
 HAS_CHROME = report.find_chrome() is not None

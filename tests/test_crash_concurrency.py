@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import ProbeSettings, QuantizeRTN, RunSpec
 from hemorrhage_core.store import CHILD_TABLES, Store
 
 BITS = ["8", "7", "6", "5", "4", "3"]

@@ -16,8 +16,8 @@ from transformers.generation.logits_process import (
 
 from hemorrhage_core.cli import main
 from hemorrhage_core.errors import SpecError
+from hemorrhage_core.mitigation import is_beyond_repair, recovery
 from hemorrhage_core.modify import ModContext, apply_modifications
-from hemorrhage_core.modify.calibrate import fit_decoding, fit_scale, is_beyond_repair, mean_kl, recovery
 from hemorrhage_core.modify.decode import (
     min_p_filter,
     repetition_penalty,
@@ -26,12 +26,19 @@ from hemorrhage_core.modify.decode import (
     top_k_filter,
     top_p_filter,
 )
+from hemorrhage_core.modify.decoding_calibration import fit_decoding, fit_scale, mean_kl
 from hemorrhage_core.modify.residual import residual_writers
 from hemorrhage_core.probes.decoding import expected_calibration_error, support_divergence
 from hemorrhage_core.probes.metrics import kl_full
 from hemorrhage_core.probes.reference import context_rows
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec, Temperature
-from hemorrhage_core.specs.calibrate import CalibrateDecoding, KLDistill
+from hemorrhage_core.specs import (
+    CalibrateDecoding,
+    KLDistill,
+    ProbeSettings,
+    QuantizeRTN,
+    RunSpec,
+    Temperature,
+)
 from hemorrhage_core.specs.decode import MinP, RepetitionPenalty, Sampler, TopK, TopP
 from hemorrhage_core.specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
 

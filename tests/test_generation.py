@@ -16,8 +16,7 @@ from hemorrhage_core.generation import (
     rollout,
     side_by_side_for_spec,
 )
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec, Temperature
-from hemorrhage_core.specs.calibrate import CalibrateDecoding
+from hemorrhage_core.specs import CalibrateDecoding, ProbeSettings, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.decode import RepetitionPenalty, TopP
 from hemorrhage_core.specs.depth import DuplicateLayers, InsertIdentity
 

@@ -11,7 +11,7 @@ import torch
 
 from hemorrhage_core.cli import main
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.store import Store
 
 PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)

@@ -15,11 +15,23 @@ from hemorrhage_core.charts import MITIGATED, MODIFIED, ORIGINAL
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.mitigation import CalibrationSet, Comparison, applicable, mitigate, recovered_fraction
 from hemorrhage_core.runner import RunResult
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
-from hemorrhage_core.specs.calibrate import CalibrateDecoding, KLDistill
+from hemorrhage_core.specs import (
+    AWQ,
+    GPTQ,
+    ActQuant,
+    CalibrateDecoding,
+    KLDistill,
+    ProbeSettings,
+    Prune,
+    PruneBlocks,
+    PruneChannels,
+    PruneHeads,
+    QuantizeRTN,
+    RunSpec,
+    SmoothQuant,
+    Temperature,
+)
 from hemorrhage_core.specs.decode import TopK
-from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
-from hemorrhage_core.specs.quant import AWQ, GPTQ, ActQuant, SmoothQuant
 
 SETTINGS = dict(corpus="news", corpus_sha256="abc", window=64, stride=64, tokens=256, code_version="2")
 

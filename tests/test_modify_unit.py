@@ -9,7 +9,7 @@ from hemorrhage_core.errors import SpecError
 from hemorrhage_core.modify.prune import prune_mask
 from hemorrhage_core.modify.quantize import quantize_rtn, rtn_bits_per_weight
 from hemorrhage_core.modify.targets import set_weight, weight_view
-from hemorrhage_core.spec import Prune, QuantizeRTN
+from hemorrhage_core.specs import Prune, QuantizeRTN
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

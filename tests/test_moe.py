@@ -34,8 +34,17 @@ from hemorrhage_core.modify.quantize import quantize_rtn
 from hemorrhage_core.modify.sequential import calibration_stages, target_groups, walk_blocks
 from hemorrhage_core.modify.taps import target_inputs
 from hemorrhage_core.modify.targets import plan_targets
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec
-from hemorrhage_core.specs.quant import AWQ, GPTQ, ActQuant, Bnb4bit, SmoothQuant
+from hemorrhage_core.specs import (
+    AWQ,
+    GPTQ,
+    ActQuant,
+    Bnb4bit,
+    ProbeSettings,
+    Prune,
+    QuantizeRTN,
+    RunSpec,
+    SmoothQuant,
+)
 
 VOCAB = 256
 CALIB = dict(calib_samples=8, calib_len=32)

@@ -116,7 +116,7 @@ def test_cli_json_matches_a_direct_measurement_and_writes_the_chart(
 ):
     from hemorrhage_core.modify.scaling import activation_outlier_stats
     from hemorrhage_core.runner import Runner
-    from hemorrhage_core.spec import ProbeSettings, RunSpec
+    from hemorrhage_core.specs import ProbeSettings, RunSpec
     from hemorrhage_core.store import Store
 
     monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))

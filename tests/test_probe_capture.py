@@ -6,7 +6,7 @@ import torch
 from hemorrhage_core.probes.capture import attention_patterns
 from hemorrhage_core.probes.kernels import use_fast_attention
 from hemorrhage_core.probes.reference import ProbeMaps, attention_probe_shape, corpus_pass
-from hemorrhage_core.spec import ProbeSettings
+from hemorrhage_core.specs import ProbeSettings
 
 
 def _llama():

@@ -26,7 +26,7 @@ from hemorrhage_core.cli import main
 from hemorrhage_core.corpora import corpus_from_text, probe_texts, token_windows
 from hemorrhage_core.errors import CorpusError, SpecError
 from hemorrhage_core.modify import ModContext, apply_modifications
-from hemorrhage_core.modify.calibration import (
+from hemorrhage_core.modify.evidence import (
     GradientStats,
     accumulate_gradients,
     calibration_windows,
@@ -37,8 +37,15 @@ from hemorrhage_core.modify.prune import METHODS, Evidence, nm_mask
 from hemorrhage_core.modify.sparsegpt import sparsegpt_prune
 from hemorrhage_core.modify.structured import block_importance, count_params
 from hemorrhage_core.modify.targets import linear_targets, weight_view
-from hemorrhage_core.spec import PRUNE_METHODS, ProbeSettings, Prune, RunSpec
-from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
+from hemorrhage_core.specs import (
+    PRUNE_METHODS,
+    ProbeSettings,
+    Prune,
+    PruneBlocks,
+    PruneChannels,
+    PruneHeads,
+    RunSpec,
+)
 from hemorrhage_core.structure import find_blocks
 
 sys.path.insert(0, str(Path(__file__).parent))

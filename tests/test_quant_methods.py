@@ -33,8 +33,7 @@ from hemorrhage_core.modify.scaling import activation_outlier_stats, awq_search,
 from hemorrhage_core.modify.sequential import input_groups, walk_blocks
 from hemorrhage_core.modify.targets import linear_targets, weight_view
 from hemorrhage_core.probes.capture import forward_sites
-from hemorrhage_core.spec import QuantizeRTN
-from hemorrhage_core.specs.quant import AWQ, GPTQ, ActQuant, Bnb4bit, BnbInt8, SmoothQuant
+from hemorrhage_core.specs import AWQ, GPTQ, ActQuant, Bnb4bit, BnbInt8, QuantizeRTN, SmoothQuant
 
 VOCAB = 256
 CALIB = dict(calib_samples=8, calib_len=32)
@@ -184,7 +183,7 @@ def test_sequential_gptq_beats_rtn_on_every_layer_of_a_tiny_model(tiny, bits):
 
 
 def test_gptq_after_pruning_keeps_the_pruned_weights_at_zero(tiny):
-    from hemorrhage_core.spec import Prune
+    from hemorrhage_core.specs import Prune
 
     pruned = apply_modifications(tiny, 2, (Prune(sparsity=0.5),)).model
     both = apply_modifications(
@@ -548,7 +547,7 @@ def test_every_quantization_scheme_records_bits_and_bytes(tiny, mod):
     ],
 )
 def test_specs_refuse_impossible_settings(kind, options, message):
-    from hemorrhage_core.spec import MODIFICATIONS
+    from hemorrhage_core.specs import MODIFICATIONS
 
     with pytest.raises(SpecError, match=message):
         MODIFICATIONS[kind](**options)

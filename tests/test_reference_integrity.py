@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from hemorrhage_core.errors import CacheError
 from hemorrhage_core.probes.reference import remove_stale_builds
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import ProbeSettings, QuantizeRTN, RunSpec
 
 WORDS = ["river", "sea", "town", "news", "day", "old", "leaves", "quick", "fox"]
 
@@ -128,7 +128,7 @@ def test_a_killed_reference_build_leaves_nothing_that_is_used(tiny_llama_dir, wo
     env = {**os.environ, "HEMLAB_CACHE": str(tmp_path / "cache"), "HEMLAB_DATA": str(tmp_path)}
     script = (
         "from hemorrhage_core.runner import Runner; from hemorrhage_core.store import Store;"
-        "from hemorrhage_core.spec import RunSpec, ProbeSettings;"
+        "from hemorrhage_core.specs import RunSpec, ProbeSettings;"
         f"r = Runner(Store({str(tmp_path / 'k.duckdb')!r}), device='cpu');"
         f"r.run(RunSpec(model={str(tiny_llama_dir)!r}, probe=ProbeSettings(corpus={text!r}, tokens=4096, "
         "window=32, batch_size=1, attn_len=16)))"

@@ -12,10 +12,17 @@ import pandas as pd
 import pytest
 
 from hemorrhage_core.generation import GenerationSettings, generation_divergence
-from hemorrhage_core.modify.calibrate import recovery
+from hemorrhage_core.mitigation import recovery
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
-from hemorrhage_core.specs.calibrate import CalibrateDecoding, KLDistill
+from hemorrhage_core.specs import (
+    CalibrateDecoding,
+    KLDistill,
+    ProbeSettings,
+    Prune,
+    QuantizeRTN,
+    RunSpec,
+    Temperature,
+)
 from hemorrhage_core.specs.decode import MinP, RepetitionPenalty, Sampler, TopK, TopP
 from hemorrhage_core.specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
 from hemorrhage_core.store import Store

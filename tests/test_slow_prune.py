@@ -20,8 +20,7 @@ import pytest
 
 from hemorrhage_core.analysis.thresholds import thresholds
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, Prune, RunSpec
-from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
+from hemorrhage_core.specs import ProbeSettings, Prune, PruneBlocks, PruneChannels, PruneHeads, RunSpec
 from hemorrhage_core.store import Store
 
 pytestmark = pytest.mark.slow

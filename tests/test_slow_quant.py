@@ -20,8 +20,17 @@ import os
 import pytest
 
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, QuantizeRTN, RunSpec
-from hemorrhage_core.specs.quant import AWQ, GPTQ, ActQuant, Bnb4bit, BnbInt8, SmoothQuant
+from hemorrhage_core.specs import (
+    AWQ,
+    GPTQ,
+    ActQuant,
+    Bnb4bit,
+    BnbInt8,
+    ProbeSettings,
+    QuantizeRTN,
+    RunSpec,
+    SmoothQuant,
+)
 from hemorrhage_core.store import Store
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from hemorrhage_core.errors import StoreError
-from hemorrhage_core.spec import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.store import Store
 
 

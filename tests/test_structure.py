@@ -14,7 +14,7 @@ from hemorrhage_core.errors import ModelError
 from hemorrhage_core.probes.capture import OWN_LOGITS, attention_patterns, unembed
 from hemorrhage_core.probes.kernels import KERNEL
 from hemorrhage_core.probes.selfcheck import prepare_measurement, self_check
-from hemorrhage_core.spec import ProbeSettings, RunSpec
+from hemorrhage_core.specs import ProbeSettings, RunSpec
 
 V = 120
 

@@ -21,8 +21,8 @@ from torch import nn
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.modify import ModContext, apply_modifications
 from hemorrhage_core.modify.targets import weight_view
+from hemorrhage_core.specs import PruneBlocks, PruneChannels, PruneHeads
 from hemorrhage_core.specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
-from hemorrhage_core.specs.prune_structured import PruneBlocks, PruneChannels, PruneHeads
 from hemorrhage_core.structure import find_blocks
 
 VOCAB = 128

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..spec import MODIFICATIONS, PRUNE_METHODS, Modification, ProbeSettings, RunSpec, load_families
+from ..specs import MODIFICATIONS, PRUNE_METHODS, Modification, ProbeSettings, RunSpec
 from .thresholds import thresholds
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ class Lab:
     """The runner plus the measurement settings every claim shares; `run` returns a RunResult (cached or new)."""
 
     def __init__(self, runner, model: str, tokens: int):
-        load_families()
         self.runner = runner
         self.model = model
         self.probe = ProbeSettings(corpus="news", tokens=tokens, window=512, batch_size=8)

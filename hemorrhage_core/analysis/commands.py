@@ -186,7 +186,7 @@ def cmd_outliers(args) -> int:
 
     from ..cli import _runner
     from ..errors import SpecError
-    from ..spec import ProbeSettings
+    from ..specs import ProbeSettings
     from .outliers import measure_outliers, outlier_summary, records, worst, worst_channels
 
     fmt = Path(args.chart).suffix.lower().lstrip(".") if args.chart else None

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..footprint import Footprint, grouped_bits_per_weight
-from ..specs.quant import ActQuant
+from ..specs import ActQuant
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
 from .quantize import quantize_grouped

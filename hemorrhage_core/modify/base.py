@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..spec import Modification, check_chain
+from ..specs import Modification, check_chain
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ModContext:
         """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
 
         LongTensor [n, length] on the CPU. The runner takes them from the end of the corpus, so they never
-        overlap the evaluation windows (see modify/calibration.py).
+        overlap the evaluation windows (see modify/evidence.py).
         """
         if self.calibration_source is None:
             raise RuntimeError(

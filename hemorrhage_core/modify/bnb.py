@@ -19,7 +19,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..footprint import Footprint, bnb_4bit_bits_per_weight, bnb_int8_bits_per_weight
-from ..specs.quant import Bnb4bit, BnbInt8
+from ..specs import Bnb4bit, BnbInt8
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
 from .targets import LINEAR_TYPES, WeightTarget, plan_targets, weight_view

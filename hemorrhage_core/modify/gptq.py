@@ -23,7 +23,7 @@ from collections import defaultdict
 import torch
 
 from ..footprint import Footprint, grouped_bits_per_weight
-from ..specs.quant import GPTQ
+from ..specs import GPTQ
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
 from .experts import ExpertTally, pool_starved_experts

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Prune
+from ..specs import Prune
 from .prune import Evidence, score_method
 
 

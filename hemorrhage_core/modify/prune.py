@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SpecError
-from ..spec import PRUNE_METHODS, Prune
+from ..specs import PRUNE_METHODS, Prune
 from .base import ModContext, ModifiedModel, handles
-from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .coverage import check_scope, record_coverage
+from .evidence import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .experts import ExpertTally, pool_starved_experts
 from .sequential import walk_blocks
 from .targets import WeightTarget, plan_targets

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..footprint import SCALE_BITS, Footprint, uniform_bits_per_weight
-from ..spec import QuantizeRTN
+from ..specs import QuantizeRTN
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
 from .targets import plan_targets

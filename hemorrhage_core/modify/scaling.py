@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..footprint import SCALE_BITS, Footprint, grouped_bits_per_weight
-from ..specs.quant import AWQ, SmoothQuant
+from ..specs import AWQ, SmoothQuant
 from ..structure import find_blocks
 from .actquant import ACT_QUANT_MARK
 from .base import ModContext, ModifiedModel, handles

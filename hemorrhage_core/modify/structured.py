@@ -27,12 +27,12 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import SpecError
-from ..specs.prune_structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
+from ..specs import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
 from ..structure import blocks_name, find_blocks
 from .base import ModContext, ModifiedModel, handles
-from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .channels import DenseChannels, ExpertChannels, channel_groups
 from .depth import rebuild_blocks
+from .evidence import GradientStats, InputStats, accumulate_gradients, input_statistics
 from .experts import ExpertTally, pool_starved_experts
 from .heads import HeadCut, check_cut, head_layout, remove_heads
 from .prune import CALIB_BATCH

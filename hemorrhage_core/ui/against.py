@@ -10,7 +10,7 @@ import streamlit as st
 from .. import charts
 from ..errors import HemlabError
 from ..identity import against_spec
-from ..spec import RunSpec
+from ..specs import RunSpec
 from .state import Selection, allowed_dirs, model_problem, runner
 from .widgets import chart, headline, run_with_progress
 

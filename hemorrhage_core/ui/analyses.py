@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from ..runner import Runner, RunResult
-from ..spec import RunSpec
+from ..specs import RunSpec
 from .state import compute_lock
 
 MODULE_ANALYSIS = "module_errors"  # the name analysis.modules' rows are stored under

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..spec import RunSpec
+from ..specs import RunSpec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from .. import charts
 from ..errors import HemlabError, SpecError
-from ..spec import Modification, RunSpec
+from ..specs import Modification, RunSpec
 from .fields import FAMILY_ORDER, FAMILY_TITLES, describe, family_kinds
 from .forms import mod_form
 from .state import load_base

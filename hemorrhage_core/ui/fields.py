@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import SpecError
-from ..spec import MODIFICATIONS, Modification, load_families
+from ..specs import MODIFICATIONS, Modification
 
 # Pages in the order a chain of modifications is applied when they are stacked (weights first, decoding last).
 FAMILY_ORDER = ("prune", "quant", "depth", "mitigation", "decode")
@@ -86,7 +86,7 @@ _NAME_ENABLED_WHEN: dict[str, tuple[str, Any]] = {"group_size": ("granularity", 
 
 
 def _spec_module_set(name: str) -> list[str]:
-    from .. import spec
+    from .. import specs as spec
 
     return sorted(getattr(spec, name, ()))
 
@@ -123,7 +123,6 @@ class FieldSpec:
 
 def family_kinds(family: str) -> dict[str, type[Modification]]:
     """Every registered modification class of one family, by kind, in registration order."""
-    load_families()
     return {kind: cls for kind, cls in MODIFICATIONS.items() if getattr(cls, "family", "other") == family}
 
 

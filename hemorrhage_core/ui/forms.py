@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from ..errors import SpecError
-from ..spec import Modification
+from ..specs import Modification
 from .fields import FieldSpec, build_mod, form_fields, parse_int_list
 
 

@@ -14,7 +14,7 @@ import torch
 
 from .. import generation
 from ..runner import Runner
-from ..spec import RunSpec
+from ..specs import RunSpec
 
 
 @dataclass

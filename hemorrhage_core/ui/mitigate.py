@@ -15,9 +15,7 @@ import streamlit as st
 from .. import charts, mitigation
 from ..errors import HemlabError
 from ..mitigation import CalibrationSet, Chain, Comparison
-from ..spec import Prune, QuantizeRTN, RunSpec
-from ..specs.prune_structured import PruneChannels
-from ..specs.quant import ActQuant
+from ..specs import ActQuant, Prune, PruneChannels, QuantizeRTN, RunSpec
 from . import outliers
 from .family import LAST_MODS
 from .fields import FAMILY_ORDER

@@ -18,8 +18,7 @@ from .. import charts
 from ..analysis import outliers
 from ..errors import HemlabError
 from ..mitigation import Chain
-from ..spec import ProbeSettings, QuantizeRTN
-from ..specs.quant import ActQuant
+from ..specs import ActQuant, ProbeSettings, QuantizeRTN
 from .state import Selection, compute_lock, runner
 from .widgets import chart, show_error, table
 

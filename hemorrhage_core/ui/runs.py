@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import HemlabError
 from ..runner import RunResult
-from ..spec import MODIFICATIONS, RunSpec, load_families
+from ..specs import MODIFICATIONS, RunSpec
 from ..store import Store
 
 
@@ -56,7 +56,6 @@ def stored_result(store: Store, run_key: str) -> RunResult | None:
 
 def families_of(spec_json: str) -> str:
     """'quant+prune' style family summary of a stored spec (for filters and colours); 'original' if none."""
-    load_families()
     try:
         kinds = [m["kind"] for m in json.loads(spec_json).get("mods", [])]
     except (ValueError, TypeError, KeyError):

@@ -21,7 +21,7 @@ from .. import corpora, models
 from ..errors import HemlabError
 from ..paths import data_dir, default_db_path
 from ..runner import Runner
-from ..spec import ProbeSettings
+from ..specs import ProbeSettings
 from ..store import Store
 
 TOKEN_BUDGETS = [256, 512, 1024, 2048, 4096, 8192, 16384]

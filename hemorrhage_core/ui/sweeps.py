@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import SpecError
-from ..spec import MODIFICATIONS, Modification, ProbeSettings, RunSpec
+from ..specs import MODIFICATIONS, Modification, ProbeSettings, RunSpec
 
 # Columns of a sweep-points frame, one row per stored run on a curve.
 POINT_COLUMNS = [

@@ -17,7 +17,7 @@ from ..charts import export_bytes
 from ..errors import HemlabError
 from ..probes.profile import Cancelled
 from ..runner import RunResult
-from ..spec import RunSpec
+from ..specs import RunSpec
 from . import runs as runs_mod
 from .eta import estimate_seconds
 from .state import Selection, problem, runner, selection

@@ -1,28 +1,31 @@
-"""Frozen, hashable, JSON-serialisable descriptions of a run and of every modification. No torch here.
+"""The base of every spec: the modification registry, run and probe settings, and the shared checks. No torch.
 
 A `RunSpec` is data: the model, an ordered tuple of modifications, and the measurement settings. Its content
 hash (together with the code version, the corpus content hash and the model's identity) is the cache key used
 everywhere: DuckDB primary key, Streamlit cache argument and CLI row.
 
-Each modification family registers its dataclass under a stable `kind` string with `@modification(...)`, so
-(de)serialisation and the handler registry in `hemorrhage_core.modify` never need if/elif chains.
+Each family's kinds live in `specs/<family>.py`, next to their handlers in `modify/<family>.py`, and register
+under a stable `kind` string with `@modification(...)`, so (de)serialisation and the handler registry never need
+if/elif chains. Validation has one path: `check(condition, message)` raises the SpecError the CLI and the
+dashboard show; the checks every family shares (bits, group sizes, calibration fields) are defined here once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import SpecError
+from ..errors import SpecError
 
 # Bump when a metric definition or a modification's numerics change: old cached rows then stop matching.
 CODE_VERSION = "3"  # 3: attention probes are prefixes of the evaluation windows
 
+
 MODIFICATIONS: dict[str, type[Modification]] = {}
+
 
 # Scope options of the weight-touching modifications, added after results were first stored: `to_dict` leaves
 # them out at their default, so every spec stored before them keeps its JSON and cache key. `include_router`:
@@ -82,7 +85,8 @@ class Modification:
         return f"{self.kind} {args}"
 
 
-def _check(cond: bool, message: str) -> None:
+def check(cond: bool, message: str) -> None:
+    """The one validation path of every spec: a SpecError with `message` unless `cond`."""
     if not cond:
         raise SpecError(message)
 
@@ -111,48 +115,36 @@ def scope_label(mod: Modification) -> str:
     return text + (" partial" if getattr(mod, "partial", False) else "")
 
 
-@modification("quant_rtn")
-@dataclass(frozen=True)
-class QuantizeRTN(Modification):
-    """Weight-only round-to-nearest quantization of every Linear / Conv1D (lm_head and embeddings excluded)."""
+def check_bits(bits: int, what: str = "weight bits") -> None:
+    check(
+        isinstance(bits, int) and 2 <= bits <= 8, f"{what} must be an integer between 2 and 8, got {bits!r}"
+    )
 
-    family: ClassVar[str] = "quant"
 
-    bits: int = 8
-    scheme: str = "sym"  # "sym": zero-centred grid; "asym": min/max grid with a zero point
-    granularity: str = "channel"  # one scale per "tensor", per output "channel", or per "group" of inputs
-    group_size: int = 128
-    include_lm_head: bool = False
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
+def check_group(group_size: int) -> None:
+    check(
+        isinstance(group_size, int) and (group_size == -1 or group_size >= 2),
+        f"group_size must be -1 (one scale per output channel) or at least 2, got {group_size!r}",
+    )
 
-    def __post_init__(self):
-        _check(2 <= self.bits <= 8, f"quantization bits must be between 2 and 8, got {self.bits}")
-        _check(
-            self.scheme in ("sym", "asym"),
-            f"quantization scheme must be 'sym' or 'asym', got {self.scheme!r}",
-        )
-        _check(
-            self.granularity in ("tensor", "channel", "group"),
-            f"quantization granularity must be tensor, channel or group, got {self.granularity!r}",
-        )
-        _check(self.group_size >= 2, f"group size must be at least 2, got {self.group_size}")
+
+class GroupChecked:
+    """Mixin: the kind's group size (the field `group_field`; -1 = per channel) is checked against the model's
+    layer widths before any work (`Modification.check_model`)."""
+
+    group_field: ClassVar[str] = "group_size"
 
     def check_model(self, facts: ModelFacts) -> None:
-        super().check_model(facts)
-        if self.granularity == "group":
-            check_group_size(self.kind, self.group_size, facts)
-
-    def label(self) -> str:
-        gran = f"g{self.group_size}" if self.granularity == "group" else self.granularity
-        return f"RTN w{self.bits} {self.scheme} {gran}{scope_label(self)}"
+        super().check_model(facts)  # type: ignore[misc]
+        size = getattr(self, self.group_field)
+        if size != -1:
+            check_group_size(self.kind, size, facts)  # type: ignore[attr-defined]
 
 
-# Pruning score names. Each is implemented in hemorrhage_core/modify/prune.py's method registry (a test checks the two
-# agree); listed here so specs validate without importing torch or the handlers.
-PRUNE_METHODS: set[str] = {"magnitude", "wanda", "sparsegpt", "gblm", "taylor"}
-# Methods that read calibration text (activations or gradients): the calib_* fields matter only for these.
-CALIBRATED_PRUNE_METHODS: frozenset[str] = frozenset({"wanda", "sparsegpt", "gblm", "taylor"})
+def group_label(group_size: int) -> str:
+    return "channel" if group_size == -1 else f"g{group_size}"
+
+
 DEFAULT_CALIBRATION = (
     "news",
     32,
@@ -160,25 +152,11 @@ DEFAULT_CALIBRATION = (
 )  # corpus, sequences, tokens per sequence (CPU-sized; Wanda used 128 x 2048)
 
 
-def parse_nm(pattern: str) -> tuple[int, int] | None:
-    """'2:4' -> (2, 4): N zeros in every M consecutive input weights; 'unstructured' -> None. SpecError otherwise."""
-    if pattern == "unstructured":
-        return None
-    n, sep, m = pattern.partition(":")
-    _check(
-        bool(sep) and n.isdigit() and m.isdigit(),
-        f"pruning pattern must be 'unstructured' or 'N:M' (e.g. 2:4, 4:8), got {pattern!r}",
-    )
-    n, m = int(n), int(m)
-    _check(0 < n < m <= 64, f"N:M pattern needs 0 < N < M <= 64, got {pattern!r}")
-    return n, m
-
-
 def check_calibration(corpus: str, samples: int, length: int) -> None:
     """Validate the calibration fields every calibrated modification carries."""
-    _check(bool(corpus), "calibration corpus (calib_corpus) must be a built-in name or a text file path")
-    _check(1 <= samples <= 4096, f"calib_samples must be in [1, 4096], got {samples}")
-    _check(8 <= length <= 8192, f"calib_len must be in [8, 8192] tokens, got {length}")
+    check(bool(corpus), "calibration corpus (calib_corpus) must be a built-in name or a text file path")
+    check(1 <= samples <= 4096, f"calib_samples must be in [1, 4096], got {samples}")
+    check(8 <= length <= 8192, f"calib_len must be in [8, 8192] tokens, got {length}")
 
 
 def calibration_label(corpus: str, samples: int, length: int) -> str:
@@ -192,98 +170,18 @@ def calibration_label(corpus: str, samples: int, length: int) -> str:
     return f" cal={name} {samples}x{length}"
 
 
-@modification("prune")
 @dataclass(frozen=True)
-class Prune(Modification):
-    """Unstructured or N:M pruning of every Linear / Conv1D: zero the lowest-scoring weights.
+class Calibrated(Modification):
+    """Base of every modification that reads calibration text (fields shared so every method spells them alike)."""
 
-    Methods: magnitude |W|; wanda |W|·‖X_j‖ (activation-aware); sparsegpt (OBS mask + update of the remaining
-    weights with the damped inverse Hessian); gblm |W|·‖X_j‖ + grad_alpha·|W|·‖G‖ and taylor |W ⊙ Ḡ| (gradients
-    of the LM loss on calibration text). Calibrated methods run block by block on the outputs of the already
-    pruned blocks when `sequential` (as Wanda's and SparseGPT's reference code do).
-    """
-
-    family: ClassVar[str] = "prune"
-
-    sparsity: float = 0.5
-    method: str = "magnitude"
-    scope: str = (
-        "row"  # "row": the same share in every output row (as Wanda); "tensor": one threshold per matrix
-    )
-    include_lm_head: bool = False
-    pattern: str = "unstructured"  # or "N:M": N zeros in every M consecutive inputs (sparsity must equal N/M)
-    calib_corpus: str = DEFAULT_CALIBRATION[0]
-    calib_samples: int = DEFAULT_CALIBRATION[1]
-    calib_len: int = DEFAULT_CALIBRATION[2]
-    sequential: bool = (
-        True  # calibrate block i on the outputs of the pruned blocks < i (False: all on the dense model)
-    )
-    damp: float = 0.01  # sparsegpt: Hessian damping, as a share of its mean diagonal
-    blocksize: int = 128  # sparsegpt: columns pruned and compensated together
-    grad_alpha: float = 100.0  # gblm: weight of the gradient term (GBLM-Pruner's default)
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be pruned (coverage reported)
+    calib_corpus: str = "news"  # built-in corpus name or a text file; sequences come from its end
+    calib_samples: int = 32  # number of calibration sequences
+    calib_len: int = 512  # tokens per sequence
 
     def __post_init__(self):
-        _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
-        _check(
-            self.scope in ("row", "tensor"), f"pruning scope must be 'row' or 'tensor', got {self.scope!r}"
-        )
-        _check(
-            self.method in PRUNE_METHODS,
-            f"unknown pruning method {self.method!r}; available: {', '.join(sorted(PRUNE_METHODS))}",
-        )
-        nm = parse_nm(self.pattern)
-        if nm is not None:
-            n, m = nm
-            _check(
-                abs(self.sparsity - n / m) < 1e-9,
-                f"pattern {self.pattern} zeroes {n}/{m} = {n / m:g} of the weights: set sparsity={n / m:g}",
-            )
-            _check(self.scope == "row", "an N:M pattern is per group of inputs: use scope=row")
-            _check(
-                self.blocksize % m == 0,
-                f"sparsegpt blocksize ({self.blocksize}) must be a multiple of M ({m}) for pattern {self.pattern}",
-            )
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
-        _check(0.0 < self.damp < 1.0, f"damp must be in (0, 1), got {self.damp}")
-        _check(self.blocksize >= 1, f"blocksize must be at least 1, got {self.blocksize}")
-        _check(self.grad_alpha >= 0.0, f"grad_alpha must be >= 0, got {self.grad_alpha}")
-
-    @property
-    def nm(self) -> tuple[int, int] | None:
-        return parse_nm(self.pattern)
-
-    @property
-    def calibrated(self) -> bool:
-        return self.method in CALIBRATED_PRUNE_METHODS
-
-    def label(self) -> str:
-        shape = self.pattern if self.nm else f"{self.sparsity:.0%}"
-        text = f"{self.method} {shape}" + (" tensor" if self.scope == "tensor" else "")
-        if self.method == "gblm" and self.grad_alpha != 100.0:
-            text += f" α={self.grad_alpha:g}"
-        if self.calibrated:
-            text += calibration_label(self.calib_corpus, self.calib_samples, self.calib_len)
-            text += "" if self.sequential else " dense-calib"
-        return text + scope_label(self)
-
-
-@modification("temperature")
-@dataclass(frozen=True)
-class Temperature(Modification):
-    """Decoding temperature: the logits the metrics see are divided by `value` (reference setting: 1)."""
-
-    family: ClassVar[str] = "decode"
-    touches_weights: ClassVar[bool] = False
-    value: float = 1.0
-
-    def __post_init__(self):
-        # Below 1e-3 the scaled logits of a real model leave float32's range: NaN perplexities, not numbers.
-        _check(1e-3 <= self.value <= 100.0, f"temperature must be in [0.001, 100], got {self.value}")
-
-    def label(self) -> str:
-        return f"T={self.value:g}"
+        check(bool(self.calib_corpus), "calib_corpus must name a corpus (news, wiki, bible) or a text file")
+        check(self.calib_samples >= 1, f"calib_samples must be at least 1, got {self.calib_samples}")
+        check(self.calib_len >= 8, f"calib_len must be at least 8 tokens, got {self.calib_len}")
 
 
 def check_chain(mods: tuple[Modification, ...]) -> None:
@@ -296,13 +194,7 @@ def check_chain(mods: tuple[Modification, ...]) -> None:
         )
 
 
-def load_families() -> None:
-    """Import every family's spec module (hemorrhage_core.specs) so all kinds are registered."""
-    importlib.import_module("hemorrhage_core.specs")
-
-
 def mod_from_dict(data: dict[str, Any]) -> Modification:
-    load_families()
     data = dict(data)
     kind = data.pop("kind", None)
     cls = MODIFICATIONS.get(kind)
@@ -335,22 +227,22 @@ class ProbeSettings:
     top_k: int = 256  # base reference keeps top-K log-probs + tail mass per position (see reference.py)
 
     def __post_init__(self):
-        _check(self.window >= 8, f"window must be at least 8 tokens, got {self.window}")
-        _check(
+        check(self.window >= 8, f"window must be at least 8 tokens, got {self.window}")
+        check(
             self.tokens >= self.window,
             f"token budget ({self.tokens}) must be at least one window ({self.window})",
         )
-        _check(self.batch_size >= 1, "batch size must be at least 1")
-        _check(
+        check(self.batch_size >= 1, "batch size must be at least 1")
+        check(
             self.attn_probes >= 1 and self.attn_len >= 4,
             "the attention probe set needs >= 1 sequence of >= 4 tokens",
         )
-        _check(
+        check(
             self.attn_probes * self.attn_len**2 <= ATTN_CELLS_MAX,
             f"the attention probe set {self.attn_probes} x {self.attn_len} tokens is too large: maps are stored "
             f"for every layer and head (probes x tokens^2 <= {ATTN_CELLS_MAX:,}, e.g. 4 x 256 or 16 x 128)",
         )
-        _check(self.top_k >= 1, "top_k must be at least 1")
+        check(self.top_k >= 1, "top_k must be at least 1")
 
     def check_model(self, facts: ModelFacts) -> None:
         """SpecError for a window longer than the model's positions or a top-K above its vocabulary."""
@@ -380,7 +272,7 @@ class RunSpec:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
 
     def __post_init__(self):
-        _check(bool(self.model), "a model name or path is required")
+        check(bool(self.model), "a model name or path is required")
         object.__setattr__(self, "mods", tuple(self.mods))
         check_chain(self.mods)
 

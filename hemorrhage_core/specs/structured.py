@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import SpecError
-from ..spec import DEFAULT_CALIBRATION, Modification, calibration_label, check_calibration, modification
+from .base import DEFAULT_CALIBRATION, Modification, calibration_label, check, check_calibration, modification
 
 # How a head or channel group is ranked (implemented in hemorrhage_core/modify/structured.py, which checks it
 # covers these): "magnitude" = squared l2 norm of the group's weights (LLM-Pruner's L2 baseline),
@@ -18,11 +17,6 @@ from ..spec import DEFAULT_CALIBRATION, Modification, calibration_label, check_c
 # group's weights (LLM-Pruner's element-wise first-order Taylor importance).
 STRUCTURED_IMPORTANCE: frozenset[str] = frozenset({"magnitude", "activation", "taylor"})
 HEAD_UNITS = ("query", "kv")
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise SpecError(message)
 
 
 @dataclass(frozen=True)
@@ -36,8 +30,8 @@ class _StructuredPrune(Modification):
     calib_len: int = DEFAULT_CALIBRATION[2]
 
     def __post_init__(self):
-        _check(0.0 <= self.fraction < 1.0, f"{self.kind}: fraction must be in [0, 1), got {self.fraction}")
-        _check(
+        check(0.0 <= self.fraction < 1.0, f"{self.kind}: fraction must be in [0, 1), got {self.fraction}")
+        check(
             self.importance in STRUCTURED_IMPORTANCE,
             f"{self.kind}: unknown importance {self.importance!r}; available: {', '.join(sorted(STRUCTURED_IMPORTANCE))}",
         )
@@ -71,7 +65,7 @@ class PruneHeads(_StructuredPrune):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(
+        check(
             self.unit in HEAD_UNITS,
             f"prune_heads: unit must be one of {', '.join(HEAD_UNITS)}, got {self.unit!r}",
         )
@@ -108,7 +102,7 @@ class PruneBlocks(Modification):
     calib_len: int = DEFAULT_CALIBRATION[2]
 
     def __post_init__(self):
-        _check(self.n_blocks >= 1, f"prune_blocks: n_blocks must be at least 1, got {self.n_blocks}")
+        check(self.n_blocks >= 1, f"prune_blocks: n_blocks must be at least 1, got {self.n_blocks}")
         check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
 
     def label(self) -> str:

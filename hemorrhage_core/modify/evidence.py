@@ -1,6 +1,6 @@
-"""Calibration data, activation statistics and loss gradients shared by calibrated modifications (Wanda,
-SparseGPT, GBLM, Taylor, structured pruning; GPTQ and others may use the windows). Block-by-block calibration on
-the outputs of already-modified blocks lives in sequential.py.
+"""Calibration evidence: calibration sequences, activation statistics and loss gradients shared by calibrated
+modifications (Wanda, SparseGPT, GBLM, Taylor, structured pruning; GPTQ and others may use the windows). Block-by-
+block calibration on the outputs of already-modified blocks lives in sequential.py.
 
 `calibration_windows` cuts calibration sequences out of a corpus; the runner caches them per (model, corpus,
 n, length) and hands them to handlers through `ModContext.calibration_windows`. They are taken from the *end* of
