@@ -20,14 +20,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .specs.families import FAMILIES
+
 ORIGINAL = "#4C78A8"
 MODIFIED = "#E45756"
+# Each family's colour is its registry entry's (specs/families.py); the rest name the sides of a comparison.
 FAMILY_COLORS = {
-    "quant": "#F58518",
-    "prune": "#54A24B",
-    "decode": "#B279A2",
-    "depth": "#9D755D",
-    "mitigation": "#72B7B2",
+    **{name: f.colour for name, f in FAMILIES.items()},
     "original": ORIGINAL,
     "paper": "#8C8C8C",
     "other": "#7F7F7F",

@@ -5,8 +5,4 @@ from hemorrhage_core.ui.navigation import through_app
 
 through_app()
 
-family_page(
-    "depth",
-    "Change the stack of blocks. Each original layer is compared with the layer it maps to in the changed "
-    "model; an identity block (zero output projections) must leave everything unchanged.",
-)
+family_page("depth")

@@ -5,8 +5,4 @@ from hemorrhage_core.ui.navigation import through_app
 
 through_app()
 
-family_page(
-    "quant",
-    "Store the weights on a coarser grid. Fewer bits save memory; watch where the perplexity ratio and the KL "
-    "start to climb. The embedded baselines already sit on a 4-bit GGUF grid (see the Model page).",
-)
+family_page("quant")

@@ -5,9 +5,10 @@ import streamlit as st
 
 from hemorrhage_core import charts
 from hemorrhage_core.errors import SpecError
+from hemorrhage_core.specs.families import FAMILIES
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import sweeps, views
-from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, describe, family_kinds, sweepable
+from hemorrhage_core.ui.fields import default_sweep_values, describe, family_kinds, sweepable
 from hemorrhage_core.ui.forms import mod_form
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
@@ -24,10 +25,8 @@ sel = require_selection()
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    families = [f for f in ("quant", "prune", "decode", "depth", "mitigation") if family_kinds(f)]
-    family = c1.selectbox(
-        "Family", families, format_func=lambda f: FAMILY_TITLES.get(f, f), key="sweep.family"
-    )
+    families = [f for f in FAMILIES if family_kinds(f)]
+    family = c1.selectbox("Family", families, format_func=lambda f: FAMILIES[f].title, key="sweep.family")
     kinds = family_kinds(family)
     kind = c2.selectbox(
         "Method", list(kinds), key="sweep.kind", format_func=lambda k: f"{k} — {describe(kinds[k])[:60]}"

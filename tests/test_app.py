@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from hemorrhage_core.errors import CorpusError, SpecError
 from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
 from hemorrhage_core.ui import eta, fields, paper, runs, sweeps
 from hemorrhage_core.ui.state import model_problem, save_upload
@@ -82,7 +83,7 @@ def test_parse_int_list_accepts_ranges_and_rejects_words():
 
 
 def test_every_family_kind_gets_a_form_without_errors():
-    for family in fields.FAMILY_ORDER:
+    for family in stack_order():
         for cls in fields.family_kinds(family).values():
             specs = fields.form_fields(cls, {"num_layers": 4})
             assert [f.name for f in specs] == [f.name for f in dataclasses.fields(cls) if f.init]

@@ -11,10 +11,12 @@ import streamlit as st
 
 from .. import charts
 from ..errors import HemlabError, SpecError
-from ..specs import Modification, RunSpec
-from .fields import FAMILY_ORDER, FAMILY_TITLES, describe, family_kinds
+from ..specs import Calibrated, Modification, RunSpec
+from ..specs.families import family as family_info
+from ..specs.families import stack_order
+from .fields import describe, family_kinds
 from .forms import mod_form
-from .state import load_base
+from .state import load_base, runner
 from .widgets import chart, headline, require_selection, run_with_progress
 
 # Session key: family -> the modification last set on its page (the Mitigate page stacks them).
@@ -22,9 +24,10 @@ LAST_MODS = "hemlab.family_mods"
 
 
 def stacked(family: str, mod: Modification, others: dict[str, Modification]) -> tuple[Modification, ...]:
-    """This page's modification with the other pages' ones, in FAMILY_ORDER (weights first, decoding last)."""
+    """This page's modification with the other pages' ones, in the families' stack order (weights first,
+    decoding last: specs/families.py)."""
     chain = {**{f: m for f, m in others.items() if f != family}, family: mod}
-    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    order = {f: i for i, f in enumerate(stack_order())}
     return tuple(chain[f] for f in sorted(chain, key=lambda f: order.get(f, len(order))))
 
 
@@ -37,25 +40,21 @@ def _num_layers(model: str) -> int | None:
         return None  # the run below reports the loading error on the page
 
 
-def family_page(
-    family: str,
-    intro: str,
-    *,
-    auto_default: bool = True,
-    stack_default: bool = False,
-    notice: str | None = None,
-) -> None:
+def calibrates(mod: Modification) -> bool:
+    """Whether a setting reads calibration text or trains (minutes per setting, not seconds)."""
+    return isinstance(mod, Calibrated) or bool(getattr(mod, "calibrated", False))
+
+
+def family_page(family: str) -> None:
     """Method picker, generated form, headline numbers and the four profile charts for one family.
 
-    `auto_default`: whether a change measures at once; off for families whose methods calibrate or train
-    (minutes per setting), where a Measure button avoids starting work on every keystroke. `stack_default`:
-    whether the other pages' settings are applied too (on for mitigations, which repair a compression).
-    `notice`: an honest note shown under the introduction (what the page does not do yet).
+    Title and introduction come from the family registry (specs/families.py). A change measures at once for
+    instant methods; a setting that calibrates or trains waits for the Measure button unless it is stored, so a
+    dropdown change never starts minutes of work.
     """
-    st.title(FAMILY_TITLES.get(family, family.title()))
-    st.caption(intro)
-    if notice:
-        st.info(notice)
+    info = family_info(family)
+    st.title(info.title)
+    st.caption(info.intro)
     sel = require_selection()
     kinds = family_kinds(family)
     if not kinds:
@@ -73,16 +72,17 @@ def family_page(
         )
         stack = top[1].toggle(
             "Stack with other pages",
-            value=stack_default,
+            value=False,
             key=f"{family}.stack",
             help="Apply the settings last used on the other family pages too, in the order "
             "prune → quantize → depth → decode.",
         )
         auto = top[2].toggle(
             "Update on change",
-            value=auto_default,
+            value=True,
             key=f"{family}.auto",
-            help="Measure as soon as a setting changes (stored results appear at once).",
+            help="Measure as soon as a setting changes (stored results appear at once). Settings that calibrate "
+            "or train always wait for Measure.",
         )
         st.caption(describe(kinds[kind]))
         context = {"num_layers": n} if (n := _num_layers(sel.model)) else {}
@@ -97,8 +97,13 @@ def family_page(
         if stack and len(mods) > 1:
             st.caption("Chain: " + " → ".join(m.label() for m in mods))
 
-    if not auto and not st.button("Measure", type="primary", key=f"{family}.measure"):
-        st.info("Automatic updates are off: press Measure to profile these settings.")
+    wait = not auto or (any(calibrates(m) for m in spec.mods) and runner().lookup(spec) is None)
+    if wait and not st.button("Measure", type="primary", key=f"{family}.measure"):
+        st.info(
+            "This setting calibrates on text (minutes): press Measure to profile it."
+            if auto
+            else "Automatic updates are off: press Measure to profile these settings."
+        )
         st.stop()
     result = run_with_progress(spec, key=f"{family}-run")
     if result is None:

@@ -27,16 +27,6 @@ from typing import Any, Literal
 from ..errors import SpecError
 from ..specs import MODIFICATIONS, Modification
 
-# Pages in the order a chain of modifications is applied when they are stacked (weights first, decoding last).
-FAMILY_ORDER = ("prune", "quant", "depth", "mitigation", "decode")
-FAMILY_TITLES = {
-    "quant": "Quantize",
-    "prune": "Prune",
-    "decode": "Decode",
-    "depth": "Depth",
-    "mitigation": "Mitigate",
-}
-
 # Hints by field name, used only when the class declares none. Each is validated against the class.
 _NAME_CHOICES: dict[str, Sequence[Any] | Callable[[], Sequence[Any]]] = {
     "scheme": ("sym", "asym"),

@@ -16,9 +16,9 @@ from .. import charts, mitigation
 from ..errors import HemlabError
 from ..mitigation import CalibrationSet, Chain, Comparison
 from ..specs import ActQuant, Prune, PruneChannels, QuantizeRTN, RunSpec
+from ..specs.families import stack_order
 from . import outliers
 from .family import LAST_MODS
-from .fields import FAMILY_ORDER
 from .state import Selection, runner
 from .widgets import chart, require_selection, run_with_progress, show_error, table
 
@@ -34,12 +34,12 @@ PRESETS: dict[str, Chain] = {
 
 
 def stacked_chain() -> Chain:
-    """The settings last used on the other family pages, in FAMILY_ORDER (weights first, decoding last).
+    """The settings last used on the other family pages, in the families' stack order (weights first, decoding last).
 
     Mitigations themselves are left out: the chain is what the remedies repair.
     """
     remembered = st.session_state.get(LAST_MODS, {})
-    return tuple(remembered[f] for f in FAMILY_ORDER if f in remembered and f != "mitigation")
+    return tuple(remembered[f] for f in stack_order() if f in remembered and f != "mitigation")
 
 
 def _chain_text(mods: Chain) -> str:

@@ -14,18 +14,13 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from ..specs.families import with_pages
 from .state import sidebar
 
 # section -> (page script, title, Material icon); the first Modify page is where the app opens.
 SECTIONS: dict[str, list[tuple[str, str, str]]] = {
     "Set up": [("pages/model.py", "Model", "tune")],
-    "Modify": [
-        ("pages/quantize.py", "Quantize", "grid_on"),
-        ("pages/prune.py", "Prune", "content_cut"),
-        ("pages/decode.py", "Decode", "casino"),
-        ("pages/depth.py", "Depth", "layers"),
-        ("pages/mitigate.py", "Mitigate", "healing"),
-    ],
+    "Modify": [(f.page, f.title, f.icon) for f in with_pages()],  # the family registry's pages
     "Analyse": [
         ("pages/layers.py", "Layers", "stacked_line_chart"),
         ("pages/attention.py", "Attention", "visibility"),
