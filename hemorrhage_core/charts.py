@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .metric_names import METRICS, label, log_scale, unit
 from .specs.families import FAMILIES
 
 ORIGINAL = "#4C78A8"
@@ -37,37 +38,6 @@ TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (metrics.md §4)
-
-# Units and readable names of the metrics the charts draw.
-METRIC_LABELS = {
-    "hidden_rel_error": "relative error ‖h′−h‖/‖h‖",
-    "hidden_cosine": "cosine similarity",
-    "hidden_sqnr_db": "SQNR (dB)",
-    "logit_lens_kl": "logit-lens KL (nats)",
-    "lens_kl": "logit-lens KL (nats)",
-    "attn_js_mean": "attention JS divergence (nats)",
-    "attn_entropy_shift": "attention entropy shift (nats)",
-    "cascade_ratio": "cascade ratio e(l+1)/e(l)",
-    "ppl_ratio": "perplexity ratio (modified / original)",
-    "kl_mean": "KL mean (nats)",
-    "kl_p99": "KL p99 (nats)",
-    "top1_agreement": "top-1 agreement",
-    "top5_overlap": "top-5 overlap",
-    "dp_rms": "Δp RMS",
-}
-# Axis titles: the unit of each metric (the panel title names the metric itself).
-METRIC_UNITS = {
-    "hidden_rel_error": "ratio",
-    "hidden_cosine": "cosine",
-    "hidden_sqnr_db": "dB",
-    "logit_lens_kl": "nats",
-    "lens_kl": "nats",
-    "attn_js_mean": "nats",
-    "attn_entropy_shift": "nats",
-    "cascade_ratio": "ratio",
-}
-_LOG_METRICS = {"ppl_ratio", "ppl", "kl_mean", "kl_p99", "logit_lens_kl", "lens_kl"}
-_SHARE_METRICS = {"top1_agreement", "top5_overlap"}
 
 
 def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
@@ -356,7 +326,7 @@ def cascade_chart(
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.06,
-        subplot_titles=[METRIC_LABELS.get(m, m) for m in present],
+        subplot_titles=[label(m) for m in present],
     )
     for row, metric in enumerate(present, start=1):
         for run in runs:
@@ -373,17 +343,14 @@ def cascade_chart(
                     showlegend=row == 1,
                     line=dict(color=color, dash=dash),
                     marker=dict(size=5),
-                    hovertemplate=f"{run or ''} layer %{{x}}<br>{METRIC_LABELS.get(metric, metric)} "
-                    "%{y:.4g}<extra></extra>",
+                    hovertemplate=f"{run or ''} layer %{{x}}<br>{label(metric)} %{{y:.4g}}<extra></extra>",
                 ),
                 row=row,
                 col=1,
             )
         values = layers.loc[layers.metric == metric, "value"]
-        log = metric in _LOG_METRICS and bool((values > 0).all())
-        fig.update_yaxes(
-            title_text=METRIC_UNITS.get(metric, ""), row=row, col=1, **(_log_axis(values) if log else {})
-        )
+        log = log_scale(metric) and bool((values > 0).all())
+        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **(_log_axis(values) if log else {}))
     fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
     fig.update_layout(height=max(320, 230 * len(present)))
@@ -575,7 +542,7 @@ def metric_bars_chart(
     fig = make_subplots(
         rows=1,
         cols=len(present),
-        subplot_titles=[METRIC_LABELS.get(m, m) for m in present],
+        subplot_titles=[label(m) for m in present],
         horizontal_spacing=0.08,
     )
     for col, metric in enumerate(present, start=1):
@@ -585,16 +552,16 @@ def metric_bars_chart(
                 y=runs[metric],
                 marker_color=[styles[lb][0] for lb in labels],
                 showlegend=False,
-                hovertemplate="%{x}<br>" + METRIC_LABELS.get(metric, metric) + " %{y:.4g}<extra></extra>",
+                hovertemplate="%{x}<br>" + label(metric) + " %{y:.4g}<extra></extra>",
             ),
             row=1,
             col=col,
         )
-        if metric in _LOG_METRICS and (runs[metric] > 0).all():
+        if log_scale(metric) and (runs[metric] > 0).all():
             fig.update_yaxes(
                 **_log_axis(runs[metric], include=(1.0,) if metric == "ppl_ratio" else ()), row=1, col=col
             )
-        if metric in _SHARE_METRICS:
+        if unit(metric) == "share":
             fig.update_yaxes(tickformat=".0%", row=1, col=col)
         if metric == "ppl_ratio":
             fig.add_hline(y=1.0, line=dict(color=ORIGINAL, dash="dot"), row=1, col=col)
@@ -644,7 +611,7 @@ def sweep_chart(
                 mode="lines+markers",
                 name=str(s),
                 line=dict(color=color, dash=dash),
-                hovertemplate=f"{s}<br>{x_label or x} %{{x}}<br>{METRIC_LABELS.get(y, y)} %{{y:.4g}}<extra></extra>",
+                hovertemplate=f"{s}<br>{x_label or x} %{{x}}<br>{label(y)} %{{y:.4g}}<extra></extra>",
             )
         )
         if zones and s in zones:
@@ -668,16 +635,16 @@ def sweep_chart(
                 annotation_position="bottom right",
             )
     positive = bool((points[y] > 0).all())
-    log_y = y in _LOG_METRICS and positive
+    log_y = log_scale(y) and positive
     if y == "ppl_ratio":
         _reference_line(fig, 1.0, "original", log=log_y, original=True, below=True)
         for t in thresholds:
             _reference_line(fig, t, f"{t:g}×", log=log_y)
     fig.update_yaxes(
-        title_text=METRIC_LABELS.get(y, y) + (" (log scale)" if log_y else ""),
+        title_text=label(y) + (" (log scale)" if log_y else ""),
         **(_log_axis(points[y], include=(1.0, *thresholds) if y == "ppl_ratio" else ()) if log_y else {}),
     )
-    if y in _SHARE_METRICS:
+    if unit(y) == "share":
         fig.update_yaxes(tickformat=".0%")
     fig.update_xaxes(
         title_text=(x_label or x) + (" (compression grows →)" if reverse_x else ""),
@@ -937,14 +904,12 @@ def recovery_bars(comparison, title: str | None = None) -> go.Figure:
     rows = comparison.table().set_index("model")
     sides = ["original", "before", "after"]
     colors = [ORIGINAL, MODIFIED, MITIGATED]
-    panels = [("ppl_ratio", "perplexity ratio"), ("kl_mean", "KL mean (nats)")]
+    panels = [(m, METRICS[m].header) for m in ("ppl_ratio", "kl_mean")]
     fig = make_subplots(
         rows=1,
         cols=2,
         horizontal_spacing=0.12,
-        subplot_titles=[
-            f"{METRIC_LABELS[m]} — recovered {_percent(comparison.recovered(m))}" for m, _ in panels
-        ],
+        subplot_titles=[f"{label(m)} — recovered {_percent(comparison.recovered(m))}" for m, _ in panels],
     )
     for col, (metric, column) in enumerate(panels, start=1):
         values = [float(rows.loc[s, column]) for s in sides]
@@ -957,12 +922,12 @@ def recovery_bars(comparison, title: str | None = None) -> go.Figure:
                 textposition="outside",
                 cliponaxis=False,
                 showlegend=False,
-                hovertemplate="%{x}<br>" + METRIC_LABELS[metric] + " %{y:.4g}<extra></extra>",
+                hovertemplate="%{x}<br>" + label(metric) + " %{y:.4g}<extra></extra>",
             ),
             row=1,
             col=col,
         )
-    ratios = rows["perplexity ratio"].tolist()
+    ratios = rows[METRICS["ppl_ratio"].header].tolist()
     if all(math.isfinite(v) and v > 0 for v in ratios):
         # Bars need a floor on a log axis: from a little under the lowest ratio to room for the labels.
         fig.update_yaxes(
@@ -972,7 +937,7 @@ def recovery_bars(comparison, title: str | None = None) -> go.Figure:
             col=1,
         )
     fig.add_hline(y=1.0, line=dict(color=ORIGINAL, width=1, dash="dot"), row=1, col=1)
-    kl = [v for v in rows["KL mean (nats)"] if math.isfinite(v)]
+    kl = [v for v in rows[METRICS["kl_mean"].header] if math.isfinite(v)]
     fig.update_yaxes(title_text="nats", range=[0, max(kl + [1e-9]) * 1.25], row=1, col=2)
     return _style(fig, title, legend=False)
 
@@ -1022,7 +987,7 @@ def attention_pair_heatmap(
         data[data.run == r].pivot(index="layer", columns="head", values="value").sort_index() for r in runs
     ]
     peak = max(float(np.nanmax(g.values)) if g.size else 0.0 for g in grids)
-    units = "JS divergence (nats)" if metric == "attn_js" else METRIC_LABELS.get(metric, metric)
+    units = f"{label(metric)} ({unit(metric)})" if unit(metric) == "nats" else label(metric)
     fig = make_subplots(
         rows=1,
         cols=len(runs),

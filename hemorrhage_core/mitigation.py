@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import SpecError
+from .metric_names import METRICS
 from .specs import (
     AWQ,
     ActQuant,
@@ -296,8 +297,8 @@ def mitigate(
 
 # What must be equal for two runs to be compared "on the same tokens" (RunResult.settings keys).
 _SAME_TOKENS = ("corpus_sha256", "window", "stride", "tokens")
-TABLE_METRICS = {"ppl": "perplexity", "ppl_ratio": "perplexity ratio", "kl_mean": "KL mean (nats)",
-                 "top1_agreement": "top-1 agreement"}  # fmt: skip
+# The table's metrics, headed by their names in the metric registry (metric_names.py).
+TABLE_METRICS = {k: METRICS[k].header for k in ("ppl", "ppl_ratio", "kl_mean", "top1_agreement")}
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class RunResult:
     def to_json_dict(self) -> dict[str, Any]:
         """The public `--json` contract: spec, cached, metrics, layers (+ run_key and measurement settings)."""
         table = self.layer_table()
-        layer_cols = [
+        layer_cols = [  # the per-layer fields of the --json contract (fixed; metric_names.py names them)
             "hidden_rel_error",
             "hidden_cosine",
             "hidden_sqnr_db",

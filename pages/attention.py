@@ -3,6 +3,7 @@
 import streamlit as st
 
 from hemorrhage_core import charts
+from hemorrhage_core.metric_names import label
 from hemorrhage_core.ui import analyses
 from hemorrhage_core.ui.navigation import through_app
 from hemorrhage_core.ui.state import runner
@@ -30,11 +31,7 @@ if heads.empty:
     )
     st.stop()
 labels = {
-    "attn_js": "JS divergence",
-    "attn_entropy_shift": "entropy shift",
-    "attn_sink": "sink mass (modified)",
-    "attn_sink_base": "sink mass (original)",
-    "attn_topk_overlap": "top-k attended overlap",
+    m: label(m) for m in ("attn_js", "attn_entropy_shift", "attn_sink", "attn_sink_base", "attn_topk_overlap")
 }
 metric = st.radio(
     "Metric",

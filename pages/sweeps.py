@@ -5,6 +5,7 @@ import streamlit as st
 
 from hemorrhage_core import charts
 from hemorrhage_core.errors import SpecError
+from hemorrhage_core.metric_names import label
 from hemorrhage_core.specs.families import FAMILIES
 from hemorrhage_core.ui import runs as runs_mod
 from hemorrhage_core.ui import sweeps, views
@@ -80,7 +81,7 @@ metric = st.radio(
     "Quality measure",
     ["ppl_ratio", "kl_mean", "top1_agreement"],
     horizontal=True,
-    format_func=charts.METRIC_LABELS.get,
+    format_func=label,
     key="sweep.metric",
 )
 
