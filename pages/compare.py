@@ -2,14 +2,14 @@
 
 import streamlit as st
 
+from dashboard import runs as runs_mod
+from dashboard import views
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.sweeps import short_model
+from dashboard.widgets import chart, stored, table
 from hemorrhage_core import charts, report
 from hemorrhage_core.errors import HemlabError
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui import views
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.sweeps import short_model
-from hemorrhage_core.ui.widgets import chart, stored, table
 
 through_app()
 

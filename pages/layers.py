@@ -2,12 +2,12 @@
 
 import streamlit as st
 
+from dashboard import analyses, views
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts
 from hemorrhage_core.metric_names import METRICS, label
-from hemorrhage_core.ui import analyses, views
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, show_error, stored, table
 
 through_app()
 

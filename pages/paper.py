@@ -3,13 +3,13 @@ normalised axis (perplexity ratio to each model's own baseline)."""
 
 import streamlit as st
 
+from dashboard import paper, views
+from dashboard import runs as runs_mod
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, table
 from hemorrhage_core import charts
 from hemorrhage_core.specs.families import family
-from hemorrhage_core.ui import paper, views
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, table
 
 through_app()
 

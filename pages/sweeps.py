@@ -3,17 +3,17 @@ the robust zone; several methods or models overlaid; quality against memory."""
 
 import streamlit as st
 
+from dashboard import runs as runs_mod
+from dashboard import sweeps, views
+from dashboard.fields import default_sweep_values, describe, family_kinds, sweepable
+from dashboard.forms import mod_form
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, pending, require_selection, run_with_progress, table
 from hemorrhage_core import charts
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.metric_names import label
 from hemorrhage_core.specs.families import FAMILIES
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui import sweeps, views
-from hemorrhage_core.ui.fields import default_sweep_values, describe, family_kinds, sweepable
-from hemorrhage_core.ui.forms import mod_form
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
 
 through_app()
 

@@ -265,7 +265,7 @@ def test_another_output_head_is_refused_and_another_depth_drops_the_layer_rows(
 def test_the_web_ui_policy_keeps_checkpoints_inside_allowed_folders(
     runner, tiny_llama_dir, copies, text_file
 ):
-    from hemorrhage_core.ui.state import model_problem
+    from dashboard.state import model_problem
 
     allowed = [copies["root"]]
     gguf = copies["root"] / "policy.gguf"

@@ -18,12 +18,12 @@ import pytest
 from dashboard_env import applied, make_env
 from streamlit.testing.v1 import AppTest
 
+from dashboard import eta, fields, paper, runs, sweeps
+from dashboard.state import model_problem, save_upload
 from hemorrhage_core.errors import CorpusError, SpecError
 from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
-from hemorrhage_core.ui import eta, fields, paper, runs, sweeps
-from hemorrhage_core.ui.state import model_problem, save_upload
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -201,7 +201,7 @@ def test_headlines_show_the_size_number_the_run_reports():
 def test_table_exports_round_trip_through_csv_and_parquet():
     import io
 
-    from hemorrhage_core.ui.widgets import parquet_bytes
+    from dashboard.widgets import parquet_bytes
 
     df = pd.DataFrame({"label": ["w4", "w8"], "ppl_ratio": [1.2, 1.0], "note": [None, {"mixed": 1}]})
     back = pd.read_parquet(io.BytesIO(parquet_bytes(df)))
@@ -212,7 +212,7 @@ def test_table_exports_round_trip_through_csv_and_parquet():
 
 
 def test_the_app_keeps_one_runner_per_database_and_one_queue_per_process(tmp_path):
-    from hemorrhage_core.ui.state import get_runner
+    from dashboard.state import get_runner
 
     db = str(tmp_path / "one.duckdb")
     plain, trusting = get_runner(db, False), get_runner(db, True)
@@ -359,7 +359,7 @@ def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env,
 
 
 def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_env):
-    from hemorrhage_core.ui.state import _SELECTION
+    from dashboard.state import _SELECTION
 
     at = _app("pages/model.py")
     at.number_input(key="model.attn_probes").set_value(2).run()
@@ -469,8 +469,8 @@ def test_attention_page_draws_original_modified_and_difference_maps(app_env):
 
 @pytest.mark.parametrize("sample", [False, True])
 def test_side_by_side_and_step_rows_describe_the_same_rollout(app_env, sample):
+    from dashboard.generate import prompt_generations
     from hemorrhage_core.runner import Runner
-    from hemorrhage_core.ui.generate import prompt_generations
 
     runner = Runner(Store(":memory:"), device="cpu")
     spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=2),), _probe(app_env))

@@ -6,8 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from ..errors import SpecError
-from ..specs import Modification
+from hemorrhage_core.errors import SpecError
+from hemorrhage_core.specs import Modification
+
 from .fields import FieldSpec, build_mod, form_fields, parse_int_list
 
 

@@ -14,11 +14,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from .. import charts
-from ..analysis import outliers
-from ..errors import HemlabError
-from ..mitigation import Chain
-from ..specs import ActQuant, ProbeSettings, QuantizeRTN
+from hemorrhage_core import charts
+from hemorrhage_core.analysis import outliers
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.mitigation import Chain
+from hemorrhage_core.specs import ActQuant, ProbeSettings, QuantizeRTN
+
 from .state import Selection, compute_lock, runner
 from .widgets import chart, show_error, table
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .. import charts
-from ..errors import HemlabError, SpecError
-from ..specs import Calibrated, Modification, RunSpec
-from ..specs.families import family as family_info
-from ..specs.families import stack_order
+from hemorrhage_core import charts
+from hemorrhage_core.errors import HemlabError, SpecError
+from hemorrhage_core.specs import Calibrated, Modification, RunSpec
+from hemorrhage_core.specs.families import family as family_info
+from hemorrhage_core.specs.families import stack_order
+
 from .fields import describe, family_kinds
 from .forms import mod_form
 from .state import load_base, runner

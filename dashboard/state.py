@@ -17,12 +17,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from .. import corpora, models
-from ..errors import HemlabError
-from ..paths import data_dir, default_db_path
-from ..runner import Runner
-from ..specs import ProbeSettings
-from ..store import Store
+from hemorrhage_core import corpora, models
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.paths import data_dir, default_db_path
+from hemorrhage_core.runner import Runner
+from hemorrhage_core.specs import ProbeSettings
+from hemorrhage_core.store import Store
 
 TOKEN_BUDGETS = [256, 512, 1024, 2048, 4096, 8192, 16384]
 WINDOWS = [64, 128, 256, 512, 1024, 2048]

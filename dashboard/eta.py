@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..specs import RunSpec
+from hemorrhage_core.specs import RunSpec
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from ..runner import Runner, RunResult
-from ..specs import RunSpec
+from hemorrhage_core.runner import Runner, RunResult
+from hemorrhage_core.specs import RunSpec
+
 from .state import compute_lock
 
 MODULE_ANALYSIS = "module_errors"  # the name analysis.modules' rows are stored under

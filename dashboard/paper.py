@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paths import PROJECT_ROOT
+from hemorrhage_core.paths import PROJECT_ROOT
+
 from .sweeps import changed_fields, short_model
 
 PAPER_DIR = PROJECT_ROOT / "data" / "paper"

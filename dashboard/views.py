@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..store import Store
+from hemorrhage_core.store import Store
+
 from . import runs as runs_mod
 
 

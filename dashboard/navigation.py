@@ -14,7 +14,8 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from ..specs.families import with_pages
+from hemorrhage_core.specs.families import with_pages
+
 from .state import sidebar
 
 # section -> (page script, title, Material icon); the first Modify page is where the app opens.

@@ -12,11 +12,12 @@ import math
 
 import streamlit as st
 
-from .. import charts, mitigation
-from ..errors import HemlabError
-from ..mitigation import CalibrationSet, Chain, Comparison
-from ..specs import ActQuant, Prune, PruneChannels, QuantizeRTN, RunSpec
-from ..specs.families import stack_order
+from hemorrhage_core import charts, mitigation
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.mitigation import CalibrationSet, Chain, Comparison
+from hemorrhage_core.specs import ActQuant, Prune, PruneChannels, QuantizeRTN, RunSpec
+from hemorrhage_core.specs.families import stack_order
+
 from . import outliers
 from .family import LAST_MODS
 from .state import Selection, runner

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .. import generation
-from ..runner import Runner
-from ..specs import RunSpec
+from hemorrhage_core import generation
+from hemorrhage_core.runner import Runner
+from hemorrhage_core.specs import RunSpec
 
 
 @dataclass

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .. import charts
-from ..errors import HemlabError
-from ..identity import against_spec
-from ..specs import RunSpec
+from hemorrhage_core import charts
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.identity import against_spec
+from hemorrhage_core.specs import RunSpec
+
 from .state import Selection, allowed_dirs, model_problem, runner
 from .widgets import chart, headline, run_with_progress
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import HemlabError
-from ..runner import RunResult
-from ..specs import MODIFICATIONS, RunSpec
-from ..store import Store
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.runner import RunResult
+from hemorrhage_core.specs import MODIFICATIONS, RunSpec
+from hemorrhage_core.store import Store
 
 
 def settings_from_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ..charts import export_bytes
-from ..errors import HemlabError
-from ..probes.profile import Cancelled
-from ..runner import RunResult
-from ..specs import RunSpec
+from hemorrhage_core.charts import export_bytes
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.probes.profile import Cancelled
+from hemorrhage_core.runner import RunResult
+from hemorrhage_core.specs import RunSpec
+
 from . import runs as runs_mod
 from .eta import estimate_seconds
 from .state import Selection, problem, runner, selection

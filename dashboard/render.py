@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from ..charts import MODIFIED, ORIGINAL
+from hemorrhage_core.charts import MODIFIED, ORIGINAL
 
 _STYLE = (
     "font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.9rem; line-height: 1.6;"

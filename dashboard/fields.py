@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import SpecError
-from ..specs import MODIFICATIONS, Modification
+from hemorrhage_core.errors import SpecError
+from hemorrhage_core.specs import MODIFICATIONS, Modification
 
 # Hints by field name, used only when the class declares none. Each is validated against the class.
 _NAME_CHOICES: dict[str, Sequence[Any] | Callable[[], Sequence[Any]]] = {
@@ -76,13 +76,13 @@ _NAME_ENABLED_WHEN: dict[str, tuple[str, Any]] = {"group_size": ("granularity", 
 
 
 def _spec_module_set(name: str) -> list[str]:
-    from .. import specs as spec
+    from hemorrhage_core import specs as spec
 
     return sorted(getattr(spec, name, ()))
 
 
 def _builtin_corpora() -> list[str]:
-    from ..corpora import CORPORA
+    from hemorrhage_core.corpora import CORPORA
 
     return list(CORPORA)
 
