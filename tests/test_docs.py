@@ -94,7 +94,9 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_slug_follows_github():
-    assert slug("Measuring an existing checkpoint: `--against`") == "measuring-an-existing-checkpoint---against"
+    assert (
+        slug("Measuring an existing checkpoint: `--against`") == "measuring-an-existing-checkpoint---against"
+    )
     assert slug("Unstructured and N:M: `--mod prune:...`") == "unstructured-and-nm---mod-prune"
     assert slug("Footprint conventions (`hemorrhage_core/footprint.py`)") == (
         "footprint-conventions-hemorrhage_corefootprintpy"
