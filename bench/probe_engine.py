@@ -1,4 +1,4 @@
-"""The probe engine, measured: five ratios of issue 4, side by side in one run, as a markdown table.
+"""The probe engine, measured: five ratios, side by side in one run, as a markdown table.
 
     .venv/bin/python bench/probe_engine.py                      # smollm2-135m, 4096 tokens (~30 min on 2 cores)
     .venv/bin/python bench/probe_engine.py --quick              # a tiny 2-layer Llama with SmolLM2's tokenizer

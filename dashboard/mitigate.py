@@ -202,4 +202,4 @@ def page() -> None:
         with top:
             headline(comparison)
         draw(comparison)
-    outliers.section(sel, chain)  # the activation statistics behind quantization damage (issue 6)
+    outliers.section(sel, chain)  # the activation statistics behind quantization damage

@@ -3,7 +3,7 @@ each model's own baseline so our runs can be drawn beside them. Pure pandas: no 
 
 Normalising needs the dense (unmodified) perplexity behind each row, which the tables do not print. The choice
 for each row is written down in `baseline_for` with its reason and shown on the page:
-- LLaMA-2-7B on WikiText-2 is 5.12 at a 4,096-token context and 5.47 at 2,048 (../guide/metrics.md).
+- LLaMA-2-7B on WikiText-2 is 5.12 at a 4,096-token context and 5.47 at 2,048 (the paper's Table 1).
 - The quantization table says it used a 2K context: 5.47.
 - The unstructured tables mix contexts (SOURCES.md caveat). A row whose 10 %-sparsity perplexity is below 5.47
   cannot have been measured at 2K (pruning 10 % does not beat the dense model there), so it is taken as 4K

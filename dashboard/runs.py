@@ -182,7 +182,7 @@ def headlines(metrics: dict[str, float]) -> list[Headline]:
 
 
 def settings_caption(spec: RunSpec, settings: dict[str, Any], metrics: dict[str, float], cached: bool) -> str:
-    """What was measured and how: every number on the page depends on these (metrics.md)."""
+    """What was measured and how: every number on the page depends on these (docs/metrics.md)."""
     sha = (settings.get("corpus_sha256") or "")[:12]
     tokens = metrics.get("evaluated_tokens")
     return (

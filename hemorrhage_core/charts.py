@@ -37,7 +37,7 @@ MITIGATED = FAMILY_COLORS["mitigation"]
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (metrics.md §4)
+THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (docs/metrics.md §4)
 
 
 def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # the runner imports torch and, through the handlers, this mo
 
 Chain = tuple[Modification, ...]
 
-# A mitigated model still this far from the original's perplexity (the collapse threshold of metrics.md §4) is
+# A mitigated model still this far from the original's perplexity (the collapse threshold of docs/metrics.md §4) is
 # beyond repair, whatever share of the KL the remedy recovered: a temperature that flattens a collapsed model's
 # distribution halves its KL without making it usable (smollm2-135m RTN w2: T = 10.1, KL 14.5 -> 7.3, still 1,343x).
 BEYOND_REPAIR_PPL_RATIO = 10.0
@@ -334,7 +334,8 @@ class Comparison:
 
     @property
     def beyond_repair(self) -> bool:
-        """Under 10% of the KL damage recovered and the mitigated model still above 10x the original perplexity."""
+        """The mitigated model is still above BEYOND_REPAIR_PPL_RATIO (10x) the original perplexity, whatever share
+        of the damage was recovered (docs/metrics.md §5)."""
         return is_beyond_repair(self.after.metrics["ppl_ratio"])
 
     def table(self) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Activation outliers (issue 6): the per-layer summary and worst channels (pure, analytic numbers), the chart,
+"""Activation outliers : the per-layer summary and worst channels (pure, analytic numbers), the chart,
 `hemlab outliers` on a tiny Llama (JSON contract, the same numbers as a direct measurement, a written chart), and
 the Mitigate page's section driven headless to a chart."""
 

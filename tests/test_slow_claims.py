@@ -1,4 +1,4 @@
-"""The paper's claims (metrics.md §6) on smollm2-135m, through `hemlab claims` (slow: ~25 min on 2 cores).
+"""The paper's claims (docs/metrics.md §6) on smollm2-135m, through `hemlab claims` (slow: ~25 min on 2 cores).
 
 What is asserted:
 - for every claim: a verdict, and for every testable claim checks with evidence and finite measured numbers; the

@@ -161,7 +161,7 @@ def test_duplication_disturbs_attention_and_identity_does_not(runner):
 
 
 def test_decoding_calibration_recovery_and_beyond_repair(runner):
-    """Issue 6: a fitted temperature against the unmitigated change, on held-out tokens; the per-token bias (49k
+    """Decoding calibration: a fitted temperature against the unmitigated change, on held-out tokens; the per-token bias (49k
     parameters fitted on 2,048 calibration positions) once, on RTN w3, to show whether it generalises."""
     calib_t = CalibrateDecoding()
     damages = {
@@ -191,7 +191,7 @@ def test_decoding_calibration_recovery_and_beyond_repair(runner):
 
 
 def test_kl_distillation_goes_further_than_temperature(runner):
-    """Issue 6, the stronger variant: 100 steps of KL distillation (norms or LoRA) on RTN w3, profile only
+    """Decoding calibration, the stronger variant: 100 steps of KL distillation (norms or LoRA) on RTN w3, profile only
     (generation divergence is measured by the calibration test)."""
     damage = (QuantizeRTN(bits=3),)
     before = _row(runner, damage, None)

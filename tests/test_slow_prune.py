@@ -187,7 +187,7 @@ def test_gradient_aware_pruning_unstructured(lab):
     }
     rows += [(f"{name} 2:4", m) for name, m in nm.items()]
     table(
-        "Gradient-aware pruning (issue 6), unstructured and 2:4",
+        "Gradient-aware pruning , unstructured and 2:4",
         rows,
         ("recovery_vs_magnitude", "recovery_vs_wanda"),
     )

@@ -1,10 +1,10 @@
 """Slow: the quantization catalogue on smollm2-135m (2,048 news tokens, window 512), the checks behind the tables
 in docs/quantization.md (measured with `bench/quant_table.py`, same specs and settings).
 
-- GPTQ beats RTN at the same bits and group size, at 4 and 3 bits, in perplexity and in KL (issue 3).
+- GPTQ beats RTN at the same bits and group size, at 4 and 3 bits, in perplexity and in KL.
 - Dynamic per-token activation scales and SmoothQuant recover most of the damage static per-tensor W8A8 does,
-  and SmollM2's activations do have the outlier channels that explain it (issue 6).
-- AWQ-style searched scales recover part of weight-only RTN's damage at 3 and 4 bits (issue 6).
+  and SmollM2's activations do have the outlier channels that explain it .
+- AWQ-style searched scales recover part of weight-only RTN's damage at 3 and 4 bits .
 - bitsandbytes LLM.int8() is near-lossless and NF4 beats FP4 at the same footprint.
 
 Runs on a fresh results file unless HEMLAB_SLOW_DB names one (e.g. the bench's, to check its stored numbers);

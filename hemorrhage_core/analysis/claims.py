@@ -1,4 +1,4 @@
-"""The paper's claims (../shared/guide/metrics.md §6), checked on a real model as shapes and orderings.
+"""The paper's claims (docs/metrics.md §6), checked on a real model as shapes and orderings.
 
 Each claim is a function that runs the specs it needs through the Runner (points already in the store are reused,
 so a second check, or a claim sharing runs with another, costs nothing) and returns its checks: a statement, whether
@@ -485,7 +485,7 @@ def claim_generation(lab: Lab, result: ClaimResult) -> None:
 
 
 def check_claims(runner, *, model: str = "smollm2-135m", tokens: int = 2048, only=None) -> list[ClaimResult]:
-    """Check every claim (or the numbers in `only`) in the order of metrics.md §6. Runs are reused across claims
+    """Check every claim (or the numbers in `only`) in the order of docs/metrics.md §6. Runs are reused across claims
     and from the store."""
     lab = Lab(runner, model, tokens)
     results = []

@@ -280,7 +280,7 @@ def add_parsers(sub, add_spec_options) -> None:
     )
 
     cl = sub.add_parser(
-        "claims", help="check the paper's claims (metrics.md §6) and write the evidence table"
+        "claims", help="check the paper's claims (docs/metrics.md §6) and write the evidence table"
     )
     cl.add_argument("--model", default="smollm2-135m")
     cl.add_argument("--tokens", type=int, default=2048)

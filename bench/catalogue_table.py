@@ -1,6 +1,6 @@
 """Issue #2 figures: RTN bits and magnitude sparsity on a real model, profile time vs plain forwards, peak memory.
 
-    .venv/bin/python bench/foundation_table.py [--model smollm2-135m] [--tokens 4096]
+    .venv/bin/python bench/catalogue_table.py [--model smollm2-135m] [--tokens 4096]
 
 Prints a markdown table. Runs in a throw-away database so every point is computed (the base reference cache
 under data/cache is reused: it is what a user's second run sees too). Timings are side by side in one process:
