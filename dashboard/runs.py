@@ -2,103 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
-from hemorrhage_core.errors import HemlabError
-from hemorrhage_core.runner import RunResult
-from hemorrhage_core.specs import MODIFICATIONS, RunSpec
-from hemorrhage_core.store import Store
-
-
-def settings_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The measurement settings of a stored run, under the same names RunResult.settings uses."""
-    return {
-        "corpus": row.get("corpus"),
-        "corpus_sha256": row.get("corpus_sha256"),
-        "window": int(row["window_tokens"]) if row.get("window_tokens") is not None else None,
-        "stride": int(row["stride"]) if row.get("stride") is not None else None,
-        "tokens": int(row["token_budget"]) if row.get("token_budget") is not None else None,
-        "code_version": row.get("code_version"),
-    }
-
-
-def stored_result(store: Store, run_key: str) -> RunResult | None:
-    """A stored run as a RunResult (cached=True), or None if the key is not in the store.
-
-    Raises HemlabError when the stored spec names a modification kind this code no longer knows.
-    """
-    stored = store.load_run(run_key)
-    if stored is None:
-        return None
-    try:
-        spec = RunSpec.from_dict(json.loads(stored.row["spec_json"]))
-    except (HemlabError, KeyError, TypeError, ValueError) as exc:
-        raise HemlabError(
-            f"stored run {run_key[:12]} cannot be read by this version of the code: {exc}"
-        ) from exc
-    return RunResult(
-        spec=spec,
-        run_key=run_key,
-        cached=True,
-        metrics=stored.metrics,
-        layers=stored.layers,
-        heads=stored.heads,
-        kl_hist=stored.kl_hist,
-        settings=settings_from_row(stored.row),
-    )
-
-
-def families_of(spec_json: str) -> str:
-    """'quant+prune' style family summary of a stored spec (for filters and colours); 'original' if none."""
-    try:
-        kinds = [m["kind"] for m in json.loads(spec_json).get("mods", [])]
-    except (ValueError, TypeError, KeyError):
-        return "unknown"
-    fams = dict.fromkeys(getattr(MODIFICATIONS.get(k), "family", "other") for k in kinds)
-    return "+".join(fams) or "original"
-
-
-def kinds_of(spec_json: str) -> str:
-    try:
-        return "+".join(m["kind"] for m in json.loads(spec_json).get("mods", [])) or "original"
-    except (ValueError, TypeError, KeyError):
-        return "unknown"
-
-
-def history(store: Store, model: str | None = None) -> pd.DataFrame:
-    """Every stored run (newest first) with its headline metrics as columns plus `family` and `kinds`."""
-    runs = store.runs(model)
-    if runs.empty:
-        return runs
-    runs = runs.copy()
-    runs["family"] = runs.spec_json.map(families_of)
-    runs["kinds"] = runs.spec_json.map(kinds_of)
-    return runs
-
-
-def run_title(row: dict[str, Any]) -> str:
-    """One line naming a stored run for pickers: label · model · corpus · tokens."""
-    from .sweeps import short_model
-
-    return (
-        f"{row['label']} · {short_model(row['model'])} · {row['corpus']} · {int(row['token_budget']):,} tok"
-    )
-
-
-def spec_field_values(spec_json: str) -> list[tuple[str, dict[str, Any]]]:
-    """[(kind, fields)] of a stored spec, in order."""
-    out = []
-    for m in json.loads(spec_json).get("mods", []):
-        m = dict(m)
-        out.append((m.pop("kind"), m))
-    return out
-
+from hemorrhage_core.specs import RunSpec
 
 # -- headline numbers --------------------------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from hemorrhage_core import runner as runner_mod
+from hemorrhage_core.analysis import views
 from hemorrhage_core.charts import export_bytes
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.probes.profile import Cancelled
@@ -146,7 +148,7 @@ def show_error(exc: Exception, what: str) -> None:
 def stored(run_key: str) -> RunResult | None:
     """A stored run, with read errors shown on the page."""
     try:
-        return runs_mod.stored_result(runner().store, run_key)
+        return runner_mod.stored_result(runner().store, run_key)
     except HemlabError as exc:
         st.error(str(exc))
         return None
@@ -162,7 +164,7 @@ def headline(result: RunResult) -> None:
 
 def run_picker(label: str, key: str, *, multi: bool = False, model: str | None = None) -> list[str]:
     """Pick stored runs (default: the ones this session measured last). Returns run keys."""
-    table = runs_mod.history(runner().store, model)
+    table = views.history(runner().store, model)
     if table.empty:
         st.info(
             "No stored runs yet"
@@ -170,7 +172,7 @@ def run_picker(label: str, key: str, *, multi: bool = False, model: str | None =
             + ": measure one on a family page first."
         )
         return []
-    titles = {row["run_key"]: runs_mod.run_title(row) for row in table.to_dict("records")}
+    titles = {row["run_key"]: views.run_title(row) for row in table.to_dict("records")}
     recent = [k for k in recent_keys() if k in titles]
     keys = list(dict.fromkeys([*recent, *titles]))
     if multi:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
-from .errors import SpecError
+from .errors import HemlabError, SpecError
 from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.evidence import calibration_windows
@@ -344,3 +344,41 @@ class Runner:
             "tokens": spec.probe.tokens,
             "code_version": CODE_VERSION,
         }
+
+
+def settings_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The measurement settings of a stored run, under the same names RunResult.settings uses."""
+    return {
+        "corpus": row.get("corpus"),
+        "corpus_sha256": row.get("corpus_sha256"),
+        "window": int(row["window_tokens"]) if row.get("window_tokens") is not None else None,
+        "stride": int(row["stride"]) if row.get("stride") is not None else None,
+        "tokens": int(row["token_budget"]) if row.get("token_budget") is not None else None,
+        "code_version": row.get("code_version"),
+    }
+
+
+def stored_result(store: Store, run_key: str) -> RunResult | None:
+    """A stored run as a RunResult (cached=True), or None if the key is not in the store.
+
+    Raises HemlabError when the stored spec names a modification kind this code no longer knows.
+    """
+    stored = store.load_run(run_key)
+    if stored is None:
+        return None
+    try:
+        spec = RunSpec.from_dict(json.loads(stored.row["spec_json"]))
+    except (HemlabError, KeyError, TypeError, ValueError) as exc:
+        raise HemlabError(
+            f"stored run {run_key[:12]} cannot be read by this version of the code: {exc}"
+        ) from exc
+    return RunResult(
+        spec=spec,
+        run_key=run_key,
+        cached=True,
+        metrics=stored.metrics,
+        layers=stored.layers,
+        heads=stored.heads,
+        kl_hist=stored.kl_hist,
+        settings=settings_from_row(stored.row),
+    )

@@ -4,12 +4,13 @@ import json
 
 import streamlit as st
 
-from dashboard import analyses, render, views
-from dashboard.generate import PromptGenerations, prompt_generations
+from dashboard import analyses, render
 from dashboard.navigation import through_app
 from dashboard.state import compute_lock, runner
 from dashboard.widgets import chart, headline, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts, corpora
+from hemorrhage_core.analysis import views
+from hemorrhage_core.generation import PromptGenerations, prompt_generations
 from hemorrhage_core.runner import Runner
 from hemorrhage_core.specs import RunSpec
 

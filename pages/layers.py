@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from dashboard import analyses, views
+from dashboard import analyses
 from dashboard.navigation import through_app
 from dashboard.state import runner
 from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts
+from hemorrhage_core.analysis import views
 from hemorrhage_core.metric_names import METRICS, label
 
 through_app()

@@ -3,12 +3,11 @@ normalised axis (perplexity ratio to each model's own baseline)."""
 
 import streamlit as st
 
-from dashboard import paper, views
-from dashboard import runs as runs_mod
 from dashboard.navigation import through_app
 from dashboard.state import runner
 from dashboard.widgets import chart, table
-from hemorrhage_core import charts
+from hemorrhage_core import charts, paper
+from hemorrhage_core.analysis import views
 from hemorrhage_core.specs.families import family
 
 through_app()
@@ -43,7 +42,7 @@ chart(
 
 st.subheader("Normalised: perplexity ratio to each baseline, with our runs")
 store = runner().store
-history = runs_mod.history(store)
+history = views.history(store)
 counts = (
     views.layer_counts(store, history.run_key.tolist())
     if meta.family == "depth" and not history.empty

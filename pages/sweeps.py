@@ -3,14 +3,14 @@ the robust zone; several methods or models overlaid; quality against memory."""
 
 import streamlit as st
 
-from dashboard import runs as runs_mod
-from dashboard import sweeps, views
 from dashboard.fields import default_sweep_values, describe, family_kinds, sweepable
 from dashboard.forms import mod_form
 from dashboard.navigation import through_app
 from dashboard.state import runner
 from dashboard.widgets import chart, pending, require_selection, run_with_progress, table
 from hemorrhage_core import charts
+from hemorrhage_core.analysis import sweep_points as sweeps
+from hemorrhage_core.analysis import views
 from hemorrhage_core.errors import SpecError
 from hemorrhage_core.metric_names import label
 from hemorrhage_core.specs.families import FAMILIES
@@ -63,7 +63,7 @@ if go:
         if run_with_progress(spec, key=f"sweep-{i}") is None:
             break
 
-history = runs_mod.history(r.store)
+history = views.history(r.store)
 points = sweeps.sweep_points(history, kind, field.name, family=family)
 if points.empty:
     st.info("No stored runs of this method yet: run the sweep above.")

@@ -18,8 +18,10 @@ import pytest
 from dashboard_env import applied, make_env
 from streamlit.testing.v1 import AppTest
 
-from dashboard import eta, fields, paper, runs, sweeps
+from dashboard import eta, fields, runs
 from dashboard.state import model_problem, save_upload
+from hemorrhage_core import paper
+from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.errors import CorpusError, SpecError
 from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
 from hemorrhage_core.specs.families import stack_order
@@ -469,7 +471,7 @@ def test_attention_page_draws_original_modified_and_difference_maps(app_env):
 
 @pytest.mark.parametrize("sample", [False, True])
 def test_side_by_side_and_step_rows_describe_the_same_rollout(app_env, sample):
-    from dashboard.generate import prompt_generations
+    from hemorrhage_core.generation import prompt_generations
     from hemorrhage_core.runner import Runner
 
     runner = Runner(Store(":memory:"), device="cpu")

@@ -154,7 +154,7 @@ def test_quality_memory_chart_places_runs_by_bytes():
 
 
 def test_paper_charts_and_overlay_keep_ours_distinct():
-    from dashboard import paper
+    from hemorrhage_core import paper
 
     rows, _ = paper.normalised("quant")
     fig = charts.paper_chart(rows, x_label="weight bits", title="quant", reverse_x=True)
@@ -169,7 +169,7 @@ def test_paper_charts_and_overlay_keep_ours_distinct():
 
 
 def test_decoding_heatmap_is_relative_to_greedy():
-    from dashboard import paper
+    from hemorrhage_core import paper
 
     fig = charts.decoding_heatmap(paper.decoding_scores(), "GSM8K")
     z = np.array(fig.data[0].z, dtype=float)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from hemorrhage_core.errors import SpecError
-from hemorrhage_core.specs import MODIFICATIONS, Modification, ProbeSettings, RunSpec
+from ..errors import SpecError
+from ..specs import MODIFICATIONS, Modification, ProbeSettings, RunSpec
 
 # Columns of a sweep-points frame, one row per stored run on a curve.
 POINT_COLUMNS = [
@@ -141,7 +141,7 @@ def severity_direction(field: str) -> str:
 def series_thresholds(points: pd.DataFrame, direction: str = "auto") -> SeriesThresholds:
     """Thresholds, robust zone and knee of every series with at least two settings (see analysis.thresholds);
     `direction` as severity_direction gives it."""
-    from hemorrhage_core.analysis import thresholds as th
+    from ..analysis import thresholds as th
 
     zones, knees, rows = {}, {}, []
     for series, d in points.dropna(subset=["ppl_ratio"]).groupby("series", sort=False):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pandas as pd
 
-from hemorrhage_core.store import Store
-
-from . import runs as runs_mod
+from ..specs import MODIFICATIONS
+from ..store import Store
 
 
 def _names(store: Store, keys: list[str]) -> pd.DataFrame:
     """run_key -> run (a unique display name) and family, for the given keys (in that order)."""
-    table = runs_mod.history(store)
+    table = history(store)
     table = table[table.run_key.isin(keys)].set_index("run_key").reindex(keys).dropna(subset=["label"])
     names = table["label"].astype(str)
     if names.duplicated().any():  # same label on two models / corpora / budgets: add what differs
@@ -63,7 +65,7 @@ def kl_hist_rows(store: Store, keys: list[str]) -> pd.DataFrame:
 
 def compared_runs(store: Store, keys: list[str]) -> pd.DataFrame:
     """The wide history rows of the chosen runs (in the order given), with a unique `label` per run."""
-    table = runs_mod.history(store)
+    table = history(store)
     chosen = table.set_index("run_key").reindex(keys).dropna(subset=["label"]).reset_index()
     names = _names(store, keys).set_index("run_key")["run"]
     chosen["label"] = chosen.run_key.map(names)
@@ -98,3 +100,52 @@ def memory_points(memory, runner, sel) -> pd.DataFrame:
             "series": same.family,
         }
     )
+
+
+# -- the run table ------------------------------------------------------------------------------------------
+
+
+def families_of(spec_json: str) -> str:
+    """'quant+prune' style family summary of a stored spec (for filters and colours); 'original' if none."""
+    try:
+        kinds = [m["kind"] for m in json.loads(spec_json).get("mods", [])]
+    except (ValueError, TypeError, KeyError):
+        return "unknown"
+    fams = dict.fromkeys(getattr(MODIFICATIONS.get(k), "family", "other") for k in kinds)
+    return "+".join(fams) or "original"
+
+
+def kinds_of(spec_json: str) -> str:
+    try:
+        return "+".join(m["kind"] for m in json.loads(spec_json).get("mods", [])) or "original"
+    except (ValueError, TypeError, KeyError):
+        return "unknown"
+
+
+def history(store: Store, model: str | None = None) -> pd.DataFrame:
+    """Every stored run (newest first) with its headline metrics as columns plus `family` and `kinds`."""
+    runs = store.runs(model)
+    if runs.empty:
+        return runs
+    runs = runs.copy()
+    runs["family"] = runs.spec_json.map(families_of)
+    runs["kinds"] = runs.spec_json.map(kinds_of)
+    return runs
+
+
+def run_title(row: dict[str, Any]) -> str:
+    """One line naming a stored run for pickers: label · model · corpus · tokens."""
+    from hemorrhage_core.analysis.sweep_points import short_model
+
+    return (
+        f"{row['label']} · {short_model(row['model'])} · {row['corpus']} · {int(row['token_budget']):,} tok"
+    )
+
+
+def spec_field_values(spec_json: str) -> list[tuple[str, dict[str, Any]]]:
+    """[(kind, fields)] of a stored spec, in order."""
+    out = []
+    for m in json.loads(spec_json).get("mods", []):
+        m = dict(m)
+        out.append((m.pop("kind"), m))
+    return out

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hemorrhage_core.paths import PROJECT_ROOT
-
-from .sweeps import changed_fields, short_model
+from .paths import PROJECT_ROOT
+from .analysis.sweep_points import changed_fields, short_model
 
 PAPER_DIR = PROJECT_ROOT / "data" / "paper"
 CITATION = (
