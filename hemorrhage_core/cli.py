@@ -5,6 +5,7 @@
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
     hemlab mods            every modification kind usable with --mod, with its options and defaults
+    hemlab archs [--json | --markdown] [--check [NAME ...] [--write]]    the architecture matrix (archs.py)
     hemlab thresholds | claims | memory | modules | flips    analyses (see docs/analysis.md)
 
 Any modification of the catalogue, in any order: `--mod KIND:key=value,key=value` (repeatable; applied in the
@@ -24,6 +25,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -152,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     models_p.add_argument("--json", action="store_true")
     mods_p = sub.add_parser("mods", help="list every modification kind and its options")
     mods_p.add_argument("--json", action="store_true")
+    archs_p = sub.add_parser(
+        "archs", help="the architecture matrix: which modifications work on tiny models of each architecture"
+    )
+    archs_p.add_argument("--json", action="store_true", help="machine-readable rows (or live results)")
+    archs_p.add_argument("--markdown", action="store_true", help="the README table")
+    archs_p.add_argument(
+        "--check", nargs="*", metavar="NAME", help="run the matrix here on these architectures (default: all)"
+    )
+    archs_p.add_argument("--steps", help="with --check: comma-separated steps (default: all)")
+    archs_p.add_argument(
+        "--write", action="store_true", help="with --check: record the results in archs_matrix.json"
+    )
+    archs_p.add_argument(
+        "--workdir", help="with --check: keep the tiny models here (default: a temporary folder)"
+    )
     gen = sub.add_parser("generate", help="generation divergence: original vs modified continuations")
     _add_spec_options(gen)
     gen.add_argument(
@@ -427,6 +444,39 @@ def cmd_mods(args) -> int:
     return 0
 
 
+def cmd_archs(args) -> int:
+    from . import archs
+
+    if args.check is None:
+        if args.write or args.steps:
+            raise SpecError("--write and --steps go with --check")
+        if args.json:
+            print(json.dumps(archs.table_rows()))
+        else:
+            print(archs.markdown_table() if args.markdown else archs.text_table(), end="")
+        return 0
+    names = args.check or list(archs.ARCHS)
+    steps = [s.strip() for s in args.steps.split(",")] if args.steps else list(archs.STEPS)
+    unknown = [n for n in names if n not in archs.ARCHS] + [s for s in steps if s not in archs.STEPS]
+    if unknown:
+        raise SpecError(f"unknown architecture or step {', '.join(unknown)}; see `hemlab archs`")
+    started = time.perf_counter()
+    results = archs.check_many(names, steps, args.workdir)
+    log.info(
+        "checked %d architectures x %d steps in %.0f s", len(names), len(steps), time.perf_counter() - started
+    )
+    for line in archs.differences(results):
+        log.info("differs from archs_matrix.json: %s", line)
+    if args.write:
+        log.info("wrote %s", archs.save_matrix(results))
+    if args.json:
+        print(json.dumps({n: {s: dataclasses.asdict(r) for s, r in st.items()} for n, st in results.items()}))
+    else:
+        live = archs.results_as_matrix(results)
+        print(archs.markdown_table(live, names) if args.markdown else archs.text_table(live, names), end="")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from .generation import GenerationSettings, generation_divergence
 
@@ -503,6 +553,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "models": cmd_models,
     "mods": cmd_mods,
+    "archs": cmd_archs,
     "generate": cmd_generate,
 }
 
