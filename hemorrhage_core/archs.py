@@ -434,9 +434,10 @@ def check(
 ) -> dict[str, StepResult]:
     """Run each step on a freshly built tiny `name` through the public Runner; step -> StepResult.
 
-    Everything (model folder, corpus, reference cache; results go to an in-memory database) is written under `workdir` (a temporary
-    folder when None, removed afterwards). A step that raises the project's HemlabError is `refused`, any other
-    exception `failed`, numbers that break the step's invariants `wrong`.
+    Everything (model folder, corpus, reference cache) is written under `workdir`/`name` (`workdir`: a temporary
+    folder when None, removed afterwards); results go to an in-memory database. A step that raises the project's
+    HemlabError is `refused`, any other exception `failed`, numbers that break the step's invariants `wrong`.
+    Messages name `workdir` as '<workdir>', so they read the same on every machine.
     """
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix=f"hemlab-arch-{name}-") as tmp:
@@ -449,19 +450,20 @@ def check(
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; steps are {', '.join(STEPS)}")
-    workdir = Path(workdir) / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    corpus = str(write_corpus(workdir / "corpus.txt"))
+    root = Path(workdir)
+    here = root / name
+    here.mkdir(parents=True, exist_ok=True)
+    corpus = str(write_corpus(here / "corpus.txt"))
     results: dict[str, StepResult] = {}
     t0 = time.perf_counter()
     try:
-        folder = build_tiny(name, workdir / "model", tokenizer)
+        folder = build_tiny(name, here / "model", tokenizer)
     except Exception as exc:  # the registry entry itself is broken: every step says so
-        message = _clean(f"build_tiny: {type(exc).__name__}: {exc}", workdir)
+        message = _clean(f"build_tiny: {type(exc).__name__}: {exc}", root)
         log.warning("%s: %s", name, message)
         return {s: StepResult(FAILED, message, time.perf_counter() - t0) for s in steps}
     build_s = time.perf_counter() - t0
-    with _environment(HEMLAB_CACHE=str(workdir / "cache")), quiet_progress():
+    with _environment(HEMLAB_CACHE=str(here / "cache")), quiet_progress():
         runner = Runner(Store(":memory:"), device=device)
         probe = ProbeSettings(corpus=corpus, **PROBE)
         for step in steps:
@@ -469,10 +471,10 @@ def check(
             try:
                 result = runner.run(RunSpec(model=str(folder), mods=_step_mods(step, corpus), probe=probe))
             except HemlabError as exc:
-                results[step] = StepResult(REFUSED, _clean(str(exc), workdir))
+                results[step] = StepResult(REFUSED, _clean(str(exc), root))
             except Exception as exc:  # noqa: BLE001 - any other exception is what this matrix looks for
                 log.debug("%s / %s failed", name, step, exc_info=True)
-                results[step] = StepResult(FAILED, _clean(f"{type(exc).__name__}: {exc}", workdir))
+                results[step] = StepResult(FAILED, _clean(f"{type(exc).__name__}: {exc}", root))
             else:
                 metrics = {k: float(result.metrics[k]) for k in _KEPT_METRICS if k in result.metrics}
                 problem = _judge(step, result.metrics)
@@ -598,14 +600,26 @@ def text_table(matrix: Matrix | None = None, names: Sequence[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
+# A class name of the model's own ('FalconDecoderLayer', 'MambaConfig', 'GPTJBlock').
+_CLASS_NAME = re.compile(
+    r"\b[A-Z][A-Za-z0-9_]*(Config|Block|Layer|Attention|Model|ForCausalLM|LMHeadModel|MLP|Mixer|Experts)\b"
+)
+
+
+def cause(message: str) -> str:
+    """A message with the model's class names replaced by '<class>', so one cause groups many architectures
+    ("structured pruning does not know the attention layout of <class>")."""
+    return _CLASS_NAME.sub("<class>", message)
+
+
 def message_groups(matrix: Matrix | None = None) -> dict[tuple[str, str], list[str]]:
-    """(status, message) -> ['arch/step', ...] for every step that is not ok, most frequent first."""
+    """(status, cause of the message) -> ['arch/step', ...] for every step that is not ok, most frequent first."""
     matrix = load_matrix() if matrix is None else matrix
     groups: dict[tuple[str, str], list[str]] = {}
     for name, steps in matrix.items():
         for step, entry in steps.items():
             if entry["status"] != OK:
-                groups.setdefault((entry["status"], entry["message"]), []).append(f"{name}/{step}")
+                groups.setdefault((entry["status"], cause(entry["message"])), []).append(f"{name}/{step}")
     return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
 
 
