@@ -79,7 +79,6 @@ class TinyArch:
     config: str
     layout: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
 
     @property
     def config_class(self) -> str:
@@ -574,6 +573,8 @@ def markdown_table(matrix: Matrix | None = None, names: Sequence[str] | None = N
         lines.append(f"| {r['name']} | {r['config_class']} | {r['layout']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("✅ ok · ⛔ refused with a clear error · ❌ failed · ⚠️ ran but gave wrong numbers")
+    lines.append("")
+    lines.append("Steps: " + "; ".join(f"`{s}` {STEP_DOCS[s]}" for s in STEPS) + ".")
     groups = message_groups(matrix)
     if groups:
         lines.append("")
