@@ -109,8 +109,16 @@ _MLA = dict(
     qk_rope_head_dim=8,
     qk_nope_head_dim=8,
     v_head_dim=16,
-    n_shared_experts=1,
-    first_k_dense_replace=1,
+)
+_DEEPSEEK = {**_MLA, "n_shared_experts": 1, "first_k_dense_replace": 1}
+# Attention sizes only, for configs whose MLP widths all have other names.
+_ATT = dict(
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
 )
 _GPT2 = dict(n_embd=64, n_layer=3, n_head=4, n_inner=128, n_positions=512)
 _SSM = dict(hidden_size=64, num_hidden_layers=3, state_size=8, expand=2)
@@ -155,6 +163,11 @@ _TABLE: tuple[TinyArch, ...] = (
     TinyArch("jais2", "jais2", "GQA, plain MLP, relu2", _GQA_HD),
     TinyArch("nanochat", "nanochat", "GQA, q/k norm, relu2 MLP", _GQA),
     TinyArch("hyperclovax", "hyperclovax", "GQA, peri-layer norms", _GQA_HD),
+    TinyArch("ministral3", "ministral3", "GQA", _GQA_HD),
+    TinyArch("granite_swa", "granite_swa", "GQA, sliding + global, multipliers", {**_GQA, "sliding_window": 32}),
+    TinyArch("apertus1p5_text", "apertus1p5_text", "GQA, q/k norm, xIELU MLP", _GQA),
+    TinyArch("lfm3", "lfm3", "hybrid: short convolutions + gated GQA", {**_GQA_HD, "sliding_window": 32}),
+    TinyArch("gemma4_unified_text", "gemma4_unified_text", "GQA, sliding + global", {**_GQA_HD, "sliding_window": 32}),
     TinyArch("doge", "doge", "GQA, dynamic mask attention", _GQA),
     TinyArch("modernbert-decoder", "modernbert-decoder", "MHA, fused Wqkv, GLU", _DEC),
     # -- MHA with other module names ----------------------------------------------------------------------
@@ -189,9 +202,9 @@ _TABLE: tuple[TinyArch, ...] = (
     TinyArch("gpt_oss", "gpt_oss", "GQA, MoE, sinks, sliding + global", {**_GQA_HD, **_MOE_LOCAL, "max_position_embeddings": 131072}),  # YaRN: 32 x 4096
     TinyArch("llama4_text", "llama4_text", "GQA, MoE + shared expert, chunked attention", {**_GQA_HD, **_MOE_LOCAL, "intermediate_size_mlp": 128}),
     TinyArch("dbrx", "dbrx", "GQA, fused Wqkv, MoE", dict(d_model=64, n_heads=4, n_layers=3, max_seq_len=512, attn_config={"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0}, ffn_config={"ffn_hidden_size": 128, "moe_num_experts": 4, "moe_top_k": 2})),
-    TinyArch("deepseek_v3", "deepseek_v3", "MLA, MoE + shared expert", {**_GQA, **_ROUTED, **_MLA}),
-    TinyArch("deepseek_v2", "deepseek_v2", "MLA, MoE + shared expert", {**_GQA, **_ROUTED, **_MLA}),
-    TinyArch("minicpm3", "minicpm3", "MLA", {**_DEC, "num_key_value_heads": 4, "kv_lora_rank": 32, "q_lora_rank": 48, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}),
+    TinyArch("deepseek_v3", "deepseek_v3", "MLA, MoE + shared expert", {**_GQA, **_ROUTED, **_DEEPSEEK}),
+    TinyArch("deepseek_v2", "deepseek_v2", "MLA, MoE + shared expert", {**_GQA, **_ROUTED, **_DEEPSEEK}),
+    TinyArch("minicpm3", "minicpm3", "MLA", {**_DEC, **_MLA}),
     TinyArch("ernie4_5_moe", "ernie4_5_moe", "GQA, MoE", {**_GQA, "moe_num_experts": 4, "moe_k": 2, "moe_intermediate_size": 64}),
     TinyArch("glm4_moe", "glm4_moe", "GQA, MoE + shared expert", {**_GQA, **_ROUTED, "first_k_dense_replace": 1}),
     TinyArch("hunyuan_v1_moe", "hunyuan_v1_moe", "GQA, MoE + shared expert", {**_GQA_HD, "num_experts": 4, "moe_topk": 2}),
@@ -200,6 +213,21 @@ _TABLE: tuple[TinyArch, ...] = (
     TinyArch("jetmoe", "jetmoe", "MoA + MoE", dict(hidden_size=64, num_hidden_layers=3, num_key_value_heads=2, kv_channels=16, intermediate_size=128, max_position_embeddings=512, **_MOE_LOCAL)),
     TinyArch("aria_text", "aria_text", "GQA, MoE + shared expert", {**_GQA_HD, "moe_num_experts": 4, "moe_topk": 2}),
     TinyArch("cohere2_moe", "cohere2_moe", "GQA, MoE", {**_GQA_HD, "num_experts": 4, "num_experts_per_tok": 2}),
+    TinyArch("minimax_m2", "minimax_m2", "GQA, MoE", {**_GQA_HD, **_MOE_LOCAL}),
+    TinyArch("dots1", "dots1", "GQA, MoE + shared expert", {**_GQA, **_ROUTED, "n_shared_experts": 1, "first_k_dense_replace": 1}),
+    TinyArch("solar_open", "solar_open", "GQA, MoE + shared expert", {**_ATT, **_ROUTED, "n_shared_experts": 1}),
+    TinyArch("sarvam_moe", "sarvam_moe", "GQA, q/k norm, MoE + shared expert", {**_GQA_HD, **_ROUTED, "n_shared_experts": 1, "first_k_dense_replace": 1}),
+    TinyArch("mimo_v2_flash", "mimo_v2_flash", "GQA, sliding + global (own KV heads), MoE", {**_GQA_HD, **_ROUTED, "v_head_dim": 16}),
+    TinyArch("afmoe", "afmoe", "GQA, gated attention, sliding + global, MoE + shared expert", {**_GQA_HD, **_MOE, "num_shared_experts": 1, "num_dense_layers": 1, "global_attn_every_n_layers": 2, "sliding_window": 32}),
+    TinyArch("beam", "beam", "GQA, gated attention, sliding + global, MoE", {**_GQA_HD, **_MOE, "n_group": 1, "topk_group": 1, "sliding_window": 32, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
+    TinyArch("flint", "flint", "GQA, q/k norm, dense + MoE blocks", {**_GQA_HD, **_MOE, "shared_expert_intermediate_size": 64, "sliding_window": 32}),
+    TinyArch("kolibri1", "kolibri1", "GQA, q/k norm, MoE + shared expert", {**_ATT, **_MOE, "shared_expert_intermediate_size": 64, "sliding_window": 32}),
+    TinyArch("laguna", "laguna", "GQA, head-gated attention, MoE + shared expert", {**_GQA_HD, **_MOE, "shared_expert_intermediate_size": 64, "sliding_window": 32}),
+    TinyArch("mellum", "mellum", "GQA, q/k norm, MoE", {**_GQA_HD, **_MOE, "sliding_window": 32}),
+    TinyArch("hy_v3", "hy_v3", "GQA, MoE + shared expert", {**_GQA_HD, **_MOE, "num_shared_experts": 1}),
+    TinyArch("granitemoe_swa", "granitemoe_swa", "GQA, sliding + global, MoE", {**_GQA, **_MOE_LOCAL, "sliding_window": 32}),
+    TinyArch("axk1", "axk1", "MLA, MoE + shared expert", {**_GQA, **_ROUTED, **_MLA, "n_shared_experts": 1, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
+    TinyArch("youtu", "youtu", "MLA", {**_GQA, **_MLA}),
     # -- State space, recurrent and hybrid ------------------------------------------------------------------
     TinyArch("mamba", "mamba", "SSM", _SSM),
     TinyArch("falcon_mamba", "falcon_mamba", "SSM", _SSM),
@@ -214,6 +242,10 @@ _TABLE: tuple[TinyArch, ...] = (
     TinyArch("zamba2", "zamba2", "hybrid: Mamba2 + shared attention", dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, max_position_embeddings=512, layers_block_type=["mamba", "hybrid", "mamba"], mamba_d_state=8, n_mamba_heads=4, chunk_size=64, use_mem_eff_path=False, adapter_rank=8)),
     TinyArch("lfm2", "lfm2", "hybrid: short convolutions + GQA", {**_GQA, "layer_types": ["conv", "full_attention", "conv"], "block_multiple_of": 16}),
     TinyArch("qwen3_next", "qwen3_next", "hybrid: gated DeltaNet + GQA, MoE", {**_GQA_HD, **_MOE, "shared_expert_intermediate_size": 64, "layer_types": ["linear_attention", "full_attention", "linear_attention"], "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4}),
+    TinyArch("qwen3_5_text", "qwen3_5_text", "hybrid: gated DeltaNet + GQA", {**_GQA_HD, "layer_types": ["linear_attention", "full_attention", "linear_attention"], "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4}),
+    TinyArch("qwen3_5_moe_text", "qwen3_5_moe_text", "hybrid: gated DeltaNet + GQA, MoE", {**_ATT, **_MOE, "shared_expert_intermediate_size": 64, "layer_types": ["linear_attention", "full_attention", "linear_attention"], "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4}),
+    TinyArch("kimi_linear", "kimi_linear", "hybrid: KDA linear attention + MLA, MoE", {**_GQA, **_MLA, "n_shared_experts": 1, "num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64, "q_lora_rank": None, "layer_types": ["linear_attention", "full_attention", "linear_attention"], "linear_head_dim": 16, "linear_num_heads": 4}),
+    TinyArch("lfm2_moe", "lfm2_moe", "hybrid: short convolutions + GQA, MoE", {**_GQA, **_MOE, "num_dense_layers": 1, "layer_types": ["conv", "full_attention", "conv"]}),
     TinyArch("olmo_hybrid", "olmo_hybrid", "hybrid: gated DeltaNet + GQA", {**_GQA, "layer_types": ["linear_attention", "full_attention", "linear_attention"]}),
 )
 # fmt: on
