@@ -633,16 +633,37 @@ def text_table(matrix: Matrix | None = None, names: Sequence[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
-# A class name of the model's own ('FalconDecoderLayer', 'MambaConfig', 'GPTJBlock').
-_CLASS_NAME = re.compile(
-    r"\b[A-Z][A-Za-z0-9_]*(Config|Block|Layer|Attention|Model|ForCausalLM|LMHeadModel|MLP|Mixer|Experts)\b"
+# What `cause` folds: the model's own class names ('FalconDecoderLayer', 'GPTJBlock', 'DbrxExpertGLU'), but not
+# exception names or the few library names a message means literally.
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z0-9_]*(?:[a-z0-9][A-Z]|[A-Z][a-z])[A-Za-z0-9_]*\b")
+_LITERAL_NAMES = frozenset({"Conv1D", "NoneType", "MoE", "ModuleList", "PyTorch", "DuckDB", "HemlabError"})
+_FOLDS = (
+    (
+        re.compile(r"^[^:]*? would modify only"),
+        "<method> would modify only",
+    ),  # coverage refusals of any method
+    (re.compile(r"\b(?:\w+\.)+\d+\.(?:\w+\.)*(\w+)\b"), r"…\1"),  # model.layers.0.mlp.experts -> …experts
+    (re.compile(r"\(\d+(?:, \d+)*\)"), "(…)"),  # tensor shapes
+    (re.compile(r"\b\d+(?:\.\d+)?%"), "N%"),
+    (re.compile(r"\b\d+ module\(s\)"), "N module(s)"),
+    (re.compile(r"\(\+\d+ more\)"), "(+N more)"),
 )
+_CAUSE_MAX = 200
 
 
 def cause(message: str) -> str:
-    """A message with the model's class names replaced by '<class>', so one cause groups many architectures
-    ("structured pruning does not know the attention layout of <class>")."""
-    return _CLASS_NAME.sub("<class>", message)
+    """What a message says with the particulars of one model folded away (its class names, module paths,
+    shapes, shares), cut to 200 characters, so one cause groups many architectures."""
+
+    def fold_class(m: re.Match) -> str:
+        word = m.group(0)
+        keep = word in _LITERAL_NAMES or word.endswith(("Error", "Exception", "Warning"))
+        return word if keep else "<class>"
+
+    text = _CLASS_NAME.sub(fold_class, message)
+    for pattern, repl in _FOLDS:
+        text = pattern.sub(repl, text)
+    return text if len(text) <= _CAUSE_MAX else text[: _CAUSE_MAX - 3] + "..."
 
 
 def message_groups(matrix: Matrix | None = None) -> dict[tuple[str, str], list[str]]:
