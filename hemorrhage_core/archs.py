@@ -636,7 +636,7 @@ def text_table(matrix: Matrix | None = None, names: Sequence[str] | None = None)
 # What `cause` folds: the model's own class names ('FalconDecoderLayer', 'GPTJBlock', 'DbrxExpertGLU'), but not
 # exception names or the few library names a message means literally.
 _CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z0-9_]*(?:[a-z0-9][A-Z]|[A-Z][a-z])[A-Za-z0-9_]*\b")
-_LITERAL_NAMES = frozenset({"Conv1D", "NoneType", "MoE", "ModuleList", "PyTorch", "DuckDB", "HemlabError"})
+_LITERAL_NAMES = frozenset({"Conv1D", "NoneType", "MoE", "OLMo", "OLMoE", "ModuleList", "PyTorch", "DuckDB"})
 _FOLDS = (
     (
         re.compile(r"^[^:]*? would modify only"),
