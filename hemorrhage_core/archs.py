@@ -331,10 +331,7 @@ CALIB = dict(calib_samples=4, calib_len=64)
 
 def _step_mods(step: str, corpus: str) -> tuple:
     """The modification chain of a step (calibrated steps calibrate on the end of the check's corpus)."""
-    from .spec import Prune, QuantizeRTN
-    from .specs.depth import DuplicateLayers, RemoveLayers
-    from .specs.prune_structured import PruneHeads
-    from .specs.quant import GPTQ
+    from .specs import GPTQ, DuplicateLayers, Prune, PruneHeads, QuantizeRTN, RemoveLayers
 
     calib = dict(calib_corpus=corpus, **CALIB)
     return {
@@ -475,7 +472,7 @@ def check(
             return check(name, steps, tmp, device=device, tokenizer=tokenizer)
     from .errors import HemlabError
     from .runner import Runner
-    from .spec import ProbeSettings, RunSpec
+    from .specs import ProbeSettings, RunSpec
     from .store import Store
 
     unknown = [s for s in steps if s not in STEPS]
