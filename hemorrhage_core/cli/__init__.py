@@ -6,6 +6,7 @@ turns options into specs). A public contract: options and `--json` output are st
     hemlab sweep --model M --param quant-bits --values 8,6,4 [same options] [--json]
     hemlab models
     hemlab mods            every modification kind usable with --mod, with its options and defaults
+    hemlab archs [--json | --markdown] [--check [NAME ...] [--write]]    the architecture matrix (archs.py)
     hemlab thresholds | claims | memory | modules | flips    analyses (see docs/analysis.md)
 
 Any modification of the catalogue, in any order: `--mod KIND:key=value,key=value` (repeatable; applied in the

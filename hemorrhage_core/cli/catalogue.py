@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 
+from ..errors import SpecError
 from ..specs import (
     MODIFICATIONS,
 )
@@ -53,6 +55,54 @@ def add_parsers(sub) -> None:
     models_p.add_argument("--json", action="store_true")
     mods_p = sub.add_parser("mods", help="list every modification kind and its options")
     mods_p.add_argument("--json", action="store_true")
+    archs_p = sub.add_parser(
+        "archs", help="the architecture matrix: which modifications work on tiny models of each architecture"
+    )
+    archs_p.add_argument("--json", action="store_true", help="machine-readable rows (or live results)")
+    archs_p.add_argument("--markdown", action="store_true", help="the README table")
+    archs_p.add_argument(
+        "--check", nargs="*", metavar="NAME", help="run the matrix here on these architectures (default: all)"
+    )
+    archs_p.add_argument("--steps", help="with --check: comma-separated steps (default: all)")
+    archs_p.add_argument(
+        "--write", action="store_true", help="with --check: record the results in archs_matrix.json"
+    )
+    archs_p.add_argument(
+        "--workdir", help="with --check: keep the tiny models here (default: a temporary folder)"
+    )
 
 
-COMMANDS = {"models": cmd_models, "mods": cmd_mods}
+def cmd_archs(args) -> int:
+    from .. import archs
+
+    if args.check is None:
+        if args.write or args.steps:
+            raise SpecError("--write and --steps go with --check")
+        if args.json:
+            print(json.dumps(archs.table_rows()))
+        else:
+            print(archs.markdown_table() if args.markdown else archs.text_table(), end="")
+        return 0
+    names = args.check or list(archs.ARCHS)
+    steps = [s.strip() for s in args.steps.split(",")] if args.steps else list(archs.STEPS)
+    unknown = [n for n in names if n not in archs.ARCHS] + [s for s in steps if s not in archs.STEPS]
+    if unknown:
+        raise SpecError(f"unknown architecture or step {', '.join(unknown)}; see `hemlab archs`")
+    started = time.perf_counter()
+    results = archs.check_many(names, steps, args.workdir)
+    log.info(
+        "checked %d architectures x %d steps in %.0f s", len(names), len(steps), time.perf_counter() - started
+    )
+    for line in archs.differences(results):
+        log.info("differs from archs_matrix.json: %s", line)
+    if args.write:
+        log.info("wrote %s", archs.save_matrix(results))
+    if args.json:
+        print(json.dumps({n: {s: dataclasses.asdict(r) for s, r in st.items()} for n, st in results.items()}))
+    else:
+        live = archs.results_as_matrix(results)
+        print(archs.markdown_table(live, names) if args.markdown else archs.text_table(live, names), end="")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "mods": cmd_mods, "archs": cmd_archs}
