@@ -1,5 +1,5 @@
-"""Hemorrhage Lab: the router (pages, sections, shared sidebar: hemorrhage_core/ui/navigation.py). No computation."""
+"""Hemorrhage Lab: the router (pages, sections, shared sidebar: dashboard/navigation.py). No computation."""
 
-from hemorrhage_core.ui.navigation import navigation
+from dashboard.navigation import navigation
 
 navigation().run()

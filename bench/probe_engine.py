@@ -1,4 +1,4 @@
-"""The probe engine, measured: five ratios of issue 4, side by side in one run, as a markdown table.
+"""The probe engine, measured: five ratios, side by side in one run, as a markdown table.
 
     .venv/bin/python bench/probe_engine.py                      # smollm2-135m, 4096 tokens (~30 min on 2 cores)
     .venv/bin/python bench/probe_engine.py --quick              # a tiny 2-layer Llama with SmolLM2's tokenizer
@@ -133,8 +133,8 @@ class Setup:
 
 
 def spec_for(setup: Setup, mod_text: str | None = None, tokens: int | None = None):
-    from hemorrhage_core.cli import parse_mod
-    from hemorrhage_core.spec import ProbeSettings, RunSpec
+    from hemorrhage_core.specs import parse_mod
+    from hemorrhage_core.specs import ProbeSettings, RunSpec
 
     probe = ProbeSettings(
         corpus=setup.corpus, tokens=tokens or setup.tokens, window=setup.window, batch_size=setup.batch_size

@@ -3,8 +3,8 @@
     .venv/bin/python bench/quant_table.py [--model smollm2-135m] [--tokens 2048] [--db PATH] [--only gptq,act,awq,bnb,grid]
 
 Sections (each a markdown table on stdout):
-  gptq  RTN vs GPTQ at 4 and 3 bits, group 128, symmetric: perplexity and KL (issue 3's acceptance check)
-  grid  RTN vs GPTQ at 8/4/3/2 bits, per-channel and group-128 scales (issue 3 (d))
+  gptq  RTN vs GPTQ at 4 and 3 bits, group 128, symmetric: perplexity and KL (GPTQ beats RTN at 4 and 3 bits)
+  grid  RTN vs GPTQ at 8/4/3/2 bits, per-channel and group-128 scales
   act   W8A8 / W4A8: static per-tensor vs dynamic per-token vs SmoothQuant + static, with recovered fractions
   awq   weight-only 3/4-bit RTN vs AWQ-style searched scales, with recovered fractions
   bnb   bitsandbytes LLM.int8() and NF4/FP4
@@ -22,9 +22,8 @@ import argparse
 import logging
 import tempfile
 
-from hemorrhage_core.cli import parse_mod
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import ProbeSettings, RunSpec
+from hemorrhage_core.specs import ProbeSettings, RunSpec, parse_mod
 from hemorrhage_core.store import Store
 
 # Calibration used by every calibrated method in these tables: 16 sequences of 512 tokens from the end of the news

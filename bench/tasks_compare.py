@@ -37,9 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from hemorrhage_core.cli import parse_mod  # noqa: E402
 from hemorrhage_core.runner import Runner  # noqa: E402
-from hemorrhage_core.spec import RunSpec  # noqa: E402
+from hemorrhage_core.specs import RunSpec, parse_mod  # noqa: E402
 from hemorrhage_core.store import Store  # noqa: E402
 from hemorrhage_core.tasks import sources  # noqa: E402
 from hemorrhage_core.tasks.evaluate import CHOOSERS, score_taskset  # noqa: E402

@@ -71,12 +71,25 @@ def bnb_4bit_bits_per_weight(blocksize: int, double_quant: bool) -> float:
 
 @dataclass
 class Footprint:
-    """Tally of quantized weight matrices: parameter name -> (number of weights, bits per weight)."""
+    """Tally of quantized weights: parameter name -> (number of weights, their mean bits per weight).
+
+    A parameter may be tallied in parts (one entry per expert of a fused [E, out, in] experts parameter, each
+    with its own shape and so its own scale overhead); its weights not tallied count at 16 bits."""
 
     entries: dict[str, tuple[int, float]] = field(default_factory=dict)
 
+    def add_param(self, param_name: str, numel: int, bits_per_weight: float) -> None:
+        n0, b0 = self.entries.get(param_name, (0, 0.0))
+        total = n0 + numel
+        self.entries[param_name] = (total, (n0 * b0 + numel * bits_per_weight) / total if total else 0.0)
+
     def add(self, module_name: str, numel: int, bits_per_weight: float) -> None:
-        self.entries[f"{module_name}.weight" if module_name else "weight"] = (numel, bits_per_weight)
+        """Tally a Linear / Conv1D weight by its module's name."""
+        self.add_param(f"{module_name}.weight" if module_name else "weight", numel, bits_per_weight)
+
+    def add_target(self, target, bits_per_weight: float) -> None:
+        """Tally one `modify.targets.WeightTarget` (a Linear weight or one expert matrix)."""
+        self.add_param(target.param_name, target.numel, bits_per_weight)
 
     @property
     def quantized_weights(self) -> int:
@@ -89,13 +102,13 @@ class Footprint:
         return sum(n * b for n, b in self.entries.values()) / total if total else 0.0
 
     def weight_bytes(self, model: nn.Module) -> float:
-        """Bytes of all weights of `model`: tallied matrices at their format's cost, every other parameter at 16
+        """Bytes of all weights of `model`: tallied weights at their format's cost, every other weight at 16
         bits. Tied parameters count once. Call it while the tallied modules still hold their original shapes
         (before a library swaps in packed parameters)."""
         total_bits = 0.0
         for name, p in model.named_parameters():  # remove_duplicate=True: a tied embedding counts once
-            _, bits = self.entries.get(name, (0, UNQUANTIZED_BITS))
-            total_bits += p.numel() * bits
+            n, bits = self.entries.get(name, (0, UNQUANTIZED_BITS))
+            total_bits += n * bits + (p.numel() - n) * UNQUANTIZED_BITS
         return total_bits / 8
 
     def report(self, model: nn.Module) -> dict[str, float]:

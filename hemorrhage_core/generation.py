@@ -389,3 +389,50 @@ def generation_divergence(
 def side_by_side_for_spec(runner, spec, prompt: str, max_new_tokens: int = 32) -> SideBySide:
     loaded = runner.base(spec.model)
     return side_by_side(loaded.model, runner.modify(spec), loaded.tokenizer, prompt, max_new_tokens)
+
+
+# -- one prompt, one seed, for the dashboard's Divergence page ---------------------------------------------
+
+
+@dataclass
+class PromptGenerations:
+    """What the page draws: the two continuations token by token, and the per-step rows of the rollout."""
+
+    side: SideBySide
+    steps: pd.DataFrame  # step, kl, kl_reverse, mass_cut, same_token
+    summary: dict[str, float]
+
+
+def prompt_generations(
+    runner, spec, prompt: str, *, seed: int, sample: bool, max_new_tokens: int
+) -> PromptGenerations:
+    """Original (reference setting) vs `spec` on one prompt. Side effect: builds a modified copy of the model.
+
+    Sampled rollouts use gumbel_noise(seed, 0, ...), exactly what compare_generations draws for a
+    single prompt with that seed, so the side-by-side tokens and the step rows describe the same rollout.
+    """
+    loaded = runner.base(spec.model)
+    modified = runner.modify(spec)
+    tokenizer = loaded.tokenizer
+    if sample:
+        batch = PromptBatch.encode(tokenizer, [prompt], next(loaded.model.parameters()).device)
+        vocab = loaded.model.get_output_embeddings().weight.shape[0]
+        noise = gumbel_noise(seed, 0, max_new_tokens, vocab)[None]  # [1, N, V]
+        base = rollout(loaded.model, batch, max_new_tokens, None, noise)[0].tolist()
+        mod = rollout(modified.model, batch, max_new_tokens, modified, noise)[0].tolist()
+        first = next((i for i, (a, b) in enumerate(zip(base, mod, strict=True)) if a != b), None)
+        side = SideBySide(
+            prompt=prompt,
+            base_ids=base,
+            mod_ids=mod,
+            base_tokens=[tokenizer.decode([t]) for t in base],
+            mod_tokens=[tokenizer.decode([t]) for t in mod],
+            first_divergence=first,
+        )
+    else:
+        side = side_by_side(loaded.model, modified, tokenizer, prompt, max_new_tokens)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, sample=sample, seeds=(seed,))
+    with torch.inference_mode():
+        comparison = compare_generations(loaded.model, modified, tokenizer, [prompt], settings)
+    del modified
+    return PromptGenerations(side=side, steps=comparison.steps, summary=comparison.summary)

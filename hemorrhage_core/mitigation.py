@@ -38,17 +38,26 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import SpecError
-from .spec import Modification, Prune, QuantizeRTN
-from .specs.calibrate import CalibrateDecoding, KLDistill
-from .specs.prune_structured import PruneChannels, PruneHeads
-from .specs.quant import AWQ, ActQuant, SmoothQuant
+from .metric_names import METRICS
+from .specs import (
+    AWQ,
+    ActQuant,
+    CalibrateDecoding,
+    KLDistill,
+    Modification,
+    Prune,
+    PruneChannels,
+    PruneHeads,
+    QuantizeRTN,
+    SmoothQuant,
+)
 
 if TYPE_CHECKING:  # the runner imports torch and, through the handlers, this module
     from .runner import RunResult
 
 Chain = tuple[Modification, ...]
 
-# A mitigated model still this far from the original's perplexity (the collapse threshold of metrics.md §4) is
+# A mitigated model still this far from the original's perplexity (the collapse threshold of docs/metrics.md §4) is
 # beyond repair, whatever share of the KL the remedy recovered: a temperature that flattens a collapsed model's
 # distribution halves its KL without making it usable (smollm2-135m RTN w2: T = 10.1, KL 14.5 -> 7.3, still 1,343x).
 BEYOND_REPAIR_PPL_RATIO = 10.0
@@ -288,8 +297,8 @@ def mitigate(
 
 # What must be equal for two runs to be compared "on the same tokens" (RunResult.settings keys).
 _SAME_TOKENS = ("corpus_sha256", "window", "stride", "tokens")
-TABLE_METRICS = {"ppl": "perplexity", "ppl_ratio": "perplexity ratio", "kl_mean": "KL mean (nats)",
-                 "top1_agreement": "top-1 agreement"}  # fmt: skip
+# The table's metrics, headed by their names in the metric registry (metric_names.py).
+TABLE_METRICS = {k: METRICS[k].header for k in ("ppl", "ppl_ratio", "kl_mean", "top1_agreement")}
 
 
 @dataclass(frozen=True)
@@ -325,7 +334,8 @@ class Comparison:
 
     @property
     def beyond_repair(self) -> bool:
-        """Under 10% of the KL damage recovered and the mitigated model still above 10x the original perplexity."""
+        """The mitigated model is still above BEYOND_REPAIR_PPL_RATIO (10x) the original perplexity, whatever share
+        of the damage was recovered (docs/metrics.md §5)."""
         return is_beyond_repair(self.after.metrics["ppl_ratio"])
 
     def table(self) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from . import charts
 from .errors import HemlabError
 from .paths import PROJECT_ROOT
 from .runner import RunResult
-from .spec import CODE_VERSION, MODIFICATIONS, load_families
+from .specs import CODE_VERSION, MODIFICATIONS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ def code_version() -> dict[str, str]:
 
 
 def _family(result: RunResult) -> str:
-    load_families()
     fams = dict.fromkeys(getattr(MODIFICATIONS.get(m.kind), "family", "other") for m in result.spec.mods)
     return "+".join(fams) or "original"
 

@@ -21,15 +21,15 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
-from .errors import SpecError
+from .errors import HemlabError, SpecError
 from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
-from .modify.calibration import calibration_windows
+from .modify.evidence import calibration_windows
 from .paths import cache_dir
 from .probes.profile import Profile, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
 from .probes.selfcheck import prepare_measurement
-from .spec import CODE_VERSION, ModelFacts, RunSpec
+from .specs import CODE_VERSION, ModelFacts, RunSpec
 from .store import Store
 from .structure import find_blocks
 
@@ -55,7 +55,7 @@ class RunResult:
     def to_json_dict(self) -> dict[str, Any]:
         """The public `--json` contract: spec, cached, metrics, layers (+ run_key and measurement settings)."""
         table = self.layer_table()
-        layer_cols = [
+        layer_cols = [  # the per-layer fields of the --json contract (fixed; metric_names.py names them)
             "hidden_rel_error",
             "hidden_cosine",
             "hidden_sqnr_db",
@@ -187,7 +187,7 @@ class Runner:
         (model, corpus, n, length). When `corpus` is the evaluation corpus, a tail of attn_probes x attn_len tokens
         at its end is skipped (where the attention probes were read before they became prefixes of the evaluation
         windows; kept so calibration sets did not change) and an overlap with the evaluation windows at its start
-        is an error (see modify/calibration.py).
+        is an error (see modify/evidence.py).
         """
         calib = self.corpus(corpus)
         same = calib.sha256 == self.corpus(spec.probe.corpus).sha256
@@ -344,3 +344,41 @@ class Runner:
             "tokens": spec.probe.tokens,
             "code_version": CODE_VERSION,
         }
+
+
+def settings_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The measurement settings of a stored run, under the same names RunResult.settings uses."""
+    return {
+        "corpus": row.get("corpus"),
+        "corpus_sha256": row.get("corpus_sha256"),
+        "window": int(row["window_tokens"]) if row.get("window_tokens") is not None else None,
+        "stride": int(row["stride"]) if row.get("stride") is not None else None,
+        "tokens": int(row["token_budget"]) if row.get("token_budget") is not None else None,
+        "code_version": row.get("code_version"),
+    }
+
+
+def stored_result(store: Store, run_key: str) -> RunResult | None:
+    """A stored run as a RunResult (cached=True), or None if the key is not in the store.
+
+    Raises HemlabError when the stored spec names a modification kind this code no longer knows.
+    """
+    stored = store.load_run(run_key)
+    if stored is None:
+        return None
+    try:
+        spec = RunSpec.from_dict(json.loads(stored.row["spec_json"]))
+    except (HemlabError, KeyError, TypeError, ValueError) as exc:
+        raise HemlabError(
+            f"stored run {run_key[:12]} cannot be read by this version of the code: {exc}"
+        ) from exc
+    return RunResult(
+        spec=spec,
+        run_key=run_key,
+        cached=True,
+        metrics=stored.metrics,
+        layers=stored.layers,
+        heads=stored.heads,
+        kl_hist=stored.kl_hist,
+        settings=settings_from_row(stored.row),
+    )

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
+from dashboard import analyses
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts
-from hemorrhage_core.ui import analyses
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, show_error, stored, table
+from hemorrhage_core.metric_names import label
 
 through_app()
 
@@ -30,11 +31,7 @@ if heads.empty:
     )
     st.stop()
 labels = {
-    "attn_js": "JS divergence",
-    "attn_entropy_shift": "entropy shift",
-    "attn_sink": "sink mass (modified)",
-    "attn_sink_base": "sink mass (original)",
-    "attn_topk_overlap": "top-k attended overlap",
+    m: label(m) for m in ("attn_js", "attn_entropy_shift", "attn_sink", "attn_sink_base", "attn_topk_overlap")
 }
 metric = st.radio(
     "Metric",

@@ -2,15 +2,14 @@
 
 import streamlit as st
 
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, stored, table
 from hemorrhage_core import charts, report
+from hemorrhage_core.analysis import views
+from hemorrhage_core.analysis.sweep_points import short_model
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.tasks.tables import stored_frame
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui import views
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.sweeps import short_model
-from hemorrhage_core.ui.widgets import chart, stored, table
 
 through_app()
 
@@ -24,7 +23,7 @@ if (deleted := st.session_state.pop("compare.deleted", None)) is not None:
     st.success(f"Deleted {deleted} run(s).")
 if (failure := st.session_state.pop("compare.delete_error", None)) is not None:
     st.error(failure)
-history = runs_mod.history(store)
+history = views.history(store)
 if history.empty:
     st.info("The results database is empty: measure something on a family page first.")
     st.stop()
@@ -88,7 +87,7 @@ event = table(
     },
 )
 rows = event.selection.rows if event is not None else []
-titles = {r["run_key"]: runs_mod.run_title(r) for r in history.to_dict("records")}
+titles = {r["run_key"]: views.run_title(r) for r in history.to_dict("records")}
 picked = st.multiselect("…or pick runs by name", list(titles), format_func=titles.get, key="compare.pick")
 keys = list(dict.fromkeys([*shown.loc[rows, "run_key"].tolist(), *picked]))
 if not keys:

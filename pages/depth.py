@@ -1,12 +1,8 @@
 """Depth: remove, duplicate or insert transformer blocks, compared layer by layer with the original."""
 
-from hemorrhage_core.ui.family import family_page
-from hemorrhage_core.ui.navigation import through_app
+from dashboard.family import family_page
+from dashboard.navigation import through_app
 
 through_app()
 
-family_page(
-    "depth",
-    "Change the stack of blocks. Each original layer is compared with the layer it maps to in the changed "
-    "model; an identity block (zero output projections) must leave everything unchanged.",
-)
+family_page("depth")

@@ -4,14 +4,15 @@ import json
 
 import streamlit as st
 
+from dashboard import analyses, render
+from dashboard.navigation import through_app
+from dashboard.state import compute_lock, runner
+from dashboard.widgets import chart, headline, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts, corpora
+from hemorrhage_core.analysis import views
+from hemorrhage_core.generation import PromptGenerations, prompt_generations
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.spec import RunSpec
-from hemorrhage_core.ui import analyses, render, views
-from hemorrhage_core.ui.generate import PromptGenerations, prompt_generations
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import compute_lock, runner
-from hemorrhage_core.ui.widgets import chart, headline, pending, run_picker, show_error, stored, table
+from hemorrhage_core.specs import RunSpec
 
 through_app()
 

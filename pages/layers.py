@@ -2,12 +2,13 @@
 
 import streamlit as st
 
+from dashboard import analyses
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts
-from hemorrhage_core.charts import METRIC_LABELS
-from hemorrhage_core.ui import analyses, views
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, run_picker, show_error, stored, table
+from hemorrhage_core.analysis import views
+from hemorrhage_core.metric_names import METRICS, label
 
 through_app()
 
@@ -22,10 +23,10 @@ keys = run_picker("Runs to overlay", "layers.runs", multi=True)
 if not keys:
     st.stop()
 layers = views.layer_rows(store, keys)
-present = [m for m in METRIC_LABELS if m in set(layers.metric)]
+present = [m for m in METRICS if m in set(layers.metric)]
 default = [m for m in present if m.startswith("hidden_") or m in ("lens_kl", "logit_lens_kl")]
 metrics = st.multiselect(
-    "Per-layer metrics", present, default=default, format_func=METRIC_LABELS.get, key="layers.metrics"
+    "Per-layer metrics", present, default=default, format_func=label, key="layers.metrics"
 )
 chart(charts.cascade_chart(layers, metrics), "layers-cascade")
 with st.expander("Per-layer table"):

@@ -3,12 +3,10 @@ profile an existing checkpoint of the model (a folder, GGUF file or hub id) agai
 
 import streamlit as st
 
-from hemorrhage_core import corpora, models
-from hemorrhage_core.errors import HemlabError
-from hemorrhage_core.ui.against import against_section
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.runs import self_check_caption
-from hemorrhage_core.ui.state import (
+from dashboard.against import against_section
+from dashboard.navigation import through_app
+from dashboard.runs import self_check_caption
+from dashboard.state import (
     ATTN_LENGTHS,
     TOKEN_BUDGETS,
     WINDOWS,
@@ -19,9 +17,11 @@ from hemorrhage_core.ui.state import (
     selection,
     set_selection,
 )
-from hemorrhage_core.ui.state import (
+from dashboard.state import (
     problem as selection_problem,  # `problem` below is the model's
 )
+from hemorrhage_core import corpora, models
+from hemorrhage_core.errors import HemlabError
 
 through_app()
 

@@ -4,13 +4,12 @@ normalised axis (perplexity ratio to each model's own baseline)."""
 import pandas as pd
 import streamlit as st
 
-from hemorrhage_core import charts
-from hemorrhage_core.ui import paper, views
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui.fields import FAMILY_TITLES
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, table
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, table
+from hemorrhage_core import charts, paper
+from hemorrhage_core.analysis import views
+from hemorrhage_core.specs.families import family
 
 through_app()
 
@@ -44,7 +43,7 @@ chart(
 
 st.subheader("Normalised: perplexity ratio to each baseline, with our runs")
 store = runner().store
-history = runs_mod.history(store)
+history = views.history(store)
 counts = (
     views.layer_counts(store, history.run_key.tolist())
     if meta.family == "depth" and not history.empty
@@ -64,10 +63,10 @@ chart(
     f"paper-{key}-normalised",
 )
 if ours.empty:
-    st.caption(f"No stored {FAMILY_TITLES.get(meta.family, meta.family)} runs to overlay yet.")
+    st.caption(f"No stored {family(meta.family).title} runs to overlay yet.")
 else:
     st.caption(
-        f"Ours: {len(ours)} stored {FAMILY_TITLES.get(meta.family)} run(s), each against its own original "
+        f"Ours: {len(ours)} stored {family(meta.family).title} run(s), each against its own original "
         "model on its own corpus and window. Paper: LLaMA2-7b (or Qwen2.5) on WikiText-2. The shapes are "
         "comparable; the absolute values are not."
     )

@@ -3,15 +3,17 @@ the robust zone; several methods or models overlaid; quality against memory."""
 
 import streamlit as st
 
+from dashboard.fields import default_sweep_values, describe, family_kinds, sweepable
+from dashboard.forms import mod_form
+from dashboard.navigation import through_app
+from dashboard.state import runner
+from dashboard.widgets import chart, pending, require_selection, run_with_progress, table
 from hemorrhage_core import charts
+from hemorrhage_core.analysis import sweep_points as sweeps
+from hemorrhage_core.analysis import views
 from hemorrhage_core.errors import SpecError
-from hemorrhage_core.ui import runs as runs_mod
-from hemorrhage_core.ui import sweeps, views
-from hemorrhage_core.ui.fields import FAMILY_TITLES, default_sweep_values, describe, family_kinds, sweepable
-from hemorrhage_core.ui.forms import mod_form
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import runner
-from hemorrhage_core.ui.widgets import chart, pending, require_selection, run_with_progress, table
+from hemorrhage_core.metric_names import label
+from hemorrhage_core.specs.families import FAMILIES
 
 through_app()
 
@@ -24,10 +26,8 @@ sel = require_selection()
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    families = [f for f in ("quant", "prune", "decode", "depth", "mitigation") if family_kinds(f)]
-    family = c1.selectbox(
-        "Family", families, format_func=lambda f: FAMILY_TITLES.get(f, f), key="sweep.family"
-    )
+    families = [f for f in FAMILIES if family_kinds(f)]
+    family = c1.selectbox("Family", families, format_func=lambda f: FAMILIES[f].title, key="sweep.family")
     kinds = family_kinds(family)
     kind = c2.selectbox(
         "Method", list(kinds), key="sweep.kind", format_func=lambda k: f"{k} — {describe(kinds[k])[:60]}"
@@ -63,7 +63,7 @@ if go:
         if run_with_progress(spec, key=f"sweep-{i}") is None:
             break
 
-history = runs_mod.history(r.store)
+history = views.history(r.store)
 points = sweeps.sweep_points(history, kind, field.name, family=family)
 if points.empty:
     st.info("No stored runs of this method yet: run the sweep above.")
@@ -81,7 +81,7 @@ metric = st.radio(
     "Quality measure",
     ["ppl_ratio", "kl_mean", "top1_agreement"],
     horizontal=True,
-    format_func=charts.METRIC_LABELS.get,
+    format_func=label,
     key="sweep.metric",
 )
 

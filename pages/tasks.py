@@ -2,14 +2,14 @@
 
 import streamlit as st
 
+from dashboard.navigation import through_app
+from dashboard.state import compute_lock, runner
+from dashboard.widgets import chart, headline, run_picker, show_error, stored, table
 from hemorrhage_core import charts
 from hemorrhage_core.tasks.evaluate import evaluate_task, lookup_task
 from hemorrhage_core.tasks.items import Subset
 from hemorrhage_core.tasks.registry import TASKS
 from hemorrhage_core.tasks.tables import sources_text, summary_frame
-from hemorrhage_core.ui.navigation import through_app
-from hemorrhage_core.ui.state import compute_lock, runner
-from hemorrhage_core.ui.widgets import chart, headline, run_picker, show_error, stored, table
 
 through_app()
 

@@ -3,7 +3,7 @@
 `attention_view` tokenizes a user prompt (with the model's BOS convention, truncated to `max_tokens`), runs the
 eager attention of both models once, and returns the original map, the modified map and their difference for
 one layer (all heads, or one), token labels for the axes, and per-head summaries: JS divergence, entropy shift,
-attention-sink mass before and after, and top-k attended-position overlap (../shared/guide/metrics.md §3).
+attention-sink mass before and after, and top-k attended-position overlap (docs/metrics.md §3).
 
 Layers and heads are named as in the original model: after a depth change, layer l is compared with the block
 it maps to (`layer_map`); after head pruning, each surviving head with the head it was (`head_map`), and a head

@@ -1,4 +1,4 @@
-"""The paper's claims (../shared/guide/metrics.md §6), checked on a real model as shapes and orderings.
+"""The paper's claims (docs/metrics.md §6), checked on a real model as shapes and orderings.
 
 Each claim is a function that runs the specs it needs through the Runner (points already in the store are reused,
 so a second check, or a claim sharing runs with another, costs nothing) and returns its checks: a statement, whether
@@ -6,7 +6,7 @@ it held, and the numbers behind it. A claim whose methods have not landed is rep
 skipped silently; a claim that does not hold on this model is reported as such, never tuned away.
 
 Verdicts: "holds" (every check passed), "partly holds" (some), "does not hold" (none), "not testable".
-Checks marked `asserted` are orderings and shapes that tests/test_slow_claims.py requires on smollm2-135m (GPTQ
+Checks marked `asserted` are orderings and shapes that tests/slow/test_slow_claims.py requires on smollm2-135m (GPTQ
 below RTN, collapse at 2 bits, the last layer tracking perplexity, an identity block changing nothing). The others,
 the paper's absolute thresholds measured on much larger models among them, are reported: the test checks that
 their evidence was produced and that each verdict follows from its checks. `ASSERTED` lists the claims that have
@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..spec import MODIFICATIONS, PRUNE_METHODS, Modification, ProbeSettings, RunSpec, load_families
+from ..specs import MODIFICATIONS, PRUNE_METHODS, Modification, ProbeSettings, RunSpec
 from .thresholds import thresholds
 
 log = logging.getLogger(__name__)
 
-# Claims with checks that tests/test_slow_claims.py asserts (see the module docstring).
+# Claims with checks that tests/slow/test_slow_claims.py asserts (see the module docstring).
 ASSERTED = frozenset({4, 7, 9})
 
 
@@ -87,7 +87,6 @@ class Lab:
     """The runner plus the measurement settings every claim shares; `run` returns a RunResult (cached or new)."""
 
     def __init__(self, runner, model: str, tokens: int):
-        load_families()
         self.runner = runner
         self.model = model
         self.probe = ProbeSettings(corpus="news", tokens=tokens, window=512, batch_size=8)
@@ -486,7 +485,7 @@ def claim_generation(lab: Lab, result: ClaimResult) -> None:
 
 
 def check_claims(runner, *, model: str = "smollm2-135m", tokens: int = 2048, only=None) -> list[ClaimResult]:
-    """Check every claim (or the numbers in `only`) in the order of metrics.md §6. Runs are reused across claims
+    """Check every claim (or the numbers in `only`) in the order of docs/metrics.md §6. Runs are reused across claims
     and from the store."""
     lab = Lab(runner, model, tokens)
     results = []
@@ -512,7 +511,7 @@ def markdown(results: list[ClaimResult], *, model: str, tokens: int) -> str:
         "",
         f"Measured with `hemlab claims --model {model} --tokens {tokens}`: corpus news, window 512, {tokens} tokens. "
         "Ratios are perplexity ratios to the original model on the same tokens. The original is the 4-bit GGUF "
-        "baseline dequantized to fp32. 'Asserted' checks are orderings tests/test_slow_claims.py requires on "
+        "baseline dequantized to fp32. 'Asserted' checks are orderings tests/slow/test_slow_claims.py requires on "
         "this model; the others (the paper's absolute thresholds among them) are reported as measured.",
         "",
         "| # | claim | verdict | checks passed | asserted checks passed |",

@@ -173,9 +173,8 @@ def memory_table(store, model_names: list[str] | None = None, *, include_base: b
 
 
 def _family(spec: dict) -> str:
-    from ..spec import MODIFICATIONS, load_families
+    from ..specs import MODIFICATIONS
 
-    load_families()
     kinds = [m["kind"] for m in spec.get("mods", [])]
     families = {getattr(MODIFICATIONS.get(k), "family", "other") for k in kinds}
     return "original" if not kinds else ("+".join(sorted(families)))

@@ -116,8 +116,7 @@ def measure_outliers(
     the end of `corpus` (the same windows a SmoothQuant run with these calib_* fields and this `probe` calibrates
     on: when `corpus` is the evaluation corpus, its evaluation tokens are left out). The base is only read."""
     from ..modify.scaling import activation_outlier_stats
-    from ..spec import RunSpec
-    from ..specs.quant import SmoothQuant
+    from ..specs import RunSpec, SmoothQuant
 
     # Validates alpha and the calibration size with SmoothQuant's own messages (SpecError).
     SmoothQuant(alpha=alpha, calib_corpus=corpus, calib_samples=n, calib_len=length)

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .thresholds import Thresholds, thresholds
@@ -126,3 +127,33 @@ def summarize_sweep(
         summarize(param, model, [v for v, _ in pts], [r for _, r in pts], direction=direction)
         for model, pts in by_model.items()
     ]
+
+
+def _value(raw: str):
+    """A --values item as the number it names when it is one (thresholds need numbers), else the raw text."""
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def record_sweep(param: str, direction: str, store, points, results, task_reports=None) -> list[SweepSummary]:
+    """Summaries of a finished `hemlab sweep` (one per model), stored in the `sweeps` table.
+
+    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order,
+    `task_reports` their task reports (or None): a numeric sweep then also stores accuracy-drop thresholds.
+    """
+    rows = [(p.model, _value(p.raw), result) for p, result in zip(points, results, strict=True)]
+    summaries = summarize_sweep(param, rows, direction=direction)
+    if task_reports and any(task_reports):
+        from ..tasks.evaluate import task_thresholds
+
+        for s in summaries:
+            if s.thresholds is None:
+                continue
+            mine = [t for p, t in zip(points, task_reports, strict=True) if p.model == s.model]
+            s.extra["tasks"] = task_thresholds(list(s.values), mine, s.thresholds.direction)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for s in summaries:
+        store.save_sweep(s.to_dict(), now)
+    return summaries

@@ -1,4 +1,4 @@
-"""Robustness thresholds of a one-knob sweep (../shared/guide/metrics.md §4). Pure functions, no torch.
+"""Robustness thresholds of a one-knob sweep (docs/metrics.md §4). Pure functions, no torch.
 
 A sweep gives one perplexity ratio r_i = ppl_i / ppl_base per setting v_i of a knob (bits, sparsity, temperature,
 blocks removed, ...). Everything here works in *severity order*: the order in which the knob hurts more.

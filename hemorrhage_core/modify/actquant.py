@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from ..footprint import Footprint, grouped_bits_per_weight
-from ..specs.quant import ActQuant
+from ..specs import ActQuant
 from .base import ModContext, ModifiedModel, handles
+from .coverage import check_scope, record_coverage
 from .quantize import quantize_grouped
-from .targets import linear_targets, set_weight, weight_view
+from .targets import LINEAR_TYPES, WeightTarget, plan_targets
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,25 @@ def calibrate_ranges(
     return {name: obs.absmax for name, obs in observers.items()}
 
 
+def _act_quantizable(target: WeightTarget) -> str | None:
+    if target.kind == "expert":
+        return (
+            "activation quantization of fused experts is not implemented: their inputs (routed rows, gated "
+            "activations) are computed inside the experts kernel, where no pre-hook reaches"
+        )
+    if not isinstance(target.module, LINEAR_TYPES):
+        return (
+            f"activation quantization hooks Linear layers; {type(target.module).__name__} holds a bare weight"
+        )
+    return None
+
+
 @handles(ActQuant)
 def apply_act_quant(state: ModifiedModel, mod: ActQuant, ctx: ModContext) -> None:
     model = state.model
-    targets = list(linear_targets(model))
+    plan = plan_targets(model, mod, supports=_act_quantizable)
+    check_scope(plan, mod)
+    targets = [(t.name, t.module) for t in plan.targets]
     ranges: dict[str, float] = {}
     if mod.a_mode == "static":
         # Ranges come from the model as the chain left it (e.g. smoothed), before its own weights are rounded.
@@ -170,17 +186,18 @@ def apply_act_quant(state: ModifiedModel, mod: ActQuant, ctx: ModContext) -> Non
         state.report["calib_tokens"] = float(windows.numel())
         state.report["a_static_absmax_mean"] = sum(ranges.values()) / max(len(ranges), 1)
     footprint = Footprint()
-    for name, module in targets:
-        w = weight_view(module)
-        set_weight(module, quantize_grouped(w, bits=mod.w_bits, scheme="sym", group_size=mod.w_group_size))
-        footprint.add(
-            name,
-            w.numel(),
-            grouped_bits_per_weight(mod.w_bits, w.shape[1], w.shape[0], mod.w_group_size, asym=False),
+    for target in plan.targets:
+        w = target.view()
+        target.write(quantize_grouped(w, bits=mod.w_bits, scheme="sym", group_size=mod.w_group_size))
+        footprint.add_target(
+            target, grouped_bits_per_weight(mod.w_bits, w.shape[1], w.shape[0], mod.w_group_size, asym=False)
         )
-        quantizer = ActivationQuantizer(mod.a_bits, mod.a_mode, ranges.get(name), mod.outlier_threshold)
-        module.register_forward_pre_hook(quantizer)
-        setattr(module, ACT_QUANT_MARK, quantizer)
+        quantizer = ActivationQuantizer(
+            mod.a_bits, mod.a_mode, ranges.get(target.name), mod.outlier_threshold
+        )
+        target.module.register_forward_pre_hook(quantizer)
+        setattr(target.module, ACT_QUANT_MARK, quantizer)
     state.report.update(footprint.report(model))
     state.report["a_bits"] = float(mod.a_bits)
     log.info("activation quantization: %s on %d layers", mod.label(), len(targets))
+    record_coverage(state, mod, plan, plan.targets)

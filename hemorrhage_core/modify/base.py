@@ -4,7 +4,7 @@ A handler is `handler(state, mod, ctx) -> None`: it changes `state.model` in pla
 copy whenever any modification touches weights), may replace `state.model` (depth changes; another checkpoint,
 which comes first and is loaded instead of a copy of the base), extends `state.logit_transforms` (decoding
 changes), rewrites `state.layer_map`, and records what it achieved in `state.report` (achieved sparsity, bits per
-weight, parameters left, ...).
+weight, parameters left, coverage, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..spec import Modification, check_chain
+from ..specs import Modification, check_chain
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ModContext:
         """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
 
         LongTensor [n, length] on the CPU. The runner takes them from the end of the corpus, so they never
-        overlap the evaluation windows (see modify/calibration.py).
+        overlap the evaluation windows (see modify/evidence.py).
         """
         if self.calibration_source is None:
             raise RuntimeError(
@@ -75,6 +75,9 @@ class ModifiedModel:
     # original block i -> the original head index of each head its block still has, for blocks whose heads were
     # pruned (structured pruning): the profile then compares every surviving head with the head it was.
     head_map: dict[int, list[int]] = field(default_factory=dict)
+    # Module name -> why a weight-touching modification left its weight matrices alone (the router by default, or
+    # what a partial scope skipped); `report["coverage"]` is the share it did modify (see modify/coverage.py).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs_context(self) -> bool:

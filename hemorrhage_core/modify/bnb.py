@@ -19,9 +19,10 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..footprint import Footprint, bnb_4bit_bits_per_weight, bnb_int8_bits_per_weight
-from ..specs.quant import Bnb4bit, BnbInt8
+from ..specs import Bnb4bit, BnbInt8
 from .base import ModContext, ModifiedModel, handles
-from .targets import linear_targets, weight_view
+from .coverage import check_scope, record_coverage
+from .targets import LINEAR_TYPES, WeightTarget, plan_targets, weight_view
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +92,42 @@ def _4bit_layer(linear: nn.Module, mod: Bnb4bit) -> nn.Module:
     return layer
 
 
-def _swap(state: ModifiedModel, build, bits_per_weight) -> None:
+def _swappable(target: WeightTarget) -> str | None:
+    if target.kind == "expert":
+        return (
+            "bitsandbytes has no layer for fused 3-D experts parameters (gate_up_proj/down_proj [E, out, in]); "
+            "only nn.Linear layers can be swapped"
+        )
+    if not isinstance(target.module, LINEAR_TYPES):
+        return f"bitsandbytes swaps nn.Linear layers; {type(target.module).__name__} holds a bare weight"
+    return None
+
+
+def _swap(state: ModifiedModel, mod, build, bits_per_weight) -> None:
     """Replace every target layer by `build(layer)`; record the footprint before the packed weights appear."""
     model = state.model
-    targets = list(linear_targets(model))
+    plan = plan_targets(model, mod, supports=_swappable)
+    check_scope(plan, mod)
     footprint = Footprint()
-    for name, module in targets:
-        w = weight_view(module)
-        footprint.add(name, w.numel(), bits_per_weight(w.shape[1]))
+    for target in plan.targets:
+        footprint.add_target(target, bits_per_weight(target.shape[1]))
     state.report.update(footprint.report(model))
-    for name, module in targets:
+    for target in plan.targets:
+        module = target.module
         device = module.weight.device
         source = conv1d_as_linear(module) if isinstance(module, Conv1D) else module
         layer = build(source)
         if source.bias is not None:
             layer.bias = nn.Parameter(source.bias.detach().clone(), requires_grad=False)
         # Moving to the device is what quantizes the weights (on the CPU and on CUDA alike).
-        model.set_submodule(name, layer.to(device).eval().requires_grad_(False))
-    log.info("replaced %d layers with bitsandbytes layers", len(targets))
+        model.set_submodule(target.module_name, layer.to(device).eval().requires_grad_(False))
+    log.info("replaced %d layers with bitsandbytes layers", len(plan.targets))
+    record_coverage(state, mod, plan, plan.targets)
 
 
 @handles(BnbInt8)
 def apply_bnb_int8(state: ModifiedModel, mod: BnbInt8, ctx: ModContext) -> None:
-    _swap(state, lambda lin: _int8_layer(lin, mod), bnb_int8_bits_per_weight)
+    _swap(state, mod, lambda lin: _int8_layer(lin, mod), bnb_int8_bits_per_weight)
     state.report["int8_threshold"] = float(mod.threshold)
 
 
@@ -121,6 +135,7 @@ def apply_bnb_int8(state: ModifiedModel, mod: BnbInt8, ctx: ModContext) -> None:
 def apply_bnb_4bit(state: ModifiedModel, mod: Bnb4bit, ctx: ModContext) -> None:
     _swap(
         state,
+        mod,
         lambda lin: _4bit_layer(lin, mod),
         lambda _in: bnb_4bit_bits_per_weight(mod.blocksize, mod.double_quant),
     )

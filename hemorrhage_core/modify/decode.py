@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 
-from ..spec import Temperature
+from ..specs import Temperature
 from ..specs.decode import MinP, RepetitionPenalty, Sampler, TopK, TopP
 from .base import ModContext, ModifiedModel, context_transform, handles
 

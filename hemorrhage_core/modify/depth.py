@@ -8,8 +8,12 @@ the rest of the model consistent with it:
 - `state.layer_map`: each original block -> the first appearance of its current block (for a duplicated or
   identity-expanded section that is the original copy, whose output equals the base's up to that depth);
 - `layer_idx` of every module in a block (the KV cache is indexed by it);
-- `config.num_hidden_layers` (Llama-style decoders run `layers[:num_hidden_layers]`) and per-layer config lists
-  such as Gemma 3's `layer_types` (sliding vs full attention), which move with their blocks.
+- `config.num_hidden_layers` (Llama-style decoders run `layers[:num_hidden_layers]`) and every per-layer fact of
+  the config (`layer_config.py`: lists such as `layer_types` move with their blocks, index lists are renumbered,
+  index rules such as `decoder_sparse_step` or `first_k_dense_replace` are re-expressed or the change refused).
+
+Identity copies get their residual writers zeroed (`residual.py`: found from one traced forward pass), and a
+second short pass checks that each really returns its input bit for bit.
 """
 
 from __future__ import annotations
@@ -17,45 +21,31 @@ from __future__ import annotations
 import copy
 import logging
 
+import torch
 from torch import nn
 
 from ..errors import SpecError
 from ..specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
 from ..structure import find_blocks
 from .base import ModContext, ModifiedModel, handles
-from .targets import LINEAR_TYPES
+from .layer_config import update_layer_config
+from .residual import check_identity, residual_writers, zero_output_projections
 
 log = logging.getLogger(__name__)
 
-# Leaf names of the projections that write a block's output into the residual stream: Llama/Gemma/Mistral/Qwen
-# (o_proj, down_proj), GPT-2 (c_proj in attn and mlp), GPT-NeoX (dense, dense_4h_to_h), OPT/Phi (out_proj, fc2),
-# T5-style (wo).
-OUTPUT_PROJECTIONS = frozenset(
-    {"o_proj", "down_proj", "c_proj", "dense", "dense_4h_to_h", "out_proj", "fc2", "wo"}
-)
-# Config attributes holding one entry per block; they are permuted with the blocks.
-PER_LAYER_CONFIG_LISTS = ("layer_types", "no_rope_layers")
 
-
-def zero_output_projections(block: nn.Module) -> list[str]:
-    """Zero the weights and biases of every output projection in `block`, in place; return their names.
-
-    With both the attention and the MLP output at exactly 0, a pre-norm block adds exactly 0 to the residual
-    stream (Gemma's post-norms map 0 to 0), so the block is the identity bit for bit.
-    """
-    zeroed = []
-    for name, module in block.named_modules():
-        if name.rsplit(".", 1)[-1] in OUTPUT_PROJECTIONS and isinstance(module, LINEAR_TYPES):
-            module.weight.data.zero_()
-            if getattr(module, "bias", None) is not None:
-                module.bias.data.zero_()
-            zeroed.append(name)
-    if len(zeroed) < 2:
-        raise SpecError(
-            f"cannot make an identity block of {type(block).__name__}: found output projections {zeroed or 'none'}, "
-            f"need the attention and the MLP output (known names: {', '.join(sorted(OUTPUT_PROJECTIONS))})"
-        )
-    return zeroed
+def _refuse_shared_blocks(blocks: list[nn.Module]) -> None:
+    """SpecError when blocks share parameters (Zamba2's one attention block serves several layers through a
+    layer-index table): copying or dropping a block would silently break what the others index."""
+    owner: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            j = owner.setdefault(id(p), i)
+            if j != i:
+                raise SpecError(
+                    f"depth changes are not supported for this model: blocks {j} and {i} share weights "
+                    f"({type(block).__name__} reuses one module across layers), which a changed block list breaks"
+                )
 
 
 def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset[int] = frozenset()) -> None:
@@ -68,6 +58,10 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     old = list(blocks)
     if not plan:
         raise SpecError("a depth change cannot remove every block")
+    _refuse_shared_blocks(old)
+    writers = residual_writers(state.model) if zero_output else []  # traced on the model as it is
+    # The config first: it may refuse the change, and must do so before any block moves.
+    update_layer_config(state.model.config.get_text_config(), plan, len(old))
     first: dict[int, int] = {}
     new_blocks = []
     for pos, j in enumerate(plan):
@@ -79,7 +73,7 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
         if pos in zero_output:
             if first[j] == pos:
                 raise ValueError(f"plan position {pos} is the original block {j}: only copies may be zeroed")
-            zero_output_projections(block)
+            zero_output_projections(block, writers[j])
         new_blocks.append(block)
 
     del blocks[:]
@@ -88,16 +82,27 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = pos
-    cfg = state.model.config.get_text_config()
-    for name in PER_LAYER_CONFIG_LISTS:
-        values = getattr(cfg, name, None)
-        if isinstance(values, list) and len(values) == len(old):
-            setattr(cfg, name, [values[j] for j in plan])
-    cfg.num_hidden_layers = len(plan)
+    if zero_output:
+        check_identity(state.model, zero_output)
     state.layer_map = [None if j is None else first.get(j) for j in state.layer_map]
     state.report["num_layers"] = float(len(plan))
     state.report["param_count"] = float(sum(p.numel() for p in state.model.parameters()))
+    _check_runs(state.model)
     log.info("block list rebuilt: %d -> %d blocks", len(old), len(plan))
+
+
+def _check_runs(model: nn.Module) -> None:
+    """SpecError when the changed model no longer runs: some architectures index per-layer state by a layer
+    number fixed at construction (Zamba2's shared-block table), which no config list describes."""
+    device = next(model.parameters()).device
+    try:
+        with torch.inference_mode():
+            model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=device), use_cache=False)
+    except Exception as exc:  # what an architecture raises here is its own; the user gets one clear line
+        raise SpecError(
+            f"depth changes are not supported for {type(model).__name__}: the changed model does not run "
+            f"({type(exc).__name__}: {exc}); its layers hold state indexed by their original position"
+        ) from exc
 
 
 def _current_depth(state: ModifiedModel) -> int:

@@ -6,6 +6,9 @@ The quantizer is a pure function on (W, H) (`gptq_quantize`); the handler walks 
 it, and, with `true_sequential`, each sub-layer group (q/k/v, o, gate/up, down) from the outputs of the groups
 quantized before it inside the block.
 
+MoE experts are quantized like Linear layers, one matrix per expert, each with the Hessian of the tokens routed
+to it (taps.py); an expert with too few routed calibration tokens takes its layer's pooled Hessian (experts.py).
+
 Optional library backends: auto-gptq 0.7.1 fails to import against transformers 5 and gptqmodel needs a newer
 torch than the project's pin (see the environment guide), so no library backend is registered; this module is
 the implementation used everywhere.
@@ -15,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import defaultdict
 
 import torch
-from torch import nn
 
 from ..footprint import Footprint, grouped_bits_per_weight
-from ..specs.quant import GPTQ
-from ..structure import blocks_name
+from ..specs import GPTQ
 from .base import ModContext, ModifiedModel, handles
+from .coverage import check_scope, record_coverage
+from .experts import ExpertTally, pool_starved_experts
 from .obs import inverse_hessian_factor, single_threaded
 from .quantize import fake_quant, grid_params
-from .sequential import input_groups, walk_blocks
-from .targets import set_weight, weight_view
+from .sequential import calibration_stages, target_groups, walk_blocks
+from .taps import target_inputs
+from .targets import WeightTarget, plan_targets
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +44,25 @@ class HessianAccumulator:
         self.n = 0
 
     def add(self, x: torch.Tensor) -> None:
-        """`x`: [..., in] inputs of one call; every leading position is one sample."""
-        x = x.reshape(-1, x.shape[-1]).float()  # [m, in]
+        """`x`: [..., in] inputs of one call; every leading position is one sample (none: nothing changes)."""
+        x = x.detach().reshape(-1, x.shape[-1]).float()  # [m, in]
         m = x.shape[0]
+        if m == 0:  # an expert no token of this batch was routed to
+            return
         # Rescale the running mean so the result is exactly 2/n Σ x xᵀ for the n seen so far.
         self.H *= self.n / (self.n + m)
         self.n += m
         x = x * math.sqrt(2 / self.n)
         self.H.addmm_(x.t(), x)
+
+    @classmethod
+    def pooled(cls, parts: list[HessianAccumulator]) -> HessianAccumulator:
+        """The Hessian of all rows of `parts` together (experts of one layer): see experts.py."""
+        pooled = cls(parts[0].H.shape[0], parts[0].H.device)
+        pooled.n = sum(p.n for p in parts)
+        for p in parts:
+            pooled.H.add_(p.H, alpha=p.n / max(pooled.n, 1))
+        return pooled
 
 
 @torch.no_grad()
@@ -120,11 +136,9 @@ def gptq_quantize(
     return Qt.t().contiguous()
 
 
-def _quantize_group(
-    members: list[tuple[str, nn.Module]], H: torch.Tensor, mod: GPTQ, prefix: str, fp: Footprint
-):
+def _quantize_group(members: list[WeightTarget], H: torch.Tensor, mod: GPTQ, fp: Footprint) -> None:
     """Quantize layers that share an input (and so a Hessian) in one GPTQ call on their stacked weights."""
-    weights = [weight_view(module) for _, module in members]
+    weights = [t.view() for t in members]
     stacked = torch.cat([w.float() for w in weights], dim=0)  # [Σ out, in]
     q = gptq_quantize(
         stacked,
@@ -136,47 +150,60 @@ def _quantize_group(
         block_size=mod.block_size,
         act_order=mod.act_order,
     )
-    for (name, module), w, q_part in zip(
-        members, weights, q.split([w.shape[0] for w in weights]), strict=True
-    ):
-        set_weight(module, q_part)
+    for target, w, q_part in zip(members, weights, q.split([w.shape[0] for w in weights]), strict=True):
+        target.write(q_part)
         out_f, in_f = w.shape
         bpw = grouped_bits_per_weight(
             mod.bits, in_f, out_f, mod.group_size, asym=mod.scheme == "asym", act_order=mod.act_order
         )
-        fp.add(f"{prefix}.{name}", w.numel(), bpw)
+        fp.add_target(target, bpw)
 
 
-def _hessian_pass(step, groups, device) -> list[HessianAccumulator]:
-    """One calibration pass through the block collecting one Hessian per input group (shared by its members)."""
-    accs = [HessianAccumulator(weight_view(g[0][1]).shape[1], device) for g in groups]
-    handles = [
-        g[0][1].register_forward_pre_hook(lambda _m, args, acc=acc: acc.add(args[0]))
-        for g, acc in zip(groups, accs, strict=True)
-    ]
-    try:
-        step.forward(stop_after=groups[-1][-1][1])  # nothing after the last group's layers is needed
-    finally:
-        for h in handles:
-            h.remove()
+def _hessian_pass(step, groups: list[list[WeightTarget]], device) -> dict[WeightTarget, HessianAccumulator]:
+    """One calibration pass through the block collecting one Hessian per input group (keyed by its first
+    member, shared by the others)."""
+    accs = {g[0]: HessianAccumulator(g[0].shape[1], device) for g in groups}
+    with target_inputs(list(accs), lambda t, x, _sequences: accs[t].add(x)):
+        step.forward(stop_after=groups[-1][-1].module)  # nothing after the last group's layers is needed
     return accs
+
+
+def _in_blocks(target: WeightTarget) -> str | None:
+    # GPTQ calibrates block by block; Linear layers outside the blocks were never part of it (RTN covers them).
+    return None if target.block is not None else "outside the blocks"
 
 
 @handles(GPTQ)
 def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
     model = state.model
     device = next(model.parameters()).device
+    plan = plan_targets(model, mod, supports=_in_blocks)
+    check_scope(plan, mod)
+    per_block: dict[int, list[WeightTarget]] = defaultdict(list)
+    for t in plan.targets:
+        per_block[t.block].append(t)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     footprint = Footprint()
-    block_prefix = blocks_name(model)
+    experts = ExpertTally()
+    done: list[WeightTarget] = []
     for step in walk_blocks(model, windows, batch_size=8):
-        groups = input_groups(step)
+        if not per_block.get(step.index):
+            continue
+        groups = target_groups(step, per_block[step.index])
         # true_sequential: one pass per group, each on the outputs of the groups already quantized before it.
-        stages = [[g] for g in groups] if mod.true_sequential else [groups]
+        stages = calibration_stages(groups) if mod.true_sequential else [groups]
         for stage in stages:
             accs = _hessian_pass(step, stage, device)
-            for members, acc in zip(stage, accs, strict=True):
-                _quantize_group(members, acc.H, mod, f"{block_prefix}.{step.index}", footprint)
+            unusable = pool_starved_experts(
+                accs, rows=lambda a: a.n, pool=HessianAccumulator.pooled, tally=experts
+            )
+            for members in stage:
+                if members[0] in unusable:
+                    continue
+                _quantize_group(members, accs[members[0]].H, mod, footprint)
+                done.extend(members)
         log.info("GPTQ: block %d quantized (%d layers)", step.index, sum(len(g) for g in groups))
     state.report.update(footprint.report(model))
     state.report["calib_tokens"] = float(windows.numel())
+    state.report.update(experts.report())
+    record_coverage(state, mod, plan, done, missing_reason="never called in the block's calibration forward")

@@ -1,4 +1,4 @@
-"""Gradient-aware pruning scores (the paper's "gradient-aware pruning" mitigation, metrics.md §5).
+"""Gradient-aware pruning scores (the paper's "gradient-aware pruning" mitigation, docs/metrics.md §5).
 
 GBLM-Pruner (Das et al., 2023) scores a weight with |W|·‖X_j‖ + α·|W|·‖G‖₂, where ‖G‖₂ is the l2 norm over
 calibration sequences of the weight's per-sequence gradient of the LM loss; first-order Taylor pruning scores it
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Prune
+from ..specs import Prune
 from .prune import Evidence, score_method
 
 

@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from ..errors import SpecError
-from ..spec import PRUNE_METHODS, Prune
-from ..structure import find_blocks
+from ..specs import PRUNE_METHODS, Prune
 from .base import ModContext, ModifiedModel, handles
-from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .coverage import check_scope, record_coverage
+from .evidence import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .experts import ExpertTally, pool_starved_experts
 from .sequential import walk_blocks
-from .targets import linear_targets, set_weight, weight_view
+from .targets import WeightTarget, plan_targets
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,6 @@ def magnitude_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def block_of(model: nn.Module) -> dict[int, int]:
-    """id(module) -> index of the transformer block it belongs to (modules outside blocks are absent)."""
-    return {id(m): i for i, block in enumerate(find_blocks(model)) for m in block.modules()}
-
-
 @dataclass
 class _Tally:
     zeros: int = 0
@@ -168,10 +163,12 @@ class _Tally:
 def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
     method = METHODS[mod.method]
     model = state.model
-    targets = dict(linear_targets(model, include_lm_head=mod.include_lm_head))
+    plan = plan_targets(model, mod)
+    check_scope(plan, mod)
+    targets = plan.by_name()
     if mod.nm:
-        for module in targets.values():
-            check_nm(weight_view(module).shape[1], *mod.nm)
+        for t in targets.values():
+            check_nm(t.shape[1], *mod.nm)
     windows = (
         ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
         if mod.calibrated
@@ -181,13 +178,16 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
     if method.reads_gradients:
         grads = accumulate_gradients(model, targets, windows, mean=method.grad_mean, squares=method.grad_sq)
     tally = _Tally()
+    experts = ExpertTally()
+    done: list[WeightTarget] = []
 
     def prune_layer(name: str, inputs: InputStats | None) -> None:
-        module = targets[name]
-        w = weight_view(module).float()
+        target = targets[name]
+        w = target.view().float()
         evidence = Evidence(name, inputs, grads)
         pruned = method.prune(w, evidence, mod)
-        set_weight(module, pruned)
+        target.write(pruned)
+        done.append(target)
         for key, value in evidence.notes.items():
             tally.notes[key].append(value)
         tally.zeros += int((pruned == 0).sum())
@@ -196,15 +196,24 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
             grads.mean.pop(name, None)
             grads.sq_sum.pop(name, None)
 
+    def prune_with(stats: dict[str, InputStats]) -> None:
+        by_target = {targets[name]: s for name, s in stats.items()}
+        unusable = pool_starved_experts(
+            by_target, rows=lambda s: s.tokens, pool=InputStats.pooled, tally=experts
+        )
+        for target, inputs in by_target.items():
+            # A layer whose weight the block uses without calling it (Mamba's dt_proj) saw no input: it is left
+            # alone and reported by the coverage check, never pruned on empty statistics.
+            if target not in unusable and inputs.tokens > 0:
+                prune_layer(target.name, inputs)
+
     if not method.reads_inputs:
         for name in targets:
             prune_layer(name, None)
     elif mod.sequential:
-        _prune_sequentially(model, targets, windows, method, prune_layer)
+        _prune_sequentially(model, targets, windows, method, prune_with)
     else:
-        stats = _dense_statistics(model, targets, windows, method)
-        for name in targets:
-            prune_layer(name, stats[name])
+        prune_with(_dense_statistics(model, targets, windows, method))
 
     state.report["achieved_sparsity"] = tally.zeros / max(tally.total, 1)
     state.report["pruned_weights"] = float(tally.total)
@@ -212,46 +221,44 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
         state.report["calib_tokens"] = float(windows.numel())
     for key, values in tally.notes.items():
         state.report[key] = sum(values) / len(values)
+    state.report.update(experts.report())
+    record_coverage(state, mod, plan, done, missing_reason="no calibration token reached it")
 
 
-def _dense_statistics(model, modules: dict[str, nn.Module], windows: torch.Tensor, method: PruneMethod):
-    """Input statistics of `modules` from full forward passes of `model` over `windows` [n, T]."""
+def _dense_statistics(model, targets: dict[str, WeightTarget], windows: torch.Tensor, method: PruneMethod):
+    """Input statistics of `targets` from full forward passes of `model` over `windows` [n, T]."""
     device = next(model.parameters()).device
     # The LM head sees every position only when all logits are computed; then one sequence per pass bounds the
     # [b, T, vocabulary] logits (Gemma 3: 262k entries per position).
     head = model.get_output_embeddings()
-    with_head = any(m is head for m in modules.values())
+    with_head = any(t.module is head for t in targets.values())
     batch, keep = (1, 0) if with_head else (CALIB_BATCH, 1)
     with (
         torch.no_grad(),
-        input_statistics(modules, norms=method.activations, hessian=method.hessian) as stats,
+        input_statistics(targets, norms=method.activations, hessian=method.hessian) as stats,
     ):
         for start in range(0, windows.shape[0], batch):
             model(input_ids=windows[start : start + batch].to(device), use_cache=False, logits_to_keep=keep)
     return stats
 
 
-def _prune_sequentially(model, targets, windows, method: PruneMethod, prune_layer) -> None:
+def _prune_sequentially(model, targets: dict[str, WeightTarget], windows, method: PruneMethod, prune_with):
     """Block by block: statistics of block i's layers on the outputs of the pruned blocks < i, then prune them.
 
     Inside a block all layers are calibrated on the block's input in one pass (as SparseGPT's and Wanda's
     reference code do), not one sub-layer after the other. Layers outside the blocks (lm_head when included) are
     calibrated last, on a full pass of the pruned model.
     """
-    owner = block_of(model)
-    per_block: dict[int, dict[str, nn.Module]] = defaultdict(dict)
-    outside: dict[str, nn.Module] = {}
-    for name, module in targets.items():
-        (per_block[owner[id(module)]] if id(module) in owner else outside)[name] = module
+    per_block: dict[int, dict[str, WeightTarget]] = defaultdict(dict)
+    outside: dict[str, WeightTarget] = {}
+    for name, target in targets.items():
+        (per_block[target.block] if target.block is not None else outside)[name] = target
     for step in walk_blocks(model, windows, batch_size=CALIB_BATCH):
         layers = per_block.get(step.index)
         if not layers:
             continue
         with input_statistics(layers, norms=method.activations, hessian=method.hessian) as stats:
             step.forward()
-        for name in layers:
-            prune_layer(name, stats[name])
+        prune_with(stats)
     if outside:
-        stats = _dense_statistics(model, outside, windows, method)
-        for name in outside:
-            prune_layer(name, stats[name])
+        prune_with(_dense_statistics(model, outside, windows, method))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from ..footprint import SCALE_BITS, Footprint, uniform_bits_per_weight
-from ..spec import QuantizeRTN
+from ..specs import QuantizeRTN
 from .base import ModContext, ModifiedModel, handles
-from .targets import linear_targets, set_weight, weight_view
+from .coverage import check_scope, record_coverage
+from .targets import plan_targets
 
 __all__ = ["SCALE_BITS", "fake_quant", "grid_params", "quantize_rtn", "rtn_bits_per_weight"]
 
@@ -96,14 +97,16 @@ def rtn_bits_per_weight(mod: QuantizeRTN, in_features: int, out_features: int) -
 
 @handles(QuantizeRTN)
 def apply_rtn(state: ModifiedModel, mod: QuantizeRTN, ctx: ModContext) -> None:
+    plan = plan_targets(state.model, mod)
+    check_scope(plan, mod)
     footprint = Footprint()
-    for name, module in linear_targets(state.model, include_lm_head=mod.include_lm_head):
-        w = weight_view(module)
-        set_weight(
-            module,
+    for target in plan.targets:
+        w = target.view()
+        target.write(
             quantize_rtn(
                 w, bits=mod.bits, scheme=mod.scheme, granularity=mod.granularity, group_size=mod.group_size
-            ),
+            )
         )
-        footprint.add(name, w.numel(), rtn_bits_per_weight(mod, w.shape[1], w.shape[0]))
+        footprint.add_target(target, rtn_bits_per_weight(mod, w.shape[1], w.shape[0]))
     state.report.update(footprint.report(state.model))
+    record_coverage(state, mod, plan, plan.targets)

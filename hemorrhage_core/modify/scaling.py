@@ -14,6 +14,9 @@ Both rest on one identity: for any positive per-input-channel vector s, W x = (W
   objective. The effective weight Q(W diag(s)) diag(s)⁻¹ is written back (numerically what a folded deployment
   computes); AWQ's extra clipping search is not implemented.
 
+MoE experts: AWQ searches each expert matrix on the tokens routed to it (its effective weight is written back, so
+no fold is needed); SmoothQuant refuses fused experts, whose inputs no per-channel scale can reach.
+
 Layers that read the same input tensor share one s (found by `sequential.input_groups`-style identity tests), as a
 fold into their common producer requires.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -30,13 +34,16 @@ from torch import nn
 
 from ..errors import SpecError
 from ..footprint import SCALE_BITS, Footprint, grouped_bits_per_weight
-from ..specs.quant import AWQ, SmoothQuant
-from ..structure import blocks_name, find_blocks
+from ..specs import AWQ, SmoothQuant
+from ..structure import find_blocks
 from .actquant import ACT_QUANT_MARK
 from .base import ModContext, ModifiedModel, handles
+from .coverage import check_scope, record_coverage
+from .experts import ExpertTally, pool_starved_experts
 from .quantize import quantize_grouped
-from .sequential import input_groups, walk_blocks
-from .targets import LINEAR_TYPES, linear_targets, weight_view
+from .sequential import calibration_stages, target_groups, walk_blocks
+from .taps import target_inputs
+from .targets import LINEAR_TYPES, WeightTarget, linear_targets, plan_targets, weight_view
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +89,12 @@ def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
 
 
 @torch.no_grad()
-def _discover_groups(model: nn.Module, first_batch: torch.Tensor) -> list[InputGroup]:
-    """Group the target layers by shared input tensor and find each group's producer, on one batch."""
-    targets = list(linear_targets(model))
+def _discover_groups(
+    model: nn.Module, first_batch: torch.Tensor, targets: list[tuple[str, nn.Module]] | None = None
+) -> list[InputGroup]:
+    """Group the target layers (default: every Linear / Conv1D but lm_head) by shared input tensor and find each
+    group's producer, on one batch."""
+    targets = list(linear_targets(model)) if targets is None else targets
     block_of = _block_of(model)
     groups: list[tuple[torch.Tensor, InputGroup]] = []
     produced: list[tuple[torch.Tensor, nn.Module, torch.Tensor]] = []  # (output, module, input sample)
@@ -131,11 +141,17 @@ def _discover_groups(model: nn.Module, first_batch: torch.Tensor) -> list[InputG
 
 
 @torch.no_grad()
-def collect_input_groups(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 8) -> list[InputGroup]:
+def collect_input_groups(
+    model: nn.Module,
+    windows: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    targets: list[tuple[str, nn.Module]] | None = None,
+) -> list[InputGroup]:
     """Input groups of every block with max |x_j| over the calibration windows [n, T]."""
     device = next(model.parameters()).device
     # One sequence is enough to see who feeds whom, and discovery holds every norm output of that pass.
-    groups = _discover_groups(model, windows[:1].to(device))
+    groups = _discover_groups(model, windows[:1].to(device), targets)
     handles = [
         g.members[0][1].register_forward_pre_hook(lambda _m, args, g=g: g.observe(args[0])) for g in groups
     ]
@@ -209,13 +225,22 @@ def _fold_into_producer(group: InputGroup, s: torch.Tensor) -> str | None:
 
 
 @torch.no_grad()
-def smooth_group(group: InputGroup, alpha: float) -> tuple[torch.Tensor, str | None]:
-    """Apply SmoothQuant to one group: W_j *= s_j for every member, x_j /= s_j by a fold or a pre-hook."""
+def smooth_group(
+    group: InputGroup, alpha: float, *, may_fold: bool = True
+) -> tuple[torch.Tensor, str | None]:
+    """Apply SmoothQuant to one group: W_j *= s_j for every member, x_j /= s_j by a fold or a pre-hook.
+
+    `may_fold=False`: pre-hooks only, for models where the producer's output may reach layers outside the
+    group."""
     s = smoothing_scales(group.max_abs, weight_col_absmax(group.members), alpha)  # [in]
     for _, module in group.members:
         w = weight_view(module)
         w.mul_(s.to(w.dtype)[None, :])
-    fold = _fold_into_producer(group, s.to(group.producer_out.dtype) if group.producer_out is not None else s)
+    fold = None
+    if may_fold:
+        fold = _fold_into_producer(
+            group, s.to(group.producer_out.dtype) if group.producer_out is not None else s
+        )
     if fold is None:
         for _, module in group.members:
             module.register_forward_pre_hook(InputScale(1.0 / s))
@@ -229,13 +254,20 @@ def apply_smoothquant(state: ModifiedModel, mod: SmoothQuant, ctx: ModContext) -
         raise SpecError(
             "smoothquant must come before act_quant in the modification list (it prepares its inputs)"
         )
+    plan = plan_targets(model, mod, supports=_smoothable)
+    check_scope(plan, mod)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
-    groups = collect_input_groups(model, windows)
+    groups = collect_input_groups(model, windows, targets=[(t.name, t.module) for t in plan.targets])
+    # A fold rescales the producer's output for every reader: only safe when every reader is smoothed. With an
+    # excluded router or skipped experts some readers are not, so the scales go to pre-hooks on the members.
+    can_fold = not plan.excluded and not plan.unhandled
     folded = 0
     before, after = [], []
+    smoothed: list[nn.Module] = []
     for group in groups:
-        s, fold = smooth_group(group, mod.alpha)
+        s, fold = smooth_group(group, mod.alpha, may_fold=can_fold)
         folded += fold is not None
+        smoothed.extend(m for _, m in group.members)
         before.append(float(group.max_abs.max()))
         after.append(float((group.max_abs / s).max()))
     state.report.update(
@@ -248,6 +280,19 @@ def apply_smoothquant(state: ModifiedModel, mod: SmoothQuant, ctx: ModContext) -
             "calib_tokens": float(windows.numel()),
         }
     )
+    ids = {id(m) for m in smoothed}
+    record_coverage(state, mod, plan, [t for t in plan.targets if id(t.module) in ids])
+
+
+def _smoothable(target: WeightTarget) -> str | None:
+    if target.kind == "expert":
+        return (
+            "SmoothQuant cannot scale the inputs of fused experts (3-D gate_up_proj/down_proj): the down_proj "
+            "input is computed inside the experts kernel, where no per-channel scale can be applied"
+        )
+    if not isinstance(target.module, LINEAR_TYPES):
+        return f"SmoothQuant smooths Linear layers; {type(target.module).__name__} holds a bare weight"
+    return None
 
 
 def activation_outlier_stats(model: nn.Module, windows: torch.Tensor, *, alpha: float = 0.5) -> pd.DataFrame:
@@ -291,11 +336,21 @@ class _GroupStats:
         self.abs_sum = torch.zeros(in_features, device=device)
         self.tokens = 0
 
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [tokens, in]
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().float().reshape(-1, x.shape[-1])  # [tokens, in]
         self.gram.addmm_(x.t(), x)
         self.abs_sum += x.abs().sum(dim=0)
         self.tokens += x.shape[0]
+
+    @classmethod
+    def pooled(cls, parts: list[_GroupStats]) -> _GroupStats:
+        """The mean statistics of `parts` (experts of one layer): see experts.py."""
+        pooled = cls(parts[0].gram.shape[0], parts[0].gram.device)
+        for p in parts:
+            pooled.gram += p.gram / len(parts)
+            pooled.abs_sum += p.abs_sum
+            pooled.tokens += p.tokens
+        return pooled
 
     @property
     def mean_abs(self) -> torch.Tensor:
@@ -357,36 +412,57 @@ def awq_bits_per_weight(bits: int, in_features: int, out_features: int, group_si
 def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     model = state.model
     device = next(model.parameters()).device
+    plan = plan_targets(model, mod, supports=_in_blocks)
+    check_scope(plan, mod)
+    per_block: dict[int, list[WeightTarget]] = defaultdict(list)
+    for t in plan.targets:
+        per_block[t.block].append(t)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     footprint = Footprint()
-    prefix = blocks_name(model)
+    experts = ExpertTally()
+    done: list[WeightTarget] = []
     alphas = []
     for step in walk_blocks(model, windows, batch_size=8):
-        # Each group is searched on the inputs produced by the groups already quantized before it.
-        for members in input_groups(step):
-            stats = _GroupStats(weight_view(members[0][1]).shape[1], device)
-            handle = members[0][1].register_forward_pre_hook(stats)
-            try:
-                step.forward(stop_after=members[-1][1])
-            finally:
-                handle.remove()
-            weights = [weight_view(m) for _, m in members]
-            alpha, effective, _ = awq_search(
-                weights,
-                stats.gram,
-                stats.mean_abs,
-                bits=mod.bits,
-                scheme=mod.scheme,
-                group_size=mod.group_size,
-                grid=mod.grid,
+        if not per_block.get(step.index):
+            continue
+        # Each stage is searched on the inputs produced by the stages already quantized before it (the experts
+        # of one parameter form one stage: they read disjoint rows of one input).
+        for stage in calibration_stages(target_groups(step, per_block[step.index])):
+            stats = {g[0]: _GroupStats(g[0].shape[1], device) for g in stage}
+            with target_inputs(list(stats), lambda t, x, _seq, stats=stats: stats[t].add(x)):
+                step.forward(stop_after=stage[-1][-1].module)
+            unusable = pool_starved_experts(
+                stats, rows=lambda s: s.tokens, pool=_GroupStats.pooled, tally=experts
             )
-            alphas.append(alpha)
-            for (name, _), w, w_eff in zip(members, weights, effective, strict=True):
-                w.copy_(w_eff.to(w.dtype))
-                out_f, in_f = w.shape
-                bpw = awq_bits_per_weight(mod.bits, in_f, out_f, mod.group_size, mod.scheme == "asym")
-                footprint.add(f"{prefix}.{step.index}.{name}", w.numel(), bpw)
+            for members in stage:
+                if members[0] in unusable:
+                    continue
+                group_stats = stats[members[0]]
+                weights = [t.view() for t in members]
+                alpha, effective, _ = awq_search(
+                    weights,
+                    group_stats.gram,
+                    group_stats.mean_abs,
+                    bits=mod.bits,
+                    scheme=mod.scheme,
+                    group_size=mod.group_size,
+                    grid=mod.grid,
+                )
+                alphas.append(alpha)
+                for target, w, w_eff in zip(members, weights, effective, strict=True):
+                    target.write(w_eff)
+                    out_f, in_f = w.shape
+                    bpw = awq_bits_per_weight(mod.bits, in_f, out_f, mod.group_size, mod.scheme == "asym")
+                    footprint.add_target(target, bpw)
+                done.extend(members)
     state.report.update(footprint.report(model))
     state.report["awq_alpha_mean"] = sum(alphas) / max(len(alphas), 1)
     state.report["awq_rtn_share"] = sum(a == 0 for a in alphas) / max(len(alphas), 1)
     state.report["calib_tokens"] = float(windows.numel())
+    state.report.update(experts.report())
+    record_coverage(state, mod, plan, done, missing_reason="never called in the block's calibration forward")
+
+
+def _in_blocks(target: WeightTarget) -> str | None:
+    # AWQ calibrates block by block; Linear layers outside the blocks were never part of it.
+    return None if target.block is not None else "outside the blocks"

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..structure import block_hidden, decoder, find_blocks, like_block_output
-from .targets import LINEAR_TYPES
+from .taps import target_inputs
+from .targets import LINEAR_TYPES, WeightTarget, linear_target
 
 log = logging.getLogger(__name__)
 
@@ -158,37 +159,58 @@ def linear_modules(block: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def input_groups(step: BlockStep) -> list[list[tuple[str, nn.Module]]]:
-    """The block's linear layers grouped by shared input, in the order the block calls them.
+def target_groups(step: BlockStep, targets: list[WeightTarget]) -> list[list[WeightTarget]]:
+    """The block's targets grouped by shared input, in the order the block calls them.
 
     Layers fed the very same tensor (Llama's q/k/v after the input norm, gate/up after the post-attention norm)
     form one group: they share a Hessian in GPTQ and a smoothing scale in SmoothQuant/AWQ. Found by running the
     first calibration batch and comparing the input tensors by identity, so no architecture table is needed.
+    Each expert matrix reads its own routed rows and is a group of its own (listed even with no rows routed).
+    Targets the block never calls are absent.
     """
-    modules = linear_modules(step.block)
     # (input tensor, members): holding the tensors keeps their memory from being reused by a later, different
     # input, so identity is a safe test (a freed address can come back for the next norm's output).
-    groups: list[tuple[torch.Tensor, list[tuple[str, nn.Module]]]] = []
-    handles = []
+    groups: list[tuple[torch.Tensor, list[WeightTarget]]] = []
 
-    def hook_for(name: str, module: nn.Module):
-        def hook(_module, args):
-            x = args[0]
-            for tensor, members in groups:
-                if tensor is x:
-                    if all(m is not module for _, m in members):
-                        members.append((name, module))
-                    return
-            groups.append((x, [(name, module)]))
+    def seen(target: WeightTarget, x: torch.Tensor, _sequences: int) -> None:
+        for tensor, members in groups:
+            if tensor is x:
+                if all(m is not target for m in members):
+                    members.append(target)
+                return
+        groups.append((x, [target]))
 
-        return hook
-
-    for name, module in modules.items():
-        handles.append(module.register_forward_pre_hook(hook_for(name, module)))
-    try:
+    with target_inputs(targets, seen):
         call = step.calls[0]
         step.block(step.inputs[0], *call.args, **call.kwargs)
-    finally:
-        for h in handles:
-            h.remove()
     return [members for _, members in groups]  # in the order of the first call
+
+
+# Experts calibrated in one pass each hold an [in, in] float32 matrix (GPTQ's Hessian, AWQ's Gram matrix): a stage
+# of experts is split where they would hold more than this (Mixtral's 8 down_proj Hessians are 6.6 GB together).
+STAGE_BYTES = 2 * 1024**3
+
+
+def calibration_stages(
+    groups: list[list[WeightTarget]], *, max_bytes: int = STAGE_BYTES
+) -> list[list[list[WeightTarget]]]:
+    """One stage per group (true-sequential calibration), except that the experts of one parameter, which read
+    disjoint rows of one input and do not feed each other, share a stage (one pass for all of them) up to
+    `max_bytes` of [in, in] float32 statistics."""
+    stages: list[list[list[WeightTarget]]] = []
+    held = 0
+    for group in groups:
+        key, cost = group[0].stage, 4 * group[0].shape[1] ** 2
+        if stages and key is not None and stages[-1][-1][0].stage == key and held + cost <= max_bytes:
+            stages[-1].append(group)
+            held += cost
+        else:
+            stages.append([group])
+            held = cost
+    return stages
+
+
+def input_groups(step: BlockStep) -> list[list[tuple[str, nn.Module]]]:
+    """The block's Linear / Conv1D layers grouped by shared input (see `target_groups`), by block-relative name."""
+    targets = [linear_target(name, m) for name, m in linear_modules(step.block).items()]
+    return [[(t.name, t.module) for t in group] for group in target_groups(step, targets)]

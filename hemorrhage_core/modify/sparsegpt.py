@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from ..spec import Prune
+from ..specs import Prune
 from .obs import inverse_hessian_factor, single_threaded
 from .prune import Evidence, pruning_method
 

@@ -1,14 +1,15 @@
 """Structured pruning: remove whole attention heads, MLP intermediate channels, or transformer blocks.
 
-Heads and channels are "groups" of weights that live in several matrices (a query head is rows of q_proj and
-columns of o_proj; an MLP channel is a row of gate_proj and up_proj and a column of down_proj). A group's importance
-is the sum of an element-wise score over its weights (`IMPORTANCE`: magnitude w², activation |w|·‖X_j‖, or
-LLM-Pruner's first-order Taylor |w·ḡ|), computed once on the model as it is. The least important groups of every
-layer go (the same number per layer, as LLM-Pruner does, so every layer keeps a valid shape), the matrices are
-sliced, and the attention modules learn their new head counts.
-
-Layouts are found by module names, not by model class (`ATTENTION_LAYOUTS`, `MLP_LAYOUTS`): Llama / Mistral /
-Qwen / Gemma (q/k/v/o_proj, gate/up/down_proj) and GPT-2 (fused c_attn, c_fc/c_proj, Conv1D weights).
+Heads and channels are "groups" of weights that live in several matrices (a query head is rows of its input
+projection(s) and columns of the output projection; an MLP channel is a row of gate and up and a column of down).
+Where they live is described as data, per layout, in `heads.py` (`ATTENTION_LAYOUTS`: separate q/k/v, fused
+[q; k; v], per-KV-group interleaving, CodeGen's mp_num chunks, multi-query, with q/k norms, attention sinks and
+ALiBi) and `channels.py` (`MLP_LAYOUTS` and fused MoE experts). A group's importance is the sum of an element-wise
+score over its weights (`IMPORTANCE`: magnitude w², activation |w|·‖X_j‖, or LLM-Pruner's first-order Taylor
+|w·ḡ|), computed once on the model as it is. The least important groups of every layer go (the same number per
+layer, as LLM-Pruner does, so every layer keeps a valid shape), the matrices are sliced, and the attention modules
+learn their new head counts. Removing a group computes exactly what the unpruned model computes with that
+group's output columns zeroed (tests/integration/test_structured_layouts.py checks it for every layout).
 
 Blocks follow ShortGPT: importance 1 − cos(h_in, h_out) averaged over calibration tokens; the least important
 blocks are removed with the depth family's `rebuild_blocks`, and `layer_map` sends them to None.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,153 +27,18 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import SpecError
-from ..specs.prune_structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
-from ..structure import find_blocks
+from ..specs import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
+from ..structure import blocks_name, find_blocks
 from .base import ModContext, ModifiedModel, handles
-from .calibration import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .channels import DenseChannels, ExpertChannels, channel_groups
 from .depth import rebuild_blocks
+from .evidence import GradientStats, InputStats, accumulate_gradients, input_statistics
+from .experts import ExpertTally, pool_starved_experts
+from .heads import HeadCut, check_cut, head_layout, remove_heads
 from .prune import CALIB_BATCH
-from .targets import weight_view
+from .targets import WeightTarget, as_targets, weight_view
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Slicing a Linear / Conv1D along its output or input dimension ([out, in] view, as everywhere).
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def slice_layer(module: nn.Module, side: str, keep: torch.Tensor) -> None:
-    """Keep only the outputs (`side="out"`) or inputs (`"in"`) listed in `keep` (LongTensor, sorted), in place.
-
-    New parameters replace the old (nothing outside the module may hold them: the runner works on a copy).
-    """
-    conv = isinstance(module, Conv1D)
-    w = module.weight.data  # Linear: [out, in]; Conv1D: [in, out]
-    dim = (1 if conv else 0) if side == "out" else (0 if conv else 1)
-    requires_grad = module.weight.requires_grad
-    module.weight = nn.Parameter(
-        w.index_select(dim, keep.to(w.device)).contiguous(), requires_grad=requires_grad
-    )
-    if side == "out" and getattr(module, "bias", None) is not None:
-        module.bias = nn.Parameter(
-            module.bias.data[keep.to(w.device)].contiguous(), requires_grad=requires_grad
-        )
-    n = len(keep)
-    if conv:  # Conv1D(nf=out, nx=in) reads nf in forward
-        if side == "out":
-            module.nf = n
-        else:
-            module.nx = n
-    elif side == "out":
-        module.out_features = n
-    else:
-        module.in_features = n
-
-
-@dataclass(frozen=True)
-class Part:
-    """Where group g of a layout lives: indices [offset + g·size, offset + (g+1)·size) along `side` of `module`."""
-
-    module: nn.Module
-    side: str  # "out" (rows) or "in" (columns)
-    offset: int
-    size: int
-
-    def indices(self, g: int) -> range:
-        return range(self.offset + g * self.size, self.offset + (g + 1) * self.size)
-
-
-@dataclass
-class HeadLayout:
-    """One block's attention: query heads (q rows + o columns) and KV heads (k and v rows)."""
-
-    attn: nn.Module
-    n_heads: int
-    n_kv: int
-    query_parts: list[Part]
-    kv_parts: list[Part]
-    set_heads: Callable[[int, int], None]  # (query heads, kv heads) -> update the module's own counts
-
-    @property
-    def group_size(self) -> int:
-        return self.n_heads // self.n_kv
-
-
-def _llama_attention(block: nn.Module) -> HeadLayout | None:
-    attn = getattr(block, "self_attn", None)
-    if attn is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
-        return None
-    hd = attn.head_dim
-    n_heads, n_kv = weight_view(attn.q_proj).shape[0] // hd, weight_view(attn.k_proj).shape[0] // hd
-
-    def set_heads(heads: int, kv: int) -> None:
-        # Llama-style attention infers head counts from tensor shapes; only the K/V repeat factor is stored.
-        attn.num_key_value_groups = heads // kv
-        for name, value in (("num_heads", heads), ("num_key_value_heads", kv)):
-            if hasattr(attn, name):
-                setattr(attn, name, value)
-
-    return HeadLayout(
-        attn,
-        n_heads,
-        n_kv,
-        query_parts=[Part(attn.q_proj, "out", 0, hd), Part(attn.o_proj, "in", 0, hd)],
-        kv_parts=[Part(attn.k_proj, "out", 0, hd), Part(attn.v_proj, "out", 0, hd)],
-        set_heads=set_heads,
-    )
-
-
-def _gpt2_attention(block: nn.Module) -> HeadLayout | None:
-    attn = getattr(block, "attn", None)
-    if (
-        attn is None
-        or not (hasattr(attn, "c_attn") and hasattr(attn, "c_proj"))
-        or getattr(attn, "is_cross_attention", False)
-    ):
-        return None
-    hd, n = attn.head_dim, attn.num_heads
-    width = n * hd  # c_attn's outputs are [q | k | v], each n·hd wide
-
-    def set_heads(heads: int, _kv: int) -> None:
-        attn.num_heads = heads
-        attn.split_size = heads * hd  # forward splits c_attn's output into q, k, v of this width
-
-    return HeadLayout(
-        attn,
-        n,
-        n,
-        query_parts=[Part(attn.c_attn, "out", 0, hd), Part(attn.c_proj, "in", 0, hd)],
-        kv_parts=[Part(attn.c_attn, "out", width, hd), Part(attn.c_attn, "out", 2 * width, hd)],
-        set_heads=set_heads,
-    )
-
-
-def _llama_mlp(block: nn.Module) -> list[Part] | None:
-    mlp = getattr(block, "mlp", None)
-    if mlp is None or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
-        return None
-    return [Part(mlp.gate_proj, "out", 0, 1), Part(mlp.up_proj, "out", 0, 1), Part(mlp.down_proj, "in", 0, 1)]
-
-
-def _two_layer_mlp(block: nn.Module) -> list[Part] | None:
-    mlp = getattr(block, "mlp", None)
-    for up, down in (("c_fc", "c_proj"), ("fc1", "fc2"), ("up_proj", "down_proj")):
-        if mlp is not None and hasattr(mlp, up) and hasattr(mlp, down):
-            return [Part(getattr(mlp, up), "out", 0, 1), Part(getattr(mlp, down), "in", 0, 1)]
-    return None
-
-
-ATTENTION_LAYOUTS: list[Callable[[nn.Module], HeadLayout | None]] = [_llama_attention, _gpt2_attention]
-MLP_LAYOUTS: list[Callable[[nn.Module], list[Part] | None]] = [_llama_mlp, _two_layer_mlp]
-
-
-def _layout(block: nn.Module, finders, what: str):
-    for find in finders:
-        found = find(block)
-        if found is not None:
-            return found
-    raise SpecError(f"structured pruning does not know the {what} layout of {type(block).__name__}")
 
 
 def nearest(x: float) -> int:
@@ -207,7 +72,7 @@ class Evidence:
     grads: GradientStats | None = None
 
 
-ElementScore = Callable[[str, nn.Module, Evidence], torch.Tensor]  # (name, module, evidence) -> [out, in]
+ElementScore = Callable[[str, WeightTarget, Evidence], torch.Tensor]  # (name, matrix, evidence) -> [out, in]
 IMPORTANCE: dict[
     str, tuple[ElementScore, bool, bool]
 ] = {}  # name -> (score, needs activations, needs gradients)
@@ -222,74 +87,87 @@ def importance(name: str, *, activations: bool = False, gradients: bool = False)
 
 
 @importance("magnitude")
-def _magnitude(name, module, ev):
-    return weight_view(module).float().pow(2)
+def _magnitude(name, target, ev):
+    return target.view().float().pow(2)
 
 
 @importance("activation", activations=True)
-def _activation(name, module, ev):
-    w = weight_view(module).float()
+def _activation(name, target, ev):
+    w = target.view().float()
     return w.abs() * ev.inputs[name].act_norm().to(w.device)[None, :]
 
 
 @importance("taylor", gradients=True)
-def _taylor(name, module, ev):
-    w = weight_view(module).float()
+def _taylor(name, target, ev):
+    w = target.view().float()
     return (w * ev.grads.mean[name].to(w.device)).abs()
 
 
 assert set(IMPORTANCE) == STRUCTURED_IMPORTANCE, "specs/prune_structured.py and structured.py disagree"
 
 
-def _part_sums(
-    model: nn.Module, parts: list[Part], mod, ctx: ModContext
-) -> dict[tuple[int, str], torch.Tensor]:
-    """(id(module), side) -> [n] element scores summed along the other side, for every module in `parts`."""
-    modules = {f"m{id(p.module)}": p.module for p in parts}
+Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (row sums [out], column sums [in]) of its score
+
+
+def _scores(
+    model: nn.Module, matrices: dict[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
+) -> Sums:
+    """Row and column sums of the element score of every matrix (a Linear / Conv1D module, or a `WeightTarget`
+    such as one fused expert); the evidence the importance needs is collected once for all of them."""
+    targets = as_targets(matrices)
     score, activations, gradients = IMPORTANCE[mod.importance]
     ev = Evidence()
     if activations or gradients:
         windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
         if gradients:
-            ev.grads = accumulate_gradients(model, modules, windows, squares=False)
+            ev.grads = accumulate_gradients(model, targets, windows, squares=False)
         if activations:
             device = next(model.parameters()).device
-            with torch.no_grad(), input_statistics(modules, hessian=False) as stats:
+            with torch.no_grad(), input_statistics(targets, hessian=False) as stats:
                 for start in range(0, windows.shape[0], CALIB_BATCH):
                     model.get_decoder()(
                         input_ids=windows[start : start + CALIB_BATCH].to(device), use_cache=False
                     )
-            ev.inputs = stats
+            ev.inputs = _pooled_experts(targets, stats, tally)
     sums = {}
-    for name, module in modules.items():
-        s = score(name, module, ev)  # [out, in]
-        sums[(id(module), "out")] = s.sum(1)
-        sums[(id(module), "in")] = s.sum(0)
+    for name, target in targets.items():
+        s = score(name, target, ev)  # [out, in], reduced at once: one matrix's score in memory at a time
+        sums[name] = (s.sum(1), s.sum(0))
     return sums
 
 
-def _group_scores(parts: list[Part], n_groups: int, sums) -> torch.Tensor:
-    """[n_groups] total element score of each group over its parts."""
-    out = torch.zeros(n_groups, dtype=torch.float64)
-    for p in parts:
-        v = sums[(id(p.module), p.side)].double().cpu()
-        out += v[p.offset : p.offset + n_groups * p.size].reshape(n_groups, p.size).sum(1)
-    return out
+def _pooled_experts(targets: dict[str, WeightTarget], stats: dict[str, InputStats], tally) -> dict:
+    """Experts the calibration text barely routed to take their layer's pooled statistics (experts.py); a layer
+    whose experts saw no token at all cannot be ranked by activation."""
+    by_target = {targets[name]: s for name, s in stats.items()}
+    unusable = pool_starved_experts(by_target, rows=lambda s: s.tokens, pool=InputStats.pooled, tally=tally)
+    if unusable:
+        raise SpecError(
+            f"prune_channels: importance='activation': no calibration token reached the experts of "
+            f"{next(iter(unusable)).param_name}; use more calibration samples or importance=magnitude or taylor"
+        )
+    return {name: by_target[t] for name, t in targets.items()}
 
 
-def _remove_groups(parts: list[Part], drop: dict[int, list[int]]) -> None:
-    """Slice every module once, dropping the indices of the groups in `drop` (group index lists per Part index)."""
-    removed: dict[tuple[int, str], set[int]] = defaultdict(set)
-    modules = {}
-    for k, p in enumerate(parts):
-        for g in drop.get(k, ()):
-            removed[(id(p.module), p.side)].update(p.indices(g))
-        modules[id(p.module)] = p.module
-    for (mid, side), gone in removed.items():
-        module = modules[mid]
-        size = weight_view(module).shape[0 if side == "out" else 1]
-        keep = torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
-        slice_layer(module, side, keep)
+Parts = list[tuple[nn.Module, str, torch.Tensor]]  # (module, side, [n groups, size] indices)
+
+
+def _key(module) -> str:
+    return f"m{id(module)}"
+
+
+def _matrices(parts: Parts) -> dict[str, nn.Module]:
+    return {_key(m): m for m, _, _ in parts}
+
+
+def _group_scores(parts: Parts, sums: Sums) -> torch.Tensor:
+    """[n groups] total element score of each group over its parts."""
+    total = None
+    for module, side, index in parts:
+        line = sums[_key(module)][0 if side == "out" else 1].double().cpu()
+        value = line[index].sum(1)
+        total = value if total is None else total + value
+    return total
 
 
 def _report(state: ModifiedModel, before: int, before_linear: int) -> None:
@@ -310,56 +188,53 @@ def _original_layers(state: ModifiedModel, j: int) -> list[int]:
     return [i for i, mapped in enumerate(state.layer_map) if mapped == j]
 
 
+def _lowest(scores: torch.Tensor, r: int) -> list[int]:
+    return sorted(torch.topk(scores, r, largest=False).indices.tolist()) if r else []
+
+
+def _head_cut(lay, mod: PruneHeads, q_scores: torch.Tensor, kv_scores: torch.Tensor) -> HeadCut:
+    """The heads one layer keeps. Whole KV groups (unit="kv", or heads that are their own group), or the same
+    number of query heads from every KV group (repeat_kv needs one group size)."""
+    g_size, n_kv = lay.group_size, lay.n_kv
+    if mod.unit == "kv" or g_size == 1:
+        r = nearest(mod.fraction * n_kv)
+        if r >= n_kv:
+            raise SpecError(f"prune_heads: fraction {mod.fraction} removes all {n_kv} KV groups of a layer")
+        gone_kv = set(_lowest(kv_scores + q_scores.reshape(n_kv, g_size).sum(1), r))
+        return HeadCut(
+            q=[h for h in range(lay.n_heads) if h // g_size not in gone_kv],
+            kv=[g for g in range(n_kv) if g not in gone_kv],
+        )
+    r = nearest(mod.fraction * g_size)
+    if r >= g_size:
+        raise SpecError(
+            f"prune_heads: fraction {mod.fraction} removes all {g_size} query heads of a KV group"
+        )
+    per_group = q_scores.reshape(n_kv, g_size)
+    gone = {g * g_size + h for g in range(n_kv) for h in _lowest(per_group[g], r)}
+    return HeadCut(q=[h for h in range(lay.n_heads) if h not in gone], kv=list(range(n_kv)))
+
+
 @handles(PruneHeads)
 def apply_prune_heads(state: ModifiedModel, mod: PruneHeads, ctx: ModContext) -> None:
     model = state.model
     before, before_linear = count_params(model), linear_weight_count(model)
-    layouts = [_layout(b, ATTENTION_LAYOUTS, "attention") for b in find_blocks(model)]
-    sums = _part_sums(model, [p for lay in layouts for p in lay.query_parts + lay.kv_parts], mod, ctx)
+    layouts = [head_layout(b, model) for b in find_blocks(model)]
+    parts = [p for lay in layouts for unit in ("q", "kv") for p in lay.parts(unit)]
+    sums = _scores(model, _matrices(parts), mod, ctx, ExpertTally())
+    cuts = [_head_cut(lay, mod, _group_scores(lay.parts("q"), sums), _group_scores(lay.parts("kv"), sums))
+            for lay in layouts]  # fmt: skip
+    for lay, cut in zip(layouts, cuts, strict=True):
+        check_cut(lay, cut)  # every layer can take its new counts before any is changed
     removed_heads = 0
-    for j, lay in enumerate(layouts):
-        g_size, n_kv = lay.group_size, lay.n_kv
-        q_scores = _group_scores(lay.query_parts, lay.n_heads, sums)  # [heads]
-        kv_scores = _group_scores(lay.kv_parts, n_kv, sums)  # [kv heads]
-        if mod.unit == "kv" or g_size == 1:
-            # Whole KV groups: the group's K/V heads and all its query heads.
-            r = nearest(mod.fraction * n_kv)
-            if r >= n_kv:
-                raise SpecError(
-                    f"prune_heads: fraction {mod.fraction} removes all {n_kv} KV groups of a layer"
-                )
-            group_total = kv_scores + q_scores.reshape(n_kv, g_size).sum(1)
-            gone_kv = sorted(torch.topk(group_total, r, largest=False).indices.tolist()) if r else []
-            gone_q = [g * g_size + h for g in gone_kv for h in range(g_size)]
-            new_heads, new_kv = lay.n_heads - len(gone_q), n_kv - r
-        else:
-            # The same number of query heads from every KV group: repeat_kv needs one group size.
-            r = nearest(mod.fraction * g_size)
-            if r >= g_size:
-                raise SpecError(
-                    f"prune_heads: fraction {mod.fraction} removes all {g_size} query heads of a KV group"
-                )
-            per_group = q_scores.reshape(n_kv, g_size)
-            low = (
-                torch.topk(per_group, r, dim=1, largest=False).indices
-                if r
-                else torch.empty(n_kv, 0, dtype=torch.long)
-            )
-            gone_q = sorted(g * g_size + int(h) for g in range(n_kv) for h in low[g])
-            gone_kv = []
-            new_heads, new_kv = lay.n_heads - len(gone_q), n_kv
-        if not gone_q:
+    for j, (lay, cut) in enumerate(zip(layouts, cuts, strict=True)):
+        if len(cut.q) == lay.n_heads:
             continue
-        drop = {k: gone_q for k in range(len(lay.query_parts))}
-        drop |= {len(lay.query_parts) + k: gone_kv for k in range(len(lay.kv_parts))}
-        _remove_groups(lay.query_parts + lay.kv_parts, drop)
-        lay.set_heads(new_heads, new_kv)
-        removed_heads += len(gone_q)
-        gone_set = set(gone_q)
-        kept = [h for h in range(lay.n_heads) if h not in gone_set]
+        remove_heads(lay, cut)
+        removed_heads += lay.n_heads - len(cut.q)
         for i in _original_layers(state, j):
             previous = state.head_map.get(i, list(range(lay.n_heads)))
-            state.head_map[i] = [previous[h] for h in kept]
+            state.head_map[i] = [previous[h] for h in cut.q]
     if not removed_heads:
         log.warning("prune_heads: fraction %g removes no head of a %s layer", mod.fraction, mod.unit)
     state.report["heads_removed"] = float(removed_heads)
@@ -370,18 +245,39 @@ def apply_prune_heads(state: ModifiedModel, mod: PruneHeads, ctx: ModContext) ->
 def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModContext) -> None:
     model = state.model
     before, before_linear = count_params(model), linear_weight_count(model)
-    layouts = [_layout(b, MLP_LAYOUTS, "MLP") for b in find_blocks(model)]
-    sums = _part_sums(model, [p for parts in layouts for p in parts], mod, ctx)
+    prefix = blocks_name(model)
+    groups, experts = [], {}  # experts: id(group) -> parameter -> one WeightTarget per expert
+    for j, block in enumerate(find_blocks(model)):
+        for g in channel_groups(block, model):
+            groups.append(g)
+            if isinstance(g, ExpertChannels):
+                experts[id(g)] = g.targets(block, j, f"{prefix}.{j}")
+    # One evidence pass for all: the dense parts and every expert matrix.
+    matrices: dict[str, nn.Module | WeightTarget] = _matrices(
+        [p for g in groups if isinstance(g, DenseChannels) for p in g.parts]
+    )
+    matrices |= {t.name: t for by_param in experts.values() for ts in by_param.values() for t in ts}
+    tally = ExpertTally()
+    sums = _scores(model, matrices, mod, ctx, tally)
     removed = 0
-    for parts in layouts:
-        width = weight_view(parts[0].module).shape[0]  # intermediate channels
-        r = nearest(mod.fraction * width)
+    for g in groups:
+        r = nearest(mod.fraction * g.width)
+        if r >= g.width:
+            raise SpecError(
+                f"prune_channels: fraction {mod.fraction} removes all {g.width} channels of an MLP"
+            )
         if not r:
             continue
-        gone = torch.topk(_group_scores(parts, width, sums), r, largest=False).indices.tolist()
-        _remove_groups(parts, {k: gone for k in range(len(parts))})
-        removed += r
+        if isinstance(g, DenseChannels):
+            g.remove(torch.topk(_group_scores(g.parts, sums), r, largest=False).indices.tolist())
+            removed += r
+        else:
+            up = [sums[t.name][0] for t in experts[id(g)][g.up_name]]  # each expert's row sums
+            down = [sums[t.name][1] for t in experts[id(g)]["down_proj"]]  # ... and column sums
+            g.remove(torch.topk(g.channel_scores(up, down), r, dim=1, largest=False).indices)
+            removed += r * g.n_experts
     state.report["channels_removed"] = float(removed)
+    state.report.update(tally.report())
     _report(state, before, before_linear)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Prune
+from ..specs import Prune
 from .prune import Evidence, score_method
 
 

@@ -4,7 +4,7 @@ The final norm is whatever lies between the last block and the head (`structure.
 
 Applied to the base model's h_l and the modified model's h'_l (both through the *base* model's final norm and
 unembedding, so only the residual stream differs), KL(lens(h_l) || lens(h'_l)) shows at which depth predictive
-information is lost (../shared/guide/metrics.md §2). It is full-vocabulary and exact, so it is computed on a small,
+information is lost (docs/metrics.md §2). It is full-vocabulary and exact, so it is computed on a small,
 fixed subset of positions per batch (`lens_rows`); the count is recorded with the results.
 """
 

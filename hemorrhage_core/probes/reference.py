@@ -36,7 +36,7 @@ from safetensors.torch import load, save_file
 
 from ..errors import CacheError
 from ..memory import release_freed_memory
-from ..spec import CODE_VERSION, ProbeSettings
+from ..specs import CODE_VERSION, ProbeSettings
 from ..structure import attention_of, find_blocks
 from .capture import attention_patterns, forward_sites, unembed
 from .kernels import capture_prefix, fast_attention

@@ -1,11 +1,57 @@
-"""Spec dataclasses of every modification family beyond the foundation's (one module per family).
+"""Every spec of the project: `specs/base.py` (the registry, RunSpec, ProbeSettings, the shared checks) and one
+module per modification family, each named like its handler in `hemorrhage_core/modify/`. No torch here.
 
-Importing this package imports every module in it, so each family registers its `@modification` kinds without
-anyone editing a shared list. Modules here must not import torch.
+The family modules are imported explicitly below, which registers every `@modification` kind; adding a family is
+one line here (see docs/extending.md). The import order is the registration order, which is the order kinds are
+offered in within a family (the dashboard's pickers, `hemlab mods`).
 """
 
-import importlib
-import pkgutil
+# isort: off
+from . import quantize, prune, decode, decoding_calibration, distill, checkpoint  # noqa: F401, I001
+from . import depth, structured, gptq, bnb, actquant, scaling  # noqa: F401, I001
 
-for _info in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_info.name}")
+# isort: on
+from .actquant import ActQuant
+from .base import (
+    ATTN_CELLS_MAX,
+    CODE_VERSION,
+    DEFAULT_CALIBRATION,
+    MODIFICATIONS,
+    SCOPE_DEFAULTS,
+    Calibrated,
+    ModelFacts,
+    Modification,
+    ProbeSettings,
+    RunSpec,
+    calibration_label,
+    check,
+    check_calibration,
+    check_chain,
+    check_group_size,
+    mod_from_dict,
+    modification,
+    parse_mod,
+    parse_value,
+    scope_label,
+)
+from .bnb import Bnb4bit, BnbInt8
+from .checkpoint import Against
+from .decode import MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
+from .decoding_calibration import CalibrateDecoding
+from .depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
+from .distill import KLDistill
+from .gptq import GPTQ
+from .prune import CALIBRATED_PRUNE_METHODS, PRUNE_METHODS, Prune, parse_nm
+from .quantize import QuantizeRTN
+from .scaling import AWQ, SmoothQuant
+from .structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
+
+__all__ = [
+    "ATTN_CELLS_MAX", "AWQ", "CALIBRATED_PRUNE_METHODS", "CODE_VERSION", "DEFAULT_CALIBRATION", "GPTQ",
+    "MODIFICATIONS", "PRUNE_METHODS", "SCOPE_DEFAULTS", "STRUCTURED_IMPORTANCE", "ActQuant", "Against",
+    "Bnb4bit", "BnbInt8", "CalibrateDecoding", "Calibrated", "DepthUpscale", "DuplicateLayers", "InsertIdentity",
+    "KLDistill", "MinP", "ModelFacts", "Modification", "ProbeSettings", "Prune", "PruneBlocks", "PruneChannels",
+    "PruneHeads", "QuantizeRTN", "RemoveLayers", "RepetitionPenalty", "RunSpec", "Sampler", "SmoothQuant",
+    "Temperature", "TopK", "TopP", "calibration_label", "check", "check_calibration", "check_chain",
+    "check_group_size", "mod_from_dict", "modification", "parse_mod", "parse_nm", "parse_value", "scope_label",
+]  # fmt: skip

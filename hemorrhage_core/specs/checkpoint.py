@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..spec import Modification, _check, modification
+from .base import Modification, check, modification
 
 
 @modification("checkpoint")
@@ -31,11 +31,11 @@ class Against(Modification):
     identity: str = ""  # identity.model_identity(source) when the spec was made: the files it measures
 
     def __post_init__(self):
-        _check(
+        check(
             bool(self.source.strip()),
             "checkpoint needs source=PATH_OR_HUB_ID: a model folder, a .gguf file or a hub id",
         )
-        _check(
+        check(
             bool(self.identity),
             "checkpoint needs the identity of the checkpoint's files: use `hemlab run --against PATH` "
             "(or identity.against_spec in Python), which computes it",

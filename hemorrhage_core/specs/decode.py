@@ -1,4 +1,4 @@
-"""Decoding changes: truncation samplers and repetition penalty (temperature lives in spec.py). No torch here.
+"""Decoding changes: truncation samplers and repetition penalty and temperature. No torch here.
 
 Each knob is its own kind, applied in the order given (`--mod top_k:k=40 --mod temperature:value=0.7` truncates
 first, then scales), and `sampler` bundles every knob in Hugging Face `generate`'s fixed order: repetition
@@ -15,30 +15,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import SpecError
-from ..spec import Modification, modification
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise SpecError(message)
+from .base import Modification, check, modification
 
 
 def _check_top_k(k: int) -> None:
-    _check(isinstance(k, int) and k >= 1, f"top-k needs k >= 1 tokens, got {k!r}")
+    check(isinstance(k, int) and k >= 1, f"top-k needs k >= 1 tokens, got {k!r}")
 
 
 def _check_top_p(p: float) -> None:
-    _check(0.0 < p <= 1.0, f"top-p (nucleus) mass must be in (0, 1], got {p}")
+    check(0.0 < p <= 1.0, f"top-p (nucleus) mass must be in (0, 1], got {p}")
 
 
 def _check_min_p(p: float) -> None:
-    _check(0.0 <= p < 1.0, f"min-p must be in [0, 1), got {p}")
+    check(0.0 <= p < 1.0, f"min-p must be in [0, 1), got {p}")
 
 
 def _check_penalty(penalty: float, last_n: int) -> None:
-    _check(1.0 <= penalty <= 10.0, f"repetition penalty must be in [1, 10] (1 = off), got {penalty}")
-    _check(last_n >= 0, f"repetition window last_n must be >= 0 (0 = the whole context), got {last_n}")
+    check(1.0 <= penalty <= 10.0, f"repetition penalty must be in [1, 10] (1 = off), got {penalty}")
+    check(last_n >= 0, f"repetition window last_n must be >= 0 (0 = the whole context), got {last_n}")
+
+
+@modification("temperature")
+@dataclass(frozen=True)
+class Temperature(Modification):
+    """Decoding temperature: the logits the metrics see are divided by `value` (reference setting: 1)."""
+
+    family: ClassVar[str] = "decode"
+    touches_weights: ClassVar[bool] = False
+    value: float = 1.0
+
+    def __post_init__(self):
+        # Below 1e-3 the scaled logits of a real model leave float32's range: NaN perplexities, not numbers.
+        check(1e-3 <= self.value <= 100.0, f"temperature must be in [0.001, 100], got {self.value}")
+
+    def label(self) -> str:
+        return f"T={self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,7 @@ class Sampler(DecodingChange):
     repetition_last_n: int = 0
 
     def __post_init__(self):
-        _check(0.0 < self.temperature <= 100.0, f"temperature must be in (0, 100], got {self.temperature}")
+        check(0.0 < self.temperature <= 100.0, f"temperature must be in (0, 100], got {self.temperature}")
         if self.top_k:
             _check_top_k(self.top_k)
         _check_top_p(self.top_p)

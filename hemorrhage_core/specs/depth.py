@@ -12,14 +12,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import SpecError
-from ..spec import Modification, modification
+from .base import Modification, check, modification
 
 _SEPARATORS = re.compile(r"[+;\s]+")
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise SpecError(message)
 
 
 def layer_list(value, what: str) -> tuple[int, ...]:
@@ -36,7 +31,7 @@ def layer_list(value, what: str) -> tuple[int, ...]:
         layers = tuple(sorted({int(v) for v in items}))
     except (TypeError, ValueError):
         raise SpecError(f"{what}: block indices must be integers separated by '+', got {value!r}") from None
-    _check(all(i >= 0 for i in layers), f"{what}: block indices must be >= 0, got {value!r}")
+    check(all(i >= 0 for i in layers), f"{what}: block indices must be >= 0, got {value!r}")
     return layers
 
 
@@ -56,11 +51,11 @@ class DuplicateLayers(DepthChange):
     times: int = 1
 
     def __post_init__(self):
-        _check(
+        check(
             0 <= self.start < self.end,
             f"duplicate_layers needs 0 <= start < end, got [{self.start}, {self.end})",
         )
-        _check(1 <= self.times <= 8, f"duplicate_layers: times must be in [1, 8], got {self.times}")
+        check(1 <= self.times <= 8, f"duplicate_layers: times must be in [1, 8], got {self.times}")
 
     def label(self) -> str:
         times = f" x{self.times + 1}" if self.times > 1 else ""
@@ -76,7 +71,7 @@ class DepthUpscale(DepthChange):
     overlap: int = 8
 
     def __post_init__(self):
-        _check(self.overlap >= 0, f"depth_upscale: overlap must be >= 0, got {self.overlap}")
+        check(self.overlap >= 0, f"depth_upscale: overlap must be >= 0, got {self.overlap}")
 
     def label(self) -> str:
         return f"SOLAR upscale overlap {self.overlap}"
@@ -85,8 +80,9 @@ class DepthUpscale(DepthChange):
 @modification("insert_identity")
 @dataclass(frozen=True)
 class InsertIdentity(DepthChange):
-    """LLaMA-Pro block expansion: after each chosen block insert a copy of it whose output projections (attention
-    o_proj / c_proj and MLP down_proj / c_proj, with biases) are zero, so the new block is exactly the identity.
+    """LLaMA-Pro block expansion: after each chosen block insert a copy of it whose output projections (what its
+    attention and MLP write to the residual stream, with biases) are zero, so the new block is exactly the identity
+    (checked; architectures where it is not, such as post-norm blocks, are refused).
 
     Choose the blocks with `after` (indices) or `every` (after blocks every-1, 2*every-1, ...; LLaMA-Pro: 32
     blocks, every=4 -> 40 blocks); exactly one of the two.
@@ -97,8 +93,8 @@ class InsertIdentity(DepthChange):
 
     def __post_init__(self):
         object.__setattr__(self, "after", layer_list(self.after, "insert_identity.after"))
-        _check(self.every >= 0, f"insert_identity: every must be >= 0, got {self.every}")
-        _check(
+        check(self.every >= 0, f"insert_identity: every must be >= 0, got {self.every}")
+        check(
             bool(self.after) != bool(self.every),
             "insert_identity needs exactly one of after=i+j+... (block indices) or every=N",
         )
@@ -118,7 +114,7 @@ class RemoveLayers(DepthChange):
 
     def __post_init__(self):
         object.__setattr__(self, "layers", layer_list(self.layers, "remove_layers.layers"))
-        _check(bool(self.layers), "remove_layers needs layers=i+j+... (at least one block index)")
+        check(bool(self.layers), "remove_layers needs layers=i+j+... (at least one block index)")
 
     def label(self) -> str:
         return "remove " + "+".join(map(str, self.layers))

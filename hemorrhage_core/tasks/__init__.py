@@ -7,7 +7,7 @@ items.py     items and deterministic subsets (first N, or a seeded stratified sa
 scoring.py   log-likelihoods lm-eval's way, each shared context encoded once (its key/value cache reused)
 stats.py     Wilson, Newcombe's paired difference, McNemar's exact test, answer-distribution KL
 evaluate.py  paired evaluation: the original's scores stored once per model and task, reports per task
-commands.py  `hemlab tasks`, the --tasks options and their text tables
+tables.py    one tidy summary frame of task results (charts, pages, report)
 
-Nothing here is imported at CLI parse time except commands.py (argparse only).
+The command line (`hemlab tasks`, the --tasks options, their text tables) is hemorrhage_core/cli/tasks.py.
 """

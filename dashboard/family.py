@@ -1,0 +1,123 @@
+"""One page per modification family (Quantize, Prune, Decode, Depth), generic over the spec registry.
+
+Every class registered with `@modification` whose `family` is the page's appears as a method; its form is built
+from its fields (fields.py), so a new method shows up without editing any page. The settings of each family
+page are remembered, so a page can stack them into one chain (prune → quantize → depth → decode).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from hemorrhage_core import charts
+from hemorrhage_core.errors import HemlabError, SpecError
+from hemorrhage_core.specs import Calibrated, Modification, RunSpec
+from hemorrhage_core.specs.families import family as family_info
+from hemorrhage_core.specs.families import stack_order
+
+from .fields import describe, family_kinds
+from .forms import mod_form
+from .state import load_base, runner
+from .widgets import chart, headline, require_selection, run_with_progress
+
+# Session key: family -> the modification last set on its page (the Mitigate page stacks them).
+LAST_MODS = "hemlab.family_mods"
+
+
+def stacked(family: str, mod: Modification, others: dict[str, Modification]) -> tuple[Modification, ...]:
+    """This page's modification with the other pages' ones, in the families' stack order (weights first,
+    decoding last: specs/families.py)."""
+    chain = {**{f: m for f, m in others.items() if f != family}, family: mod}
+    order = {f: i for i, f in enumerate(stack_order())}
+    return tuple(chain[f] for f in sorted(chain, key=lambda f: order.get(f, len(order))))
+
+
+def _num_layers(model: str) -> int | None:
+    """The model's block count for layer-index widgets (loads the shared base model once per process)."""
+    try:
+        with st.spinner(f"Loading {model} (once per process)…"):
+            return load_base(model).num_layers
+    except HemlabError:
+        return None  # the run below reports the loading error on the page
+
+
+def calibrates(mod: Modification) -> bool:
+    """Whether a setting reads calibration text or trains (minutes per setting, not seconds)."""
+    return isinstance(mod, Calibrated) or bool(getattr(mod, "calibrated", False))
+
+
+def family_page(family: str) -> None:
+    """Method picker, generated form, headline numbers and the four profile charts for one family.
+
+    Title and introduction come from the family registry (specs/families.py). A change measures at once for
+    instant methods; a setting that calibrates or trains waits for the Measure button unless it is stored, so a
+    dropdown change never starts minutes of work.
+    """
+    info = family_info(family)
+    st.title(info.title)
+    st.caption(info.intro)
+    sel = require_selection()
+    kinds = family_kinds(family)
+    if not kinds:
+        st.info(f"No {family} method is registered in this version yet; the page lists them as they land.")
+        st.stop()
+
+    remembered: dict[str, Modification] = st.session_state.setdefault(LAST_MODS, {})
+    with st.container(border=True):
+        top = st.columns([2, 1, 1])
+        kind = top[0].selectbox(
+            "Method",
+            list(kinds),
+            key=f"{family}.method",
+            format_func=lambda k: f"{k} — {describe(kinds[k])[:90]}",
+        )
+        stack = top[1].toggle(
+            "Stack with other pages",
+            value=False,
+            key=f"{family}.stack",
+            help="Apply the settings last used on the other family pages too, in the order "
+            "prune → quantize → depth → decode.",
+        )
+        auto = top[2].toggle(
+            "Update on change",
+            value=True,
+            key=f"{family}.auto",
+            help="Measure as soon as a setting changes (stored results appear at once). Settings that calibrate "
+            "or train always wait for Measure.",
+        )
+        st.caption(describe(kinds[kind]))
+        context = {"num_layers": n} if (n := _num_layers(sel.model)) else {}
+        try:
+            mod = mod_form(kinds[kind], key=f"{family}.{kind}", context=context)
+            remembered[family] = mod
+            mods = stacked(family, mod, remembered) if stack else (mod,)
+            spec = RunSpec(model=sel.model, mods=mods, probe=sel.probe())
+        except SpecError as exc:
+            st.error(f"Impossible setting: {exc}")
+            st.stop()
+        if stack and len(mods) > 1:
+            st.caption("Chain: " + " → ".join(m.label() for m in mods))
+
+    wait = not auto or (any(calibrates(m) for m in spec.mods) and runner().lookup(spec) is None)
+    if wait and not st.button("Measure", type="primary", key=f"{family}.measure"):
+        st.info(
+            "This setting calibrates on text (minutes): press Measure to profile it."
+            if auto
+            else "Automatic updates are off: press Measure to profile these settings."
+        )
+        st.stop()
+    result = run_with_progress(spec, key=f"{family}-run")
+    if result is None:
+        st.stop()
+
+    headline(result)
+    left, right = st.columns(2)
+    with left:
+        chart(charts.layer_loss_chart(result.layers), f"{family}-layer-loss")
+    with right:
+        chart(charts.attention_heatmap(result.heads), f"{family}-attention")
+    left, right = st.columns(2)
+    with left:
+        chart(charts.kl_distribution_chart(result.kl_hist, result.metrics), f"{family}-kl")
+    with right:
+        chart(charts.perplexity_chart(result.metrics), f"{family}-perplexity")

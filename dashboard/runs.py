@@ -1,0 +1,126 @@
+"""Stored runs as the pages need them: results rebuilt from the store, tidy tables, headline numbers. Pure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hemorrhage_core.specs import RunSpec
+
+# -- headline numbers --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headline:
+    label: str
+    value: str
+    delta: str | None = None
+    help: str | None = None
+
+
+def _fmt(v: float, pattern: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞"
+    return pattern.format(v)
+
+
+# The size headline: the first of these a run reports (after its own modification) is shown.
+_SIZE_HEADLINES: list[tuple[str, str, Callable[[float], str], str]] = [
+    (
+        "bits_per_weight",
+        "Bits per weight",
+        lambda v: f"{v:.2f}",
+        "average storage bits of the modified weights",
+    ),
+    (
+        "param_reduction",
+        "Parameters left",
+        lambda v: f"{1 - v:.1%}",
+        "parameters of the structurally pruned model / original (1 − reduction)",
+    ),
+    (
+        "achieved_sparsity",
+        "Weights kept",
+        lambda v: f"{1 - v:.1%}",
+        "share of the weights of the pruned layers that stay non-zero (1 − achieved sparsity)",
+    ),
+    ("num_layers", "Blocks", lambda v: f"{v:.0f}", "transformer blocks in the changed model"),
+]
+
+
+def headlines(metrics: dict[str, float]) -> list[Headline]:
+    """The four headline numbers of a run: perplexity ratio, KL, top-1 agreement, and a size number."""
+    m = metrics
+    out = [
+        Headline(
+            "Perplexity ratio",
+            _fmt(m.get("ppl_ratio"), "×{:.3f}"),
+            f"{_fmt(m.get('ppl_base'), '{:.2f}')} → {_fmt(m.get('ppl'), '{:.2f}')}",
+            "modified / original perplexity on the same windows (1 = no change)",
+        ),
+        Headline(
+            "KL mean (nats)",
+            _fmt(m.get("kl_mean"), "{:.4f}"),
+            f"p99 {_fmt(m.get('kl_p99'), '{:.3f}')}",
+            "KL(original ‖ modified) of the next-token distribution, averaged over positions",
+        ),
+        Headline(
+            "Top-1 agreement",
+            _fmt(m.get("top1_agreement"), "{:.1%}"),
+            f"top-5 overlap {_fmt(m.get('top5_overlap'), '{:.1%}')}",
+            "share of positions where both models' most likely token is the same",
+        ),
+    ]
+    # Coverage sits next to the size number it qualifies: 4.25 bits per weight over 11 % of the weights is not
+    # a 4-bit model.
+    coverage = m.get("coverage")
+    covered = None if coverage is None else f"coverage {_fmt(coverage, '{:.1%}')}"
+    for key, label, fmt, help_ in _SIZE_HEADLINES:
+        if key in m and m[key] is not None and not (isinstance(m[key], float) and math.isnan(m[key])):
+            out.append(
+                Headline(
+                    label, fmt(m[key]), covered, help_ + "; coverage: share of the blocks' weights modified"
+                )
+            )
+            break
+    return out
+
+
+def settings_caption(spec: RunSpec, settings: dict[str, Any], metrics: dict[str, float], cached: bool) -> str:
+    """What was measured and how: every number on the page depends on these (docs/metrics.md)."""
+    sha = (settings.get("corpus_sha256") or "")[:12]
+    tokens = metrics.get("evaluated_tokens")
+    return (
+        f"**{spec.label()}** on `{spec.model}` · corpus `{settings.get('corpus')}` (sha256 {sha}…) · "
+        f"window {settings.get('window')}, stride {settings.get('stride')} · budget {settings.get('tokens'):,} tokens"
+        + (f" ({int(tokens):,} predicted)" if tokens else "")
+        + f" · code v{settings.get('code_version')}"
+        + (" · from the store" if cached else " · just measured")
+    )
+
+
+def self_check_caption(info: dict[str, Any]) -> str:
+    """How the profile measures this model (the self-check at load, probes/selfcheck.py), in one line."""
+    if "selfcheck_output_path" not in info:
+        return "Self-check: not run for this model yet."
+    kernel = info["selfcheck_kernel"]
+    k_diff = info.get("selfcheck_kernel_rel_diff")
+    parts = [
+        "Self-check against the model's own forward: logits from "
+        + (
+            "the profile's unembedding"
+            if info["selfcheck_output_path"] == "fast"
+            else "the model's own output path"
+        )
+        + f" (max relative difference {info['selfcheck_output_rel_diff']:.1e})",
+        "corpus pass on "
+        + ("the fast sdpa kernel" if kernel == "hemlab" else f"the model's own `{kernel}` attention")
+        + (f" ({k_diff:.1e})" if k_diff is not None and k_diff != float("inf") else ""),
+        "logit lens " + ("on" if info["selfcheck_lens"] else "off (final norm not located exactly)"),
+        f"tolerance {info['selfcheck_tolerance']:.0e}",
+    ]
+    return " · ".join(parts) + "."

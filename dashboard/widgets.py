@@ -1,0 +1,258 @@
+"""Reusable page pieces: guarded runs with progress, ETA and Cancel; charts and tables with their exports;
+headline numbers; pickers over stored runs; honest notices for capabilities that have not landed."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from hemorrhage_core import runner as runner_mod
+from hemorrhage_core.analysis import views
+from hemorrhage_core.charts import export_bytes
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.probes.profile import Cancelled
+from hemorrhage_core.runner import RunResult
+from hemorrhage_core.specs import RunSpec
+
+from . import runs as runs_mod
+from .eta import estimate_seconds
+from .state import Selection, problem, runner, selection
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
+_CANCELLED = "hemlab.cancelled"  # run key the user cancelled: not restarted until they ask again
+_RECENT = "hemlab.recent"  # run keys this session computed or viewed, newest first
+
+
+# -- guards ------------------------------------------------------------------------------------------------------
+
+
+def require_selection() -> Selection:
+    """The session's selection, or stop the page with a clear message when it cannot be measured."""
+    sel = selection()
+    issue = problem(sel)
+    if issue:
+        st.error(issue)
+        st.page_link("pages/model.py", label="Choose another model or corpus", icon=":material/tune:")
+        st.stop()
+    return sel
+
+
+def pending(module: str, what: str) -> Any | None:
+    """Import an analysis module that may not have landed yet; None (with an honest notice) if it has not."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and not module.startswith(exc.name) and not exc.name.startswith(module):
+            raise  # the module exists but one of its own imports is missing: a real error
+        st.info(
+            f"{what} is not available yet: `{module}` has not landed in this version. Everything else on this "
+            "page works with what is measured today."
+        )
+        return None
+
+
+# -- runs --------------------------------------------------------------------------------------------------------
+
+
+def remember(run_key: str) -> None:
+    recent = [k for k in st.session_state.get(_RECENT, []) if k != run_key]
+    st.session_state[_RECENT] = [run_key, *recent][:50]
+
+
+def recent_keys() -> list[str]:
+    return list(st.session_state.get(_RECENT, []))
+
+
+def _cancel(run_key: str) -> None:
+    st.session_state[_CANCELLED] = run_key
+
+
+def _resume() -> None:
+    st.session_state.pop(_CANCELLED, None)
+
+
+def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
+    """A stored result appears at once; a new one computes under a progress bar with an estimated time and a
+    Cancel button. Errors become messages on the page; None when there is no result to draw."""
+    r = runner()
+    try:
+        cached = r.lookup(spec)
+        if cached is not None:
+            remember(cached.run_key)
+            return cached
+        run_key, _ = r.cache_key(spec)
+        if st.session_state.get(_CANCELLED) == run_key:
+            st.warning(f"Cancelled **{spec.label()}**: nothing was stored.")
+            st.button("Compute it after all", key=f"{key}-resume", on_click=_resume)
+            return None
+        estimate = estimate_seconds(r.store.runs(), spec)
+        box = st.empty()
+        with box.container(border=True):
+            st.markdown(f"Computing **{spec.label()}** on `{spec.model}`")
+            st.caption(
+                "Estimated time: "
+                + (estimate.text() if estimate else "unknown (no stored run to compare with)")
+            )
+            bar = st.progress(
+                0.0,
+                text="in the queue behind other computations of this app, then loading and modifying the model…",
+            )
+            st.button("Cancel", key=f"{key}-cancel", on_click=_cancel, args=(run_key,), type="secondary")
+        started = time.monotonic()
+
+        def progress(fraction: float, message: str) -> None:
+            fraction = min(max(fraction, 0.0), 1.0)
+            elapsed = time.monotonic() - started
+            if fraction > 0.05:
+                left = elapsed * (1 - fraction) / fraction
+            elif estimate:
+                left = max(estimate.seconds - elapsed, 0.0)
+            else:
+                left = None
+            eta = f" · {elapsed:.0f} s elapsed" + (f", ~{left:.0f} s left" if left is not None else "")
+            bar.progress(fraction, text=message + eta)
+
+        result = r.run(spec, progress=progress, cancelled=lambda: st.session_state.get(_CANCELLED) == run_key)
+        box.empty()
+        remember(result.run_key)
+        return result
+    except Cancelled:
+        st.warning(f"Cancelled **{spec.label()}**: nothing was stored.")
+    except HemlabError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a bug or an unexpected library error: keep the app alive and say what happened
+        log.exception("run failed: %s", spec.label())
+        st.error(f"The run failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def show_error(exc: Exception, what: str) -> None:
+    """An error as a message on the page: the user's own (HemlabError) as it is, anything else named and logged
+    with its traceback, so a failing analysis never takes the page down."""
+    if isinstance(exc, HemlabError):
+        st.error(str(exc))
+    else:
+        log.error("%s failed", what, exc_info=exc)
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def stored(run_key: str) -> RunResult | None:
+    """A stored run, with read errors shown on the page."""
+    try:
+        return runner_mod.stored_result(runner().store, run_key)
+    except HemlabError as exc:
+        st.error(str(exc))
+        return None
+
+
+def headline(result: RunResult) -> None:
+    """The settings line and the headline numbers at the top of a result."""
+    st.caption(runs_mod.settings_caption(result.spec, result.settings, result.metrics, result.cached))
+    items = runs_mod.headlines(result.metrics)
+    for col, h in zip(st.columns(len(items)), items, strict=True):
+        col.metric(h.label, h.value, h.delta, delta_color="off", delta_arrow="off", help=h.help)
+
+
+def run_picker(label: str, key: str, *, multi: bool = False, model: str | None = None) -> list[str]:
+    """Pick stored runs (default: the ones this session measured last). Returns run keys."""
+    table = views.history(runner().store, model)
+    if table.empty:
+        st.info(
+            "No stored runs yet"
+            + (f" for `{model}`" if model else "")
+            + ": measure one on a family page first."
+        )
+        return []
+    titles = {row["run_key"]: views.run_title(row) for row in table.to_dict("records")}
+    recent = [k for k in recent_keys() if k in titles]
+    keys = list(dict.fromkeys([*recent, *titles]))
+    if multi:
+        default = recent[:3] or keys[:1]
+        return st.multiselect(label, keys, default=default, format_func=titles.get, key=key)
+    choice = st.selectbox(label, keys, index=0, format_func=titles.get, key=key)
+    return [choice] if choice else []
+
+
+# -- charts and tables with exports ----------------------------------------------------------------------------
+
+
+def chart(fig: go.Figure, name: str, *, on_select: str = "ignore", selection_mode: str = "points") -> Any:
+    """Draw a figure and offer it as PNG, SVG, PDF (rendered by kaleido on click) and standalone HTML.
+
+    Returns the chart's selection state when `on_select="rerun"`.
+    """
+    event = st.plotly_chart(
+        fig, width="stretch", key=f"chart-{name}", on_select=on_select, selection_mode=selection_mode
+    )
+    with st.container(horizontal=True, gap="small"):
+        st.caption("Export")
+        for fmt, mime in EXPORT_FORMATS.items():
+            st.download_button(
+                fmt.upper(),
+                data=lambda fig=fig, fmt=fmt: export_bytes(fig, fmt),
+                file_name=f"{name}.{fmt}",
+                mime=mime,
+                key=f"dl-{name}-{fmt}",
+                on_click="ignore",
+                type="tertiary",
+                help=f"Download this chart as {fmt.upper()}",
+            )
+    return event
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    # Object columns that mix types (e.g. None and text) are written as strings so pyarrow accepts them.
+    clean = df.copy()
+    for c in clean.columns:
+        if clean[c].dtype == object:
+            clean[c] = clean[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    clean.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def table(
+    df: pd.DataFrame,
+    name: str,
+    *,
+    selectable: bool = False,
+    file_name: str | None = None,
+    export: pd.DataFrame | None = None,
+    **kwargs,
+) -> Any:
+    """Show a table with CSV and Parquet downloads (named `file_name`, default `name`; of `export` when the
+    shown table is abbreviated). With `selectable`, rows can be picked (multi-row); the selection event is
+    returned."""
+    data = df if export is None else export
+    extra = {"on_select": "rerun", "selection_mode": "multi-row"} if selectable else {}
+    event = st.dataframe(df, width="stretch", hide_index=True, key=f"table-{name}", **extra, **kwargs)
+    with st.container(horizontal=True, gap="small"):
+        st.caption("Export")
+        st.download_button(
+            "CSV",
+            data=lambda: data.to_csv(index=False).encode(),
+            file_name=f"{file_name or name}.csv",
+            mime="text/csv",
+            key=f"dl-{name}-csv",
+            on_click="ignore",
+            type="tertiary",
+        )
+        st.download_button(
+            "Parquet",
+            data=lambda: parquet_bytes(data),
+            file_name=f"{file_name or name}.parquet",
+            mime="application/vnd.apache.parquet",
+            key=f"dl-{name}-parquet",
+            on_click="ignore",
+            type="tertiary",
+        )
+    return event

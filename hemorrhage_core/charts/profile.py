@@ -1,0 +1,360 @@
+"""Charts of one run's profile: layer loss, cascade, attention heatmaps and maps, KL distribution, perplexity."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..metric_names import label, log_scale, unit
+from .style import FAMILY_COLORS, MODIFIED, ORIGINAL, _empty, _layer_ticks, _log_axis, _runs_of, _style
+
+
+def attention_heatmap(
+    heads: pd.DataFrame,
+    metric: str = "attn_js",
+    title: str | None = None,
+    *,
+    clickable: bool = False,
+    highlight: tuple[int, int] | None = None,
+) -> go.Figure:
+    """Layer x head heatmap of one per-head metric (default: JS divergence of attention rows, nats).
+
+    `heads` is tidy: layer, head, metric, value. `clickable` lays an invisible marker on every cell, because
+    plotly reports clicks (Streamlit selections) on markers but not on heatmap cells; a click then selects
+    ("L3", "h5"). `highlight` (layer, head) outlines the cell being inspected.
+    """
+    units = {
+        "attn_js": "JS divergence (nats)",
+        "attn_entropy_shift": "entropy shift H(A′)−H(A) (nats)",
+        "attn_sink": "sink mass, modified (share)",
+        "attn_sink_base": "sink mass, original (share)",
+        "attn_topk_overlap": "top-k attended overlap (share)",
+    }.get(metric, metric)
+    title = title or "Attention disruption per layer and head"
+    data = heads[heads.metric == metric] if not heads.empty else heads
+    if data.empty:
+        return _empty(title, "no per-head attention rows for this run")
+    grid = data.pivot(index="layer", columns="head", values="value").sort_index()
+    diverging = metric == "attn_entropy_shift"
+    peak = float(np.nanmax(np.abs(grid.values))) if grid.size else 0.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=[f"h{h}" for h in grid.columns],
+            y=[f"L{layer}" for layer in grid.index],
+            colorscale="RdBu_r" if diverging else "Reds",
+            zmid=0 if diverging else None,
+            zmin=None if diverging else 0,
+            # An unmodified model is all zeros: pin the scale so zero reads as "none", not as mid-scale.
+            zmax=None if diverging or peak > 0 else 1e-9,
+            colorbar=dict(title=dict(text=units, side="right"), tickformat=".2~g", exponentformat="e"),
+            hovertemplate="layer %{y} head %{x}<br>" + units + " %{z:.4g}<extra></extra>",
+        )
+    )
+    if clickable:
+        cells = [(layer, h) for layer in grid.index for h in grid.columns]
+        fig.add_trace(
+            go.Scatter(
+                x=[f"h{h}" for _, h in cells],
+                y=[f"L{layer}" for layer, _ in cells],
+                customdata=[grid.loc[layer, h] for layer, h in cells],
+                mode="markers",
+                marker=dict(
+                    size=max(8, min(40, 600 // max(len(grid.index), len(grid.columns)))),
+                    color="rgba(0,0,0,0.003)",  # invisible but hit-testable (hoverinfo "skip" would drop clicks)
+                    symbol="square",
+                ),
+                hovertemplate="layer %{y} head %{x}<br>" + units + " %{customdata:.4g}<extra></extra>",
+                showlegend=False,
+                name="cells",
+            )
+        )
+    if highlight is not None and highlight[0] in grid.index and highlight[1] in grid.columns:
+        row, col = list(grid.index).index(highlight[0]), list(grid.columns).index(highlight[1])
+        fig.add_shape(
+            type="rect",
+            x0=col - 0.5,
+            x1=col + 0.5,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line=dict(color="#222222", width=2.5),
+        )
+    fig.update_xaxes(title_text="attention head")
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    fig.update_layout(height=max(360, 16 * len(grid.index) + 160))  # rows tall enough to read and to click
+    return _style(fig, title, legend=False)
+
+
+def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Relative error ‖h′−h‖/‖h‖ (left axis) and cosine similarity (right axis) of the residual stream per layer.
+
+    `layers` is tidy (layer, metric, value) and may carry a `run` column (and `family`) to overlay several runs.
+    """
+    title = title or "Layer-wise information loss (the cascade)"
+    if layers.empty or not layers.metric.isin(["hidden_rel_error", "hidden_cosine"]).any():
+        return _empty(title, "no per-layer rows for this run")
+    runs, styles = _runs_of(layers)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for run in runs:
+        df = layers if run is None else layers[layers.run == run]
+        color, dash = styles[str(run)]
+        suffix = "" if run is None else f" — {run}"
+        rel = df[df.metric == "hidden_rel_error"].sort_values("layer")
+        cos = df[df.metric == "hidden_cosine"].sort_values("layer")
+        fig.add_trace(
+            go.Scatter(
+                x=rel.layer,
+                y=rel.value,
+                name=f"relative error{suffix}",
+                mode="lines+markers",
+                line=dict(color=color, dash=dash),
+            ),
+            secondary_y=False,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=cos.layer,
+                y=cos.value,
+                name=f"cosine{suffix}",
+                mode="lines",
+                line=dict(color=ORIGINAL if run is None else color, dash="dot", width=1.5),
+            ),
+            secondary_y=True,
+        )
+    fig.add_hline(
+        y=1.0,
+        line=dict(color=ORIGINAL, width=1, dash="dot"),
+        secondary_y=True,
+        annotation_text="original (cosine 1)",
+        annotation_position="bottom right",
+    )
+    fig.update_xaxes(title_text="layer (residual stream after block)", **_layer_ticks(layers))
+    fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, rangemode="tozero")
+    # Cosine of an unchanged layer is 1 up to float noise (1.0000000015): a floor of 0.99 keeps that noise from
+    # being drawn as a slope, while real damage (0.9 and below) still fills the axis.
+    cos = layers.loc[layers.metric == "hidden_cosine", "value"].dropna()
+    low = min(0.99, float(cos.min()) if not cos.empty else 0.99)
+    fig.update_yaxes(
+        title_text="cosine similarity",
+        secondary_y=True,
+        showgrid=False,
+        range=[low - (1 - low) * 0.05, 1.0005],
+    )
+    return _style(fig, title)
+
+
+def cascade_chart(
+    layers: pd.DataFrame, metrics: Sequence[str] | None = None, title: str | None = None
+) -> go.Figure:
+    """Small multiples, one panel per per-layer metric (relative error, cosine, SQNR, logit-lens KL, ...),
+    with every run of `layers` (tidy: [run, family,] layer, metric, value) overlaid in its own style."""
+    title = title or "Information-loss cascade per layer"
+    wanted = list(metrics or ["hidden_rel_error", "hidden_cosine", "hidden_sqnr_db", "lens_kl"])
+    present = [m for m in wanted if not layers.empty and (layers.metric == m).any()]
+    if not present:
+        return _empty(title, "no per-layer rows for these runs")
+    runs, styles = _runs_of(layers)
+    fig = make_subplots(
+        rows=len(present),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=[label(m) for m in present],
+    )
+    for row, metric in enumerate(present, start=1):
+        for run in runs:
+            df = layers if run is None else layers[layers.run == run]
+            d = df[df.metric == metric].sort_values("layer")
+            color, dash = styles[str(run)]
+            fig.add_trace(
+                go.Scatter(
+                    x=d.layer,
+                    y=d.value,
+                    mode="lines+markers",
+                    name=str(run or "modified"),
+                    legendgroup=str(run),
+                    showlegend=row == 1,
+                    line=dict(color=color, dash=dash),
+                    marker=dict(size=5),
+                    hovertemplate=f"{run or ''} layer %{{x}}<br>{label(metric)} %{{y:.4g}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        values = layers.loc[layers.metric == metric, "value"]
+        log = log_scale(metric) and bool((values > 0).all())
+        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **(_log_axis(values) if log else {}))
+    fig.update_xaxes(**_layer_ticks(layers))
+    fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
+    fig.update_layout(height=max(320, 230 * len(present)))
+    return _style(fig, title)
+
+
+def module_ranking_chart(
+    modules: pd.DataFrame,
+    value: str = "value",
+    top: int = 20,
+    title: str | None = None,
+    units: str = "relative output error ‖(W′−W)X‖/‖WX‖",
+) -> go.Figure:
+    """Horizontal bars of the `top` modules that bleed most. `modules`: module, value[, layer, family]."""
+    title = title or "Modules that bleed most"
+    if modules.empty:
+        return _empty(title, "no per-module rows for this run")
+    d = modules.sort_values(value, ascending=False).head(top).iloc[::-1]
+    color = [FAMILY_COLORS.get(f, MODIFIED) for f in d["family"]] if "family" in d.columns else MODIFIED
+    fig = go.Figure(
+        go.Bar(
+            x=d[value],
+            y=d["module"],
+            orientation="h",
+            marker_color=color,
+            hovertemplate="%{y}<br>" + units + " %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text=units)
+    fig.update_yaxes(title_text="module", automargin=True)
+    fig.update_layout(height=max(320, 22 * len(d) + 120))
+    return _style(fig, title, legend=False)
+
+
+def attention_maps_chart(
+    base: np.ndarray,
+    modified: np.ndarray,
+    tokens: Sequence[str],
+    title: str | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+) -> go.Figure:
+    """Original, modified and difference attention maps [T, T] (query rows, key columns) with tokens on axes."""
+    where = f"layer {layer}, head {head}" if layer is not None else ""
+    title = title or f"Attention maps {where}".strip()
+    base, modified = np.asarray(base, dtype=float), np.asarray(modified, dtype=float)
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    diff = modified - base
+    lim = float(np.abs(diff).max()) or 1e-9
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        horizontal_spacing=0.07,
+        shared_yaxes=True,
+        subplot_titles=("original", "modified", "modified − original"),
+    )
+    common = dict(x=labels, y=labels, hovertemplate="query %{y}<br>key %{x}<br>%{z:.4f}<extra></extra>")
+    fig.add_trace(go.Heatmap(z=base, colorscale="Blues", zmin=0, zmax=1, showscale=False, **common), 1, 1)
+    fig.add_trace(go.Heatmap(z=modified, colorscale="Reds", zmin=0, zmax=1, showscale=False, **common), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            z=diff,
+            colorscale="RdBu_r",
+            zmid=0,
+            zmin=-lim,
+            zmax=lim,
+            colorbar=dict(title=dict(text="Δ attention weight", side="right")),
+            **common,
+        ),
+        1,
+        3,
+    )
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=9))
+    fig.update_xaxes(tickfont=dict(size=9), tickangle=-60, title_text="key token")
+    fig.update_yaxes(title_text="query token", row=1, col=1)
+    fig.update_layout(height=max(420, 14 * len(tokens) + 200))
+    return _style(fig, title, legend=False)
+
+
+def kl_distribution_chart(
+    kl_hist: pd.DataFrame, metrics: dict[str, float] | None = None, title: str | None = None
+) -> go.Figure:
+    """Histogram of per-token KL(base‖modified) on log-spaced bins, with mean and p99 noted."""
+    title = title or "Divergence: distribution of per-token KL"
+    if kl_hist.empty:
+        return _empty(title, "no KL histogram for this run")
+    hist = kl_hist.sort_values("bin_lo")
+    total = max(int(hist["count"].sum()), 1)
+    # Categorical bars named by each log bin's upper edge ("1e-6" = KL up to 1e-6 nats): short, readable labels.
+    labels = [_edge(hi) for hi in hist.bin_hi]
+    ranges = [f"{lo:.1e} – {hi:.1e}" for lo, hi in zip(hist.bin_lo, hist.bin_hi, strict=True)]
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=hist["count"] / total,
+            customdata=ranges,
+            marker_color=MODIFIED,
+            name="share of tokens",
+            hovertemplate="KL %{customdata} nats<br>%{y:.1%} of tokens<extra></extra>",
+        )
+    )
+    fig.update_xaxes(
+        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin", tickangle=-45
+    )
+    fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
+    if metrics:
+        note = f"mean {metrics.get('kl_mean', float('nan')):.4g} · p99 {metrics.get('kl_p99', float('nan')):.4g} nats"
+        fig.add_annotation(
+            text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right"
+        )
+    return _style(fig, title, legend=False)
+
+
+def _edge(value: float) -> str:
+    """1e-06 -> '1e-6', 0.01 -> '1e-2', 3.2e-05 -> '3.2e-5', inf -> '∞' (compact log-bin edges)."""
+    if math.isinf(value):
+        return "∞"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def kl_cdf_chart(kl_hist: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Cumulative share of tokens with KL below x (log x), from the stored log-binned histogram.
+
+    `kl_hist`: bin_lo, bin_hi, count[, run, family]. Each step is drawn at the upper edge of its bin, so the
+    curve is exact at the bin edges.
+    """
+    title = title or "Divergence: cumulative distribution of per-token KL"
+    if kl_hist.empty:
+        return _empty(title, "no KL histogram for these runs")
+    runs, styles = _runs_of(kl_hist)
+    fig = go.Figure()
+    for run in runs:
+        d = (kl_hist if run is None else kl_hist[kl_hist.run == run]).sort_values("bin_lo")
+        total = max(float(d["count"].sum()), 1.0)
+        edges = d.bin_hi.clip(lower=1e-12)
+        color, dash = styles[str(run)]
+        fig.add_trace(
+            go.Scatter(
+                x=edges,
+                y=d["count"].cumsum() / total,
+                mode="lines+markers",
+                line_shape="hv",
+                name=str(run or "modified"),
+                line=dict(color=color, dash=dash),
+                hovertemplate="KL ≤ %{x:.2g} nats: %{y:.1%} of tokens<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text="per-token KL(original ‖ modified), nats (log scale)", type="log")
+    fig.update_yaxes(title_text="share of tokens at or below", tickformat=".0%", range=[0, 1.02])
+    return _style(fig, title, legend=len(runs) > 1)
+
+
+def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.Figure:
+    """Original vs modified perplexity as two bars (log axis: collapsed models reach thousands)."""
+    fig = go.Figure(
+        go.Bar(
+            x=["original", "modified"],
+            y=[metrics["ppl_base"], metrics["ppl"]],
+            marker_color=[ORIGINAL, MODIFIED],
+            text=[f"{metrics['ppl_base']:.2f}", f"{metrics['ppl']:.2f}"],
+            textposition="outside",
+            cliponaxis=False,
+        )
+    )
+    low, top = min(metrics["ppl_base"], metrics["ppl"]), max(metrics["ppl_base"], metrics["ppl"])
+    # From half the lower bar (bars need a floor on a log axis) to room above the higher one for its label.
+    fig.update_yaxes(title_text="perplexity (log scale)", **_log_axis([low / 2, top * 1.6]))
+    return _style(fig, title or "Perplexity, original vs modified", legend=False)

@@ -1,0 +1,162 @@
+"""The one visual language of every chart: colours per family and side, template, fonts, log axes, styling."""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..specs.families import FAMILIES
+
+ORIGINAL = "#4C78A8"
+MODIFIED = "#E45756"
+# Each family's colour is its registry entry's (specs/families.py); the rest name the sides of a comparison.
+FAMILY_COLORS = {
+    **{name: f.colour for name, f in FAMILIES.items()},
+    "original": ORIGINAL,
+    "paper": "#8C8C8C",
+    "other": "#7F7F7F",
+    "modified": MODIFIED,  # the unmitigated side of a before / after comparison (Mitigate page)
+}
+MITIGATED = FAMILY_COLORS["mitigation"]
+TEMPLATE = "plotly_white"
+FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (docs/metrics.md §4)
+
+
+def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
+    # A long legend (many runs or methods) goes to the right, where it can grow; a short one sits on top.
+    names = [t.name for t in fig.data if t.name and t.showlegend is not False]
+    long_legend = legend and (len(names) > 5 or sum(len(n) for n in names) > 90)
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left"),
+        template=TEMPLATE,
+        font=FONT,
+        margin=dict(l=60, r=20, t=80 if legend and not long_legend else 60, b=50),
+        legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02, font=dict(size=11))
+        if long_legend
+        else dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        showlegend=legend,
+        # Transparent backgrounds keep the chart readable in Streamlit's light and dark themes; exports set white.
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    """A figure that says why there is nothing to draw (instead of an empty grid)."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _style(fig, title, legend=False)
+
+
+def _reference_line(
+    fig: go.Figure, y: float, text: str, *, log: bool, original: bool = False, below: bool = False
+):
+    """A labelled horizontal reference (the original's 1×, a threshold). Drawn as a shape plus an annotation
+    placed by hand: plotly places an hline's own label at 10**y on a log axis (annotations use log units there),
+    which sends a 10× label to 10^10 and stretches the axis."""
+    line = dict(color=ORIGINAL, width=1.5) if original else dict(color="#888888", width=1, dash="dash")
+    fig.add_hline(y=y, line=line)
+    fig.add_annotation(
+        x=1,
+        xref="paper",
+        y=math.log10(y) if log else y,
+        yref="y",
+        text=text,
+        showarrow=False,
+        xanchor="right",
+        yanchor="top" if below else "bottom",
+        font=dict(size=11, color=ORIGINAL if original else "#888888"),
+    )
+
+
+def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
+    """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
+    1-2-5 (or every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
+    log range are bare digits such as "2" and "5", which read as noise)."""
+    lo, hi = _log_range(values, include=include)
+    if hi - lo > 3:
+        return dict(type="log", range=[lo, hi], dtick=1)
+    ticks = []
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
+        ticks = [t for t in ticks if lo <= math.log10(t) <= hi]
+        if len(ticks) >= 3:
+            break
+    if (
+        len(ticks) < 2
+    ):  # under a factor of ~2: plotly's own decimal labels (1.05, 1.1, ...) are the clear ones
+        return dict(type="log", range=[lo, hi])
+    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+
+
+def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:
+    """A log10 axis range covering the finite positive `values` and the reference lines in `include` (e.g. the
+    1.1× / 2× / 10× thresholds), with a little room: shapes and annotations then never stretch the axis."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v) and v > 0] + [
+        float(v) for v in include
+    ]
+    if not finite:
+        return [-1.0, 1.0]
+    lo, hi = math.log10(min(finite)), math.log10(max(finite))
+    pad = max((hi - lo) * 0.08, 0.04)
+    return [lo - pad, hi + pad]
+
+
+def shade(color: str, i: int, n: int) -> str:
+    """The i-th of n shades of a hex colour (lighter to darker around the base), so runs of one family differ."""
+    if n <= 1:
+        return color
+    r, g, b = (int(color[k : k + 2], 16) / 255 for k in (1, 3, 5))
+    h, light, s = colorsys.rgb_to_hls(r, g, b)
+    light = min(max(light + (0.22 * (i / (n - 1)) - 0.11) * 2, 0.15), 0.8)
+    r, g, b = colorsys.hls_to_rgb(h, light, s)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def run_styles(runs: Sequence[str], families: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+    """(colour, dash) per run: the family colour, shaded and dashed when a family has several runs.
+
+    A single run with no family is drawn in MODIFIED red (it is "the modified model").
+    """
+    families = list(families) if families is not None else [None] * len(runs)
+    if len(runs) == 1 and families[0] is None:
+        return {runs[0]: (MODIFIED, "solid")}
+    by_family: dict[str, list[str]] = {}
+    for run, fam in zip(runs, families, strict=True):
+        by_family.setdefault(fam or "other", []).append(run)
+    out = {}
+    palette = list(FAMILY_COLORS.values())
+    for f_index, (fam, members) in enumerate(by_family.items()):
+        base = FAMILY_COLORS.get(fam.split("+")[0], palette[f_index % len(palette)])
+        if fam == "other" and families[0] is None:
+            base = MODIFIED
+        for i, run in enumerate(members):
+            out[run] = (shade(base, i, len(members)), DASHES[i % len(DASHES)])
+    return out
+
+
+def _layer_ticks(layers: pd.DataFrame) -> dict:
+    """Whole-number layer ticks (a layer 0.5 does not exist), about a dozen of them at most."""
+    n = int(layers["layer"].max()) + 1 if not layers.empty else 1
+    return dict(tick0=0, dtick=max(1, math.ceil(n / 12)))
+
+
+def _runs_of(df: pd.DataFrame) -> tuple[list, dict[str, tuple[str, str]]]:
+    runs = df["run"].drop_duplicates().tolist() if "run" in df.columns else [None]
+    fams = None
+    if "family" in df.columns and "run" in df.columns:
+        fams = df.drop_duplicates("run").set_index("run").loc[runs, "family"].tolist()
+    styles = run_styles([str(r) for r in runs], fams)
+    return runs, styles

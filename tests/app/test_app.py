@@ -1,0 +1,586 @@
+"""The dashboard, headless: every page through streamlit.testing.v1.AppTest on a tiny local model, plus the pure
+logic behind the pages (form building, ETA, paper normalisation, model-folder policy, sweeps, headlines).
+
+Widgets must drive the expected spec (checked through the run the store holds afterwards), charts must render,
+and bad input must be shown as a message, never raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pandas as pd
+import pytest
+from dashboard_env import applied, make_env
+from streamlit.testing.v1 import AppTest
+
+from dashboard import eta, fields, runs
+from dashboard.state import model_problem, save_upload
+from hemorrhage_core import paper
+from hemorrhage_core.analysis import sweep_points as sweeps
+from hemorrhage_core.errors import CorpusError, SpecError
+from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs.families import stack_order
+from hemorrhage_core.store import Store
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+# -- pure logic ----------------------------------------------------------------------------------------------------
+
+
+def test_form_fields_follow_types_hints_and_the_class_validation():
+    by_name = {f.name: f for f in fields.form_fields(QuantizeRTN)}
+    assert by_name["bits"].widget == "slider" and (by_name["bits"].lo, by_name["bits"].hi) == (2, 8)
+    assert by_name["scheme"].choices == ("sym", "asym")
+    assert by_name["include_lm_head"].widget == "checkbox"
+    # Only values the class accepts are offered: RTN refuses group size -1 (GPTQ's per-channel convention).
+    assert -1 not in by_name["group_size"].choices and 128 in by_name["group_size"].choices
+    assert by_name["group_size"].enabled_when == ("granularity", "group")
+    prune = {f.name: f for f in fields.form_fields(Prune)}
+    assert "magnitude" in prune["method"].choices
+    assert prune["sparsity"].lo == 0.0 and prune["sparsity"].hi < 1.0
+
+
+@dataclass(frozen=True)
+class Knob(Modification):
+    """A modification that only exists here: declared hints, a Literal, a tuple and an optional field."""
+
+    ui_choices: ClassVar[dict] = {"mode": lambda: ["a", "b"]}
+    ui_bounds: ClassVar[dict] = {"strength": (0.0, 2.0, 0.5)}
+    mode: str = "a"
+    strength: float = 1.0
+    flavour: Literal["x", "y"] = "y"
+    layers: tuple[int, ...] = ()
+    cap: int | None = None
+
+
+def test_declared_ui_hints_win_and_literal_types_give_choices():
+    by_name = {f.name: f for f in fields.form_fields(Knob)}
+    assert by_name["mode"].choices == ("a", "b")
+    assert (by_name["strength"].lo, by_name["strength"].hi, by_name["strength"].step) == (0.0, 2.0, 0.5)
+    assert by_name["flavour"].choices == ("x", "y") and by_name["flavour"].widget == "select"
+    assert by_name["layers"].widget == "int_list"
+    assert by_name["cap"].widget == "optional_number"
+    assert fields.build_mod(Knob, {"strength": 1.5}).strength == 1.5
+
+
+def test_layer_bounds_come_from_the_model_context():
+    depth = fields.family_kinds("depth")
+    if "duplicate_layers" not in depth:
+        pytest.skip("the depth family has not landed")
+    by_name = {f.name: f for f in fields.form_fields(depth["duplicate_layers"], {"num_layers": 12})}
+    assert (by_name["end"].lo, by_name["end"].hi) == (1, 12)
+
+
+def test_parse_int_list_accepts_ranges_and_rejects_words():
+    assert fields.parse_int_list("3, 5-7,9") == (3, 5, 6, 7, 9)
+    assert fields.parse_int_list("") == ()
+    with pytest.raises(SpecError):
+        fields.parse_int_list("3, x")
+
+
+def test_every_family_kind_gets_a_form_without_errors():
+    for family in stack_order():
+        for cls in fields.family_kinds(family).values():
+            specs = fields.form_fields(cls, {"num_layers": 4})
+            assert [f.name for f in specs] == [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def _history(rows):
+    return pd.DataFrame(rows, columns=["model", "spec_json", "token_budget", "wall_s"])
+
+
+def test_eta_prefers_the_same_chain_on_the_same_model_and_scales_with_tokens():
+    rtn = RunSpec("m", (QuantizeRTN(bits=4),)).to_json()
+    prune = RunSpec("m", (Prune(sparsity=0.5),)).to_json()
+    history = _history(
+        [("m", rtn, 1024, 10.0), ("m", rtn, 1024, 30.0), ("m", rtn, 1024, 12.0), ("m", prune, 1024, 99.0)]
+    )
+    spec = RunSpec("m", (QuantizeRTN(bits=3),), ProbeSettings(tokens=2048))
+    est = eta.estimate_seconds(history, spec)
+    assert est.seconds == pytest.approx(24.0)  # median 12 s per 1,024 tokens, twice the tokens
+    assert "3 stored runs" in est.basis
+    other = eta.estimate_seconds(history, RunSpec("m", (Temperature(2.0),), ProbeSettings(tokens=1024)))
+    assert "other methods" in other.basis
+    assert eta.estimate_seconds(history.iloc[:0], spec) is None
+
+
+def test_model_policy_refuses_folders_outside_the_allowed_ones(tmp_path):
+    inside, outside = tmp_path / "allowed" / "m", tmp_path / "elsewhere" / "m"
+    for d in (inside, outside):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    allowed = [tmp_path / "allowed"]
+    assert model_problem(str(inside), allowed) is None
+    assert "outside the folders" in model_problem(str(outside), allowed)
+    assert "outside the folders" in model_problem(str(inside / ".." / ".." / "elsewhere" / "m"), allowed)
+    link = tmp_path / "allowed" / "link"
+    link.symlink_to(outside)
+    assert "outside the folders" in model_problem(str(link), allowed), "symlinks are resolved first"
+    assert model_problem("smollm2-135m", allowed) is None
+    assert model_problem("HuggingFaceTB/SmolLM2-135M", allowed) is None  # the loader reports an offline hub
+    assert "neither an embedded model" in model_problem("not a model", allowed)
+    (tmp_path / "allowed" / "empty").mkdir()
+    assert "no config.json" in model_problem(str(tmp_path / "allowed" / "empty"), allowed)
+
+
+def test_uploads_are_checked_before_they_are_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEMLAB_ALLOWED_DIRS", str(tmp_path / "up"))
+    with pytest.raises(CorpusError, match="binary"):
+        save_upload("x.txt", b"\x00\x01\x02")
+    with pytest.raises(CorpusError, match="UTF-8"):
+        save_upload("x.txt", "café".encode("latin-1"))
+    path = Path(save_upload("../../evil name.txt", b"hello world"))
+    assert path.parent == (tmp_path / "up").resolve() and path.read_text() == "hello world"
+    assert "/" not in path.name and " " not in path.name
+
+
+def test_paper_tables_normalise_to_their_stated_or_inferred_baselines():
+    rows, base = paper.normalised("quant")
+    gptq = rows[(rows.method == "GPTQ") & (rows.x == 8)]
+    assert gptq.ratio.iloc[0] == pytest.approx(5.4739 / 5.47)
+    rows, base = paper.normalised("unstructured_c4")
+    reasons = base.set_index("method").baseline_ppl
+    assert (
+        reasons["Wanda"] == 5.12 and reasons["RIA"] == 5.47
+    )  # RIA's 10% point (5.48) rules out a 4K context
+    nm = rows[(rows.method == "Wanda") & (rows.pattern == "2:4")]
+    assert nm.x.iloc[0] == 0.5
+    rows, base = paper.normalised("structured")
+    assert rows[rows.method.str.startswith("LLM-Pruner")].ratio.isna().all(), "no baseline, not normalised"
+    rows, base = paper.normalised("gguf")
+    fp16 = rows[(rows.method == "Qwen2.5-0.5B") & (rows.method_scheme == "FP16")]
+    assert fp16.ratio.iloc[0] == pytest.approx(1.0)
+    assert set(paper.decoding_scores().columns) == {"model", "task", "decoder", "score"}
+
+
+def test_our_runs_land_on_the_paper_axes():
+    history = pd.DataFrame(
+        [
+            {"run_key": "a", "model": "m", "corpus": "news", "family": "quant", "label": "RTN w4", "ppl_ratio": 1.2,
+             "spec_json": RunSpec("m", (QuantizeRTN(bits=4),)).to_json()},
+            {"run_key": "b", "model": "m", "corpus": "news", "family": "prune", "label": "mag 50%", "ppl_ratio": 3.0,
+             "achieved_sparsity": 0.5, "spec_json": RunSpec("m", (Prune(sparsity=0.5),)).to_json()},
+        ]
+    )  # fmt: skip
+    quant = paper.our_points(history, "quant")
+    assert list(quant.x) == [4.0] and list(quant.ratio) == [1.2]
+    assert list(paper.our_points(history, "prune").x) == [0.5]
+
+
+def test_sweep_specs_vary_one_field_and_name_the_refused_value():
+    specs = sweeps.sweep_specs(
+        "m", ProbeSettings(), QuantizeRTN(granularity="group", group_size=64), "bits", [8, 4]
+    )
+    assert [s.mods[0].bits for s in specs] == [8, 4] and all(s.mods[0].group_size == 64 for s in specs)
+    with pytest.raises(SpecError, match="bits=1"):
+        sweeps.sweep_specs("m", ProbeSettings(), QuantizeRTN(), "bits", [8, 1])
+    assert sweeps.parse_values("8, 6,4", int) == [8, 6, 4]
+    with pytest.raises(SpecError):
+        sweeps.parse_values("8, six", int)
+
+
+def test_headlines_show_the_size_number_the_run_reports():
+    base = {
+        "ppl_base": 10.0,
+        "ppl": 12.0,
+        "ppl_ratio": 1.2,
+        "kl_mean": 0.1,
+        "kl_p99": 1.0,
+        "top1_agreement": 0.9,
+    }
+    assert runs.headlines({**base, "bits_per_weight": 4.25})[-1].value == "4.25"
+    assert runs.headlines({**base, "achieved_sparsity": 0.3})[-1].value == "70.0%"
+    assert runs.headlines({**base, "kl_mean": float("inf")})[1].value == "∞"
+    assert len(runs.headlines(base)) == 3
+
+
+def test_table_exports_round_trip_through_csv_and_parquet():
+    import io
+
+    from dashboard.widgets import parquet_bytes
+
+    df = pd.DataFrame({"label": ["w4", "w8"], "ppl_ratio": [1.2, 1.0], "note": [None, {"mixed": 1}]})
+    back = pd.read_parquet(io.BytesIO(parquet_bytes(df)))
+    assert back.label.tolist() == ["w4", "w8"] and back.ppl_ratio.tolist() == [1.2, 1.0]
+    assert pd.isna(back.note[0]) and back.note[1] == "{'mixed': 1}", (
+        "mixed object columns are written as text"
+    )
+
+
+def test_the_app_keeps_one_runner_per_database_and_one_queue_per_process(tmp_path):
+    from dashboard.state import get_runner
+
+    db = str(tmp_path / "one.duckdb")
+    plain, trusting = get_runner(db, False), get_runner(db, True)
+    assert get_runner(db, False) is plain, "sessions share the runner (and its loaded models)"
+    assert trusting is not plain and trusting.trust_remote_code and not plain.trust_remote_code
+    assert trusting._compute is plain._compute, "computations of both runners queue on one lock"
+
+
+# -- the pages ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory, tiny_llama_dir):
+    """HEMLAB_* pointing at a tiny model and text inside allowed folders, for the whole module."""
+    env = make_env(tmp_path_factory.mktemp("app"), tiny_llama_dir)
+    with applied(env):
+        yield env
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _stored_specs(env) -> list[dict]:
+    return [json.loads(s) for s in Store(env["HEMLAB_DB"]).runs().get("spec_json", [])]
+
+
+def _key(env, spec: RunSpec) -> str:
+    """The run key the app stores `spec` under (the same cache key the runner computes)."""
+    from hemorrhage_core.runner import Runner
+
+    return Runner(Store(env["HEMLAB_DB"])).cache_key(spec)[0]
+
+
+def _probe(env) -> ProbeSettings:
+    return ProbeSettings(corpus=env["HEMLAB_DEFAULT_CORPUS"], tokens=256, window=64)
+
+
+def test_quantize_page_profiles_the_default_and_sliders_drive_the_spec(app_env):
+    at = _app()  # the default page
+    _ok(at)
+    assert at.title[0].value == "Quantize"
+    assert len(at.get("plotly_chart")) == 4
+    assert [m.label for m in at.metric][:3] == ["Perplexity ratio", "KL mean (nats)", "Top-1 agreement"]
+    at.slider(key="quant.quant_rtn.bits").set_value(3)
+    at.radio(key="quant.quant_rtn.granularity").set_value("group")
+    at.run()
+    _ok(at)
+    at.select_slider(key="quant.quant_rtn.group_size").set_value(32)
+    at.run()
+    _ok(at)
+    expected = QuantizeRTN(bits=3, granularity="group", group_size=32)
+    assert {"kind": "quant_rtn", **expected.to_dict()} in [
+        m for s in _stored_specs(app_env) for m in s["mods"]
+    ]
+    assert any("RTN w3 sym g32" in c.value for c in at.caption)
+    assert any(m.label == "Bits per weight" for m in at.metric)
+
+
+def test_group_size_is_disabled_unless_scales_are_per_group(app_env):
+    at = _app()
+    assert at.select_slider(key="quant.quant_rtn.group_size").disabled
+    at.radio(key="quant.quant_rtn.granularity").set_value("group").run()
+    assert not at.select_slider(key="quant.quant_rtn.group_size").disabled
+
+
+def test_prune_page_reports_parameters_left(app_env):
+    at = _app("pages/prune.py")
+    _ok(at)
+    at.slider(key="prune.prune.sparsity").set_value(0.3).run()
+    _ok(at)
+    kept = [m for m in at.metric if m.label == "Weights kept"]
+    assert kept and float(kept[0].value.rstrip("%")) == pytest.approx(
+        70.0, abs=1.0
+    )  # per-row rounding on 64 inputs
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_decode_page_and_stacking_chains_the_other_pages(app_env):
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(6).run()
+    at.switch_page("pages/decode.py").run()
+    _ok(at)
+    at.slider(key="decode.temperature.value").set_value(1.5).run()
+    _ok(at)
+    at.toggle(key="decode.stack").set_value(True).run()
+    _ok(at)
+    chains = [[m["kind"] for m in s["mods"]] for s in _stored_specs(app_env)]
+    assert ["quant_rtn", "temperature"] in chains, "stacking applies weights first, decoding last"
+    assert any("Chain: RTN w6 sym channel → T=1.5" in c.value for c in at.caption)
+
+
+def test_impossible_settings_are_shown_not_raised(app_env):
+    at = _app("pages/depth.py")
+    _ok(at)
+    at.selectbox(key="depth.method").set_value("remove_layers").run()
+    _ok(at)
+    assert at.error and "remove_layers" in at.error[0].value
+    at.text_input(key="depth.remove_layers.layers").set_value("0, x").run()
+    _ok(at)
+    assert "integers" in at.error[0].value
+    at.text_input(key="depth.remove_layers.layers").set_value("1").run()
+    _ok(at)
+    assert not at.error and len(at.get("plotly_chart")) == 4
+    assert [{"kind": "remove_layers", "layers": [1]}] in [s["mods"] for s in _stored_specs(app_env)]
+
+
+def test_cancelled_run_is_not_restarted_or_stored(app_env):
+    at = _app("pages/prune.py")
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (Prune(sparsity=0.65),), _probe(app_env))
+    key = _key(app_env, spec)
+    at.session_state["hemlab.cancelled"] = key
+    at.slider(key="prune.prune.sparsity").set_value(0.65).run()
+    _ok(at)
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert not Store(app_env["HEMLAB_DB"]).has_run(key)
+    at.button(key="prune-run-resume").click().run()
+    _ok(at)
+    assert not at.error and not at.warning, [m.value for m in (*at.error, *at.warning)]
+    assert Store(app_env["HEMLAB_DB"]).has_run(key)
+
+
+def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path):
+    at = _app("pages/model.py")
+    _ok(at)
+    assert any(m.label == "Parameters" for m in at.metric)
+    at.checkbox(key="model.trust").check().run()
+    assert any("Remote code" in w.value for w in at.warning)
+    at.radio(key="model.source").set_value("local folder or hub id…").run()
+    outside = tmp_path / "m"
+    outside.mkdir()
+    at.text_input(key="model.custom").set_value(str(outside)).run()
+    _ok(at)
+    assert "outside the folders" in at.error[0].value
+
+
+def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_env):
+    from dashboard.state import _SELECTION
+
+    at = _app("pages/model.py")
+    at.number_input(key="model.attn_probes").set_value(2).run()
+    at.select_slider(key="model.attn_len").set_value(64).run()
+    _ok(at)
+    sel = at.session_state[_SELECTION]
+    assert (sel.probe().attn_probes, sel.probe().attn_len) == (2, 64)
+    at.number_input(key="model.attn_probes").set_value(16).run()
+    at.select_slider(key="model.attn_len").set_value(256).run()
+    _ok(at)
+    assert any("too large" in e.value for e in at.error)
+
+
+def test_model_page_states_how_the_model_is_measured(app_env):
+    at = _app("pages/model.py")
+    _ok(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Self-check against the model's own forward" in captions and "blocks `model.layers`" in captions
+
+
+def test_model_page_shows_bad_uploads_and_offline_hub_ids_as_messages(app_env):
+    at = _app("pages/model.py")
+    at.radio(key="model.corpus").set_value("upload a text file…").run()
+    at.file_uploader(key="model.upload").set_value(("bad.txt", b"\x00\xff\x00binary", "text/plain")).run()
+    _ok(at)
+    assert any("Cannot use this upload" in e.value for e in at.error)
+    at.file_uploader(key="model.upload").set_value(("good.txt", b"plain words " * 500, "text/plain")).run()
+    _ok(at)
+    assert any("good.txt" in c.value for c in at.caption)
+    at.radio(key="model.source").set_value("local folder or hub id…").run()
+    at.text_input(key="model.custom").set_value("no-such-org/no-such-model-hemlab").run()
+    _ok(at)
+    assert at.error, "an unreachable hub id is a message on the page"
+
+
+def test_a_model_too_big_for_the_machine_is_a_message(app_env, monkeypatch):
+    from hemorrhage_core import models
+
+    copy = Path(app_env["HEMLAB_DEFAULT_MODEL"]).with_name("tiny-llama-copy")  # not yet loaded by the runner
+    if not copy.exists():
+        __import__("shutil").copytree(app_env["HEMLAB_DEFAULT_MODEL"], copy)
+    monkeypatch.setattr(models, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    at = _app("pages/model.py")
+    at.radio(key="model.source").set_value("local folder or hub id…").run()
+    at.text_input(key="model.custom").set_value(str(copy)).run()
+    _ok(at)
+    assert "too big for this machine" in at.error[0].value
+
+
+def test_analysis_pages_draw_stored_runs(app_env):
+    at = _app()  # makes sure at least one run is stored
+    for page, charts in [("pages/layers.py", 1), ("pages/attention.py", 1), ("pages/divergence.py", 3)]:
+        at.switch_page(page).run()
+        _ok(at)
+        assert len(at.get("plotly_chart")) >= charts, page
+    at.switch_page("pages/attention.py").run()
+    layer = at.selectbox(key=[w.key for w in at.selectbox if w.key.startswith("attention.layer")][0])
+    assert layer.value in (0, 1)
+
+
+def test_divergence_page_generates_side_by_side_with_the_divergence_marked(app_env):
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()  # a run that surely changes the continuation
+    at.switch_page("pages/divergence.py").run()
+    _ok(at)
+    charts_before = len(at.get("plotly_chart"))
+    at.radio(key="divergence.mode").set_value("sampled")
+    at.number_input(key="divergence.seed").set_value(3)
+    at.slider(key="divergence.tokens").set_value(8)
+    at.button[0].click().run()  # the form's Generate button
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    page = " ".join(h.proto.body for h in at.get("html"))
+    assert "original" in page and (
+        "first divergence at generated token" in page or "identical for all 8" in page
+    )
+    assert len(at.get("plotly_chart")) == charts_before + 1, "the per-step KL chart"
+
+
+def test_layers_page_ranks_the_modules_on_demand_and_stores_the_ranking(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.modules")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(4).run()
+    at.switch_page("pages/layers.py").run()
+    _ok(at)
+    at.button(key="layers.rank").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 2, "the cascade and the module ranking"
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=4),), _probe(app_env))
+    assert not Store(app_env["HEMLAB_DB"]).analysis(_key(app_env, spec), "module_errors").empty
+    at.switch_page("pages/layers.py").run()  # a revisit reads the stored ranking: no button
+    assert not any(b.key == "layers.rank" for b in at.button) and len(at.get("plotly_chart")) == 2
+
+
+def test_attention_page_draws_original_modified_and_difference_maps(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.attention")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()
+    at.switch_page("pages/attention.py").run()
+    _ok(at)
+    at.text_area(key="attention.prompt").set_value("the quick brown fox jumps over the lazy dog")
+    at.button[0].click().run()  # the form's submit button
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 2, "the heatmap and the three maps"
+    assert at.get("plotly_chart")[1].proto.spec.count("query token") >= 1
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_side_by_side_and_step_rows_describe_the_same_rollout(app_env, sample):
+    from hemorrhage_core.generation import prompt_generations
+    from hemorrhage_core.runner import Runner
+
+    runner = Runner(Store(":memory:"), device="cpu")
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=2),), _probe(app_env))
+    gen = prompt_generations(runner, spec, "the quick brown fox", seed=5, sample=sample, max_new_tokens=12)
+    assert len(gen.side.base_tokens) == len(gen.side.mod_tokens) == 12 == len(gen.steps)
+    same = gen.steps.sort_values("step").same_token.tolist()
+    first = same.index(False) if False in same else None
+    assert gen.side.first_divergence == first, "the highlighted token is the rollout's first divergence"
+    assert gen.side.base_ids[: first or 12] == gen.side.mod_ids[: first or 12]
+
+
+def test_divergence_page_counts_cloze_flips_and_stores_them(app_env):
+    pytest.importorskip("hemorrhage_core.analysis.flips")
+    at = _app()
+    at.slider(key="quant.quant_rtn.bits").set_value(2).run()
+    at.switch_page("pages/divergence.py").run()
+    at.slider(key="divergence.flip_items").set_value(16)
+    submit = [b for b in at.button if b.proto.label == "Count the flips"]
+    submit[0].click().run()  # the test corpus is random words without sentences: no cloze items
+    _ok(at)
+    assert "cloze set failed" in at.error[0].value and "cloze items" in at.error[0].value
+    at.selectbox(key="divergence.flip_corpus").set_value("news")
+    [b for b in at.button if b.proto.label == "Count the flips"][0].click().run()
+    _ok(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert {"Accuracy, original", "Accuracy, modified", "Flips", "Answers changed"} <= set(labels)
+    spec = RunSpec(app_env["HEMLAB_DEFAULT_MODEL"], (QuantizeRTN(bits=2),), _probe(app_env))
+    stored = Store(app_env["HEMLAB_DB"]).analysis(_key(app_env, spec), "flips")
+    assert set(stored.metric) >= {"accuracy_base", "flips", "n_items"}
+
+
+def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):
+    at = _app("pages/sweeps.py")
+    _ok(at)
+    at.text_input(key="sweep.quant_rtn.bits.values").set_value("8, 5").run()
+    at.button(key="sweep.go").click().run()
+    _ok(at)
+    bits = {m["bits"] for s in _stored_specs(app_env) for m in s["mods"] if m["kind"] == "quant_rtn"}
+    assert {8, 5} <= bits
+    assert len(at.get("plotly_chart")) >= 1
+    thresholds = at.dataframe[0].value  # the thresholds of each curve, from analysis.thresholds
+    assert "first over 1.1×" in thresholds.columns and len(thresholds) >= 1
+    at.text_input(key="sweep.quant_rtn.bits.values").set_value("8, 1").run()
+    _ok(at)
+    assert "bits=1" in at.error[0].value
+
+
+def test_compare_page_overlays_reports_and_deletes(app_env):
+    at = _app()  # stores the default quantization run ...
+    at.switch_page("pages/prune.py").run()  # ... and a pruning run, so there are two to compare
+    at.switch_page("pages/compare.py").run()
+    _ok(at)
+    before = len(Store(app_env["HEMLAB_DB"]).runs())
+    assert before >= 2
+    at.multiselect(key="compare.pick").set_value(_run_keys(app_env)[:2]).run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 3
+    assert [b.label for b in at.get("download_button") if b.label.startswith("Report")] == [
+        "Report (HTML)",
+        "Report (PDF)",
+    ]
+    at.checkbox(key="compare.sure").check().run()
+    at.button(key="compare.delete").click().run()
+    _ok(at)
+    assert len(Store(app_env["HEMLAB_DB"]).runs()) == before - 2
+    assert any("Deleted 2" in s.value for s in at.success)
+
+
+def _run_keys(env) -> list[str]:
+    return Store(env["HEMLAB_DB"]).runs().run_key.tolist()
+
+
+def test_paper_page_draws_every_table_with_its_citation(app_env):
+    at = _app("pages/paper.py")
+    _ok(at)
+    assert "arXiv:2503.23924" in at.info[0].value
+    for key in paper.TABLES:
+        at.radio(key="paper.table").set_value(key).run()
+        _ok(at)
+        assert len(at.get("plotly_chart")) >= 1, key
+
+
+def test_mitigate_page_measures_a_remedy_and_headlines_the_recovery(app_env):
+    at = _app("pages/mitigate.py")
+    _ok(at)
+    assert at.title[0].value == "Mitigate"
+    at.selectbox(key="mitigate.source").set_value("magnitude 50%").run()
+    _ok(at)
+    remedies = at.multiselect(
+        key="mitigate.remedies.gradient-aware pruning|KL distillation (norms)|decoding calibration"
+    )
+    remedies.set_value(["decoding calibration"]).run()
+    _ok(at)
+    assert any("After: magnitude 50% → calibrate T" in c.value for c in at.caption)
+    assert not at.metric, "remedies calibrate or train: nothing runs before Measure"
+    at.button(key="mitigate.measure").click().run()
+    _ok(at)
+    recovered = {m.label: m.value for m in at.metric}
+    for label in ("Perplexity damage recovered", "KL damage recovered"):
+        value = recovered[label]
+        assert value == "n/a" or -10 < float(value.rstrip("%")) < 1000, value
+    assert recovered["KL damage recovered"] != "n/a", "magnitude 50% damages the tiny model's predictions"
+    assert len(at.get("plotly_chart")) == 4
+    chains = [[m["kind"] for m in s["mods"]] for s in _stored_specs(app_env)]
+    assert ["prune"] in chains and ["prune", "calibrate_decoding"] in chains
+    # Stored: the page shows the comparison again without measuring.
+    again = _app("pages/mitigate.py")
+    again.selectbox(key="mitigate.source").set_value("magnitude 50%").run()
+    again.multiselect(key=remedies.key).set_value(["decoding calibration"]).run()
+    _ok(again)
+    assert any(m.label == "KL damage recovered" for m in again.metric)
