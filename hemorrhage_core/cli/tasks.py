@@ -65,7 +65,7 @@ def describe(reports, label: str = "") -> str:
             )
         for g in r.groups.itertuples():
             lines.append(
-                f"  {g.category:<13} {g.n:>6} {g.metric:<8} {g.base:>6.3f} {'':>12} {g.modified:>6.3f} {'':>12} "
+                f"  {g.category:<14} {g.n:>5} {g.metric:<8} {g.base:>6.3f} {'':>12} {g.modified:>6.3f} {'':>12} "
                 f"{g.difference:>+7.3f} {'':>14} {g.right_to_wrong:>5} {g.wrong_to_right:>5}"
             )
         if r.ppl_base is not None:
