@@ -422,7 +422,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     experts = ExpertTally()
     done: list[WeightTarget] = []
     alphas = []
-    for step in walk_blocks(model, windows, batch_size=8):
+    for step in walk_blocks(model, windows, batch_size=8, progress=ctx.progress, label="AWQ"):
         if not per_block.get(step.index):
             continue
         # Each stage is searched on the inputs produced by the stages already quantized before it (the experts

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,12 +252,41 @@ def attention_probe_shape(windows: torch.Tensor, probe: ProbeSettings) -> tuple[
     return min(probe.attn_probes, windows.shape[0]), min(probe.attn_len, windows.shape[1])
 
 
-def corpus_pass(model, ids: torch.Tensor, probe_rows: int, probe_len: int):
+@contextmanager
+def block_reports(model, on_block: Callable[[int, int], None] | None):
+    """Call `on_block(done, total)` after each block's forward (observes only: the numbers are untouched). An
+    exception it raises (Cancelled) ends the pass between two blocks."""
+    if on_block is None:
+        yield
+        return
+    blocks = find_blocks(model)
+
+    def hook_for(i: int):
+        def hook(_module, _inputs, _output) -> None:  # returns None: the block's output is left as it is
+            on_block(i + 1, len(blocks))
+
+        return hook
+
+    handles = [block.register_forward_hook(hook_for(i)) for i, block in enumerate(blocks)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def corpus_pass(
+    model,
+    ids: torch.Tensor,
+    probe_rows: int,
+    probe_len: int,
+    on_block: Callable[[int, int], None] | None = None,
+):
     """One decoder pass over a batch of windows [B, T] on the fast kernel: (final hidden [B, T, d], residual
     stream per block, attention maps of the probe prefix [probe_rows, H, probe_len, probe_len] per block, or []
     when the model is not on the "hemlab" kernel). The base reference and every profile run exactly this, so an
-    unmodified model compares at exactly zero."""
-    with fast_attention(), capture_prefix(probe_rows, probe_len) as probes:
+    unmodified model compares at exactly zero. `on_block(done, total)`: see `block_reports`."""
+    with fast_attention(), capture_prefix(probe_rows, probe_len) as probes, block_reports(model, on_block):
         final, resid = forward_sites(model, ids)
     return final, resid, probes.maps
 
@@ -296,6 +326,23 @@ class ProbeMaps:
         return [None if a is None else a.cpu() for a in attention_patterns(model, prefixes)]
 
 
+# Share of one batch's time spent in the decoder pass (the rest: unembedding and summaries), for progress within a
+# batch. A rough split measured on SmolLM2-135M; only the within-batch bar position depends on it.
+FORWARD_SHARE = 0.75
+
+
+def batch_block_reporter(
+    progress: Progress | None, i: int, n: int, what: str
+) -> Callable[[int, int], None] | None:
+    """A per-block reporter for batch i of n: honest progress while one large batch (the default budget is one
+    batch) runs, and a cancel check between its blocks."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(
+        (i + FORWARD_SHARE * done / total) / (n + 1), f"{what}: batch {i + 1}/{n}, block {done}/{total}"
+    )
+
+
 def build_reference(
     model,
     windows: torch.Tensor,
@@ -319,7 +366,8 @@ def build_reference(
         probe_maps = ProbeMaps(windows, *attention_probe_shape(windows, probe))
         for i, sl in enumerate(slices):
             ids = windows[sl].to(device)
-            final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length)
+            on_block = batch_block_reporter(progress, i, len(slices), "base reference")
+            final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length, on_block)
             probe_maps.add(maps)
             targets = ids[:, 1:].reshape(-1)
             parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
