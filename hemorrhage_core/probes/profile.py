@@ -54,9 +54,9 @@ PartialListener = Callable[[PartialMetrics], None]
 __all__ = ["Cancelled", "Profile", "preview", "profile_model"]  # Cancelled: where the pages import it from
 
 SHARED_BASE_NOTE = (
-    "Decoding-only change: the weights are the original's, so the per-layer residual-stream errors, the logit "
-    "lens and the attention maps are exactly the reference's (zero difference) and were not recomputed; only the "
-    "next-token distributions were measured."
+    "This chain changes no weight: the per-layer residual-stream errors, the logit lens and the attention maps are "
+    "exactly the original's (zero difference) and were filled in without being recomputed; only the next-token "
+    "distributions were measured."
 )
 
 
