@@ -137,6 +137,8 @@ def apply_modifications(
     check_chain(mods)
     # A chain that starts with another checkpoint works on that freshly loaded model: copying the base is waste.
     needs_copy = not (mods and mods[0].replaces_model) and any(m.touches_weights for m in mods)
+    if needs_copy:
+        ctx.progress(0.0, "copying the base model")
     model = copy.deepcopy(base_model) if needs_copy else base_model
     state = ModifiedModel(model=model, layer_map=list(range(num_layers)))
     for k, mod in enumerate(mods):

@@ -42,6 +42,7 @@ from .reference import (
     BaseReference,
     ProbeMaps,
     batch_block_reporter,
+    batch_fraction,
     batch_slices,
     corpus_pass,
     position_logits,
@@ -130,7 +131,7 @@ def profile_model(
             progress(fraction, message)
 
     for i, sl in enumerate(slices):
-        report(i / (len(slices) + 1), f"profiling batch {i + 1}/{len(slices)}")
+        report(batch_fraction(i, len(slices), 0.0), f"profiling batch {i + 1}/{len(slices)}")
         ref = reference.batch(i)
         ids = windows[sl].to(device)
         # The reference was built by the same pass (sdpa, attention probes captured from the first windows).
@@ -182,7 +183,7 @@ def profile_model(
             per_layer = kl_rows.view(len(lens_layers), -1).sum(-1).cpu()
             lens_sum[lens_layers] += per_layer
         release_freed_memory()  # this batch's tensors are gone: keep the process from growing (memory.py)
-        report((i + 1) / (len(slices) + 1), f"profiling batch {i + 1}/{len(slices)}")
+        report(batch_fraction(i, len(slices), 1.0), f"profiling batch {i + 1}/{len(slices)}")
         if partial:
             blocks.append(position_blocks(sl.start, sl.stop - sl.start, width))
             if i + 1 < len(slices):  # the last batch's estimate is the final one, given below
@@ -297,8 +298,9 @@ def preview(
     the profile measures every window again in its own batches, so the stored numbers do not depend on it."""
     model = mod.model
     device = next(model.parameters()).device
-    ref = reference.batch(0)
-    n = min(n_windows, int(ref["hidden"].shape[1]))
+    ref = reference.first_predictions()
+    width = windows.shape[1] - 1
+    n = min(n_windows, ref["target_lp"].shape[0] // width)  # windows of the first batch
     ids = windows[:n].to(device)
     on_block = (
         (lambda done, total: progress(done / total, f"first estimate: block {done}/{total}"))
@@ -315,7 +317,6 @@ def preview(
         kl_parts.append(kl.cpu())
         mod_t.append(s.target_lp.cpu())
         agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())
-    width = windows.shape[1] - 1
     return partial_mod.estimate(
         torch.cat(kl_parts),
         ref["target_lp"][: n * width].clone(),

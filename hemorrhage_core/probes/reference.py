@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -149,6 +149,7 @@ def _sha256(path: Path) -> str:
 class BaseReference:
     path: Path
     meta: dict
+    _first: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_batches(self) -> int:
@@ -167,6 +168,15 @@ class BaseReference:
 
     def batch(self, i: int) -> dict[str, torch.Tensor]:
         return self._load(f"batch_{i:05d}.safetensors")
+
+    def first_predictions(self) -> dict[str, torch.Tensor]:
+        """Batch 0 without its hidden states (top-K ids and log-probs, tail, target log-probs: ~8 MB at the
+        default budget), read and checked once, then kept: every preview of this reference starts from it, and
+        reading the 140 MB batch file again would cost the first numbers a second. Only previews read it (nothing
+        stored depends on it); profiles read and check every batch file each time."""
+        if self._first is None:
+            self._first = {k: v.clone() for k, v in self.batch(0).items() if k != "hidden"}
+        return self._first
 
     def attention(self) -> list[torch.Tensor | None]:
         """Base attention probabilities on the probe set per block, [n_probes, H, T, T] float32 each, None for
@@ -326,9 +336,19 @@ class ProbeMaps:
         return [None if a is None else a.cpu() for a in attention_patterns(model, prefixes)]
 
 
-# Share of one batch's time spent in the decoder pass (the rest: unembedding and summaries), for progress within a
-# batch. A rough split measured on SmolLM2-135M; only the within-batch bar position depends on it.
-FORWARD_SHARE = 0.75
+# Where the time of a corpus pass goes, for progress that an ETA can extrapolate (measured on SmolLM2-135M at the
+# default budget, one batch of 8 x 512 tokens; only the bar's position depends on them, never a number): per batch,
+# reading the reference batch and embedding (LOAD_SHARE), the decoder blocks (FORWARD_SHARE, evenly per block),
+# then unembedding, summaries and per-layer comparisons (the rest); after the last batch, TAIL_SHARE of the whole
+# step for the attention maps and the final metrics.
+LOAD_SHARE = 0.04
+FORWARD_SHARE = 0.62
+TAIL_SHARE = 0.08
+
+
+def batch_fraction(i: int, n: int, within: float) -> float:
+    """The step's fraction at `within` (0..1) of batch i of n."""
+    return (i + within) / n * (1 - TAIL_SHARE)
 
 
 def batch_block_reporter(
@@ -339,7 +359,8 @@ def batch_block_reporter(
     if progress is None:
         return None
     return lambda done, total: progress(
-        (i + FORWARD_SHARE * done / total) / (n + 1), f"{what}: batch {i + 1}/{n}, block {done}/{total}"
+        batch_fraction(i, n, LOAD_SHARE + FORWARD_SHARE * done / total),
+        f"{what}: batch {i + 1}/{n}, block {done}/{total}",
     )
 
 
@@ -384,7 +405,7 @@ def build_reference(
             del tensors, parts, final, resid, maps
             release_freed_memory()  # keep the process flat over the corpus (memory.py)
             if progress:
-                progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
+                progress(batch_fraction(i, len(slices), 1.0), f"base reference: batch {i + 1}/{len(slices)}")
         per_block = probe_maps.result(model)
         attn_blocks = [i for i, m in enumerate(per_block) if m is not None]
         attn = torch.stack([per_block[i] for i in attn_blocks]) if attn_blocks else torch.zeros(0)
