@@ -155,6 +155,7 @@ def main() -> None:
         warm = RunSpec(args.model, (QuantizeRTN(bits=8),), probe)
         runner.run(warm)  # loads the model, builds or opens the reference, and leaves one run as history
         print(f"model loaded, reference ready, warm-up run stored: {time.monotonic() - t0:.1f} s")
+        load_before = os.getloadavg()[0]
 
         runs = []
         for bits in (3, 4, 5, 6, 7)[: args.repeats]:
@@ -181,6 +182,10 @@ def main() -> None:
         ratio = statistics.median(r["total"] / r["bare"] for r in runs)
         overhead = statistics.median(r["total"] / (r["bare"] + r["modify_s"]) for r in runs)
         eta = med("eta_ratio") if any(r["eta_ratio"] for r in runs) else None
+        print(
+            f"\nload average (1 min) before / after the timed runs: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} cores: a load above the core count stretches every wall time"
+        )
         print("\n| figure | measured (median, min–max) | goal |\n|---|---|---|")
         print(
             f"| slider change → first headline numbers | {first[0]:.2f} s ({first[1]:.2f}–{first[2]:.2f}) | ≤ 3 s |"

@@ -65,9 +65,9 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
     if not st.session_state.get(f"{family}.asked"):
         estimate = estimate_seconds(runner().store.runs(), spec)
         return (
-            f"**{spec.label()}** is not measured yet"
-            + (f" ({estimate.text()})" if estimate else "")
-            + ": press Measure to profile it. After that, changing a setting measures it at once."
+            f"**{spec.label()}** is not measured yet: press Measure to profile it"
+            + (f" (estimated {estimate.text()})" if estimate else "")
+            + ". After that, changing a setting measures it at once."
         )
     return None
 
