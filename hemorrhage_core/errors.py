@@ -23,3 +23,9 @@ class StoreError(HemlabError):
 
 class CacheError(HemlabError):
     """A cached base reference failed its integrity check; the message names the folder and what was done."""
+
+
+class Cancelled(Exception):  # noqa: N818 (the name the pages and tests already use)
+    """Raised between blocks or batches when the caller's cancel check returns True; nothing is stored.
+
+    Not a HemlabError: a cancel is the user's choice, not a mistake to explain."""
