@@ -133,8 +133,7 @@ class Setup:
 
 
 def spec_for(setup: Setup, mod_text: str | None = None, tokens: int | None = None):
-    from hemorrhage_core.specs import parse_mod
-    from hemorrhage_core.specs import ProbeSettings, RunSpec
+    from hemorrhage_core.specs import ProbeSettings, RunSpec, parse_mod
 
     probe = ProbeSettings(
         corpus=setup.corpus, tokens=tokens or setup.tokens, window=setup.window, batch_size=setup.batch_size

@@ -24,13 +24,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from hemorrhage_core import corpora  # noqa: E402
-from hemorrhage_core.specs import parse_mod  # noqa: E402
 from hemorrhage_core.probes.capture import forward_sites  # noqa: E402
 from hemorrhage_core.probes.kernels import fast_attention  # noqa: E402
 from hemorrhage_core.probes.metrics import kl_full, kl_topk, log_tail_mass  # noqa: E402
 from hemorrhage_core.probes.reference import position_logprobs  # noqa: E402
 from hemorrhage_core.runner import Runner  # noqa: E402
-from hemorrhage_core.specs import ProbeSettings, RunSpec  # noqa: E402
+from hemorrhage_core.specs import (  # noqa: E402
+    ProbeSettings,
+    RunSpec,
+    parse_mod,  # noqa: E402
+)
 from hemorrhage_core.store import Store  # noqa: E402
 
 MODS = ("quant_rtn:bits=8", "quant_rtn:bits=4,granularity=group,group_size=128", "quant_rtn:bits=3",

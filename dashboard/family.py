@@ -15,6 +15,7 @@ from hemorrhage_core.specs import Calibrated, Modification, RunSpec
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
+from .eta import estimate_seconds
 from .fields import describe, family_kinds
 from .forms import mod_form
 from .state import load_base, runner
@@ -46,12 +47,38 @@ def calibrates(mod: Modification) -> bool:
     return isinstance(mod, Calibrated) or bool(getattr(mod, "calibrated", False))
 
 
+def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: bool) -> str | None:
+    """Why this spec waits for the Measure button (a message), or None when it is stored or may start now.
+
+    The user "asked" once they changed a setting on this page (the chain differs from the one first shown) or
+    pressed Measure in this session; until then landing on a page starts nothing.
+    """
+    landing = st.session_state.setdefault(f"{family}.landing", mods)  # the chain first shown
+    if mods != landing:
+        st.session_state[f"{family}.asked"] = True
+    if runner().lookup(spec) is not None:
+        return None
+    if any(calibrates(m) for m in spec.mods):
+        return "This setting calibrates on text (minutes): press Measure to profile it."
+    if not auto:
+        return "Automatic updates are off: press Measure to profile these settings."
+    if not st.session_state.get(f"{family}.asked"):
+        estimate = estimate_seconds(runner().store.runs(), spec)
+        return (
+            f"**{spec.label()}** is not measured yet: press Measure to profile it"
+            + (f" (estimated {estimate.text()})" if estimate else "")
+            + ". After that, changing a setting measures it at once."
+        )
+    return None
+
+
 def family_page(family: str) -> None:
     """Method picker, generated form, headline numbers and the four profile charts for one family.
 
-    Title and introduction come from the family registry (specs/families.py). A change measures at once for
-    instant methods; a setting that calibrates or trains waits for the Measure button unless it is stored, so a
-    dropdown change never starts minutes of work.
+    Title and introduction come from the family registry (specs/families.py). Nothing starts unasked: landing
+    shows the stored result of the default setting, or a Measure button; once the user has changed a setting (or
+    pressed Measure) on the page, instant methods measure at once on every change, and a setting that calibrates
+    or trains still waits for Measure unless it is stored, so a dropdown change never starts minutes of work.
     """
     info = family_info(family)
     st.title(info.title)
@@ -98,14 +125,12 @@ def family_page(family: str) -> None:
         if stack and len(mods) > 1:
             st.caption("Chain: " + " → ".join(m.label() for m in mods))
 
-    wait = not auto or (any(calibrates(m) for m in spec.mods) and runner().lookup(spec) is None)
-    if wait and not st.button("Measure", type="primary", key=f"{family}.measure"):
-        st.info(
-            "This setting calibrates on text (minutes): press Measure to profile it."
-            if auto
-            else "Automatic updates are off: press Measure to profile these settings."
-        )
-        st.stop()
+    reason = why_wait(family, spec, mods, auto)
+    if reason:
+        if not st.button("Measure", type="primary", key=f"{family}.measure"):
+            st.info(reason)
+            st.stop()
+        st.session_state[f"{family}.asked"] = True  # from now on instant settings update on change
     result = run_with_progress(spec, key=f"{family}-run")
     if result is None:
         st.stop()

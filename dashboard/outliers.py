@@ -20,6 +20,8 @@ from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.mitigation import Chain
 from hemorrhage_core.specs import ActQuant, ProbeSettings, QuantizeRTN
 
+from .live import progress_bar
+from .memo import memo
 from .state import Selection, compute_lock, runner
 from .widgets import chart, show_error, table
 
@@ -29,16 +31,19 @@ _MEASURED = "outliers.measured"  # settings this session measured: shown again w
 EXPLAINS = (ActQuant, QuantizeRTN)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
 def _stats(
-    _runner, model: str, probe_json: str, corpus: str, n: int, length: int, alpha: float
+    runner, model: str, probe_json: str, corpus: str, n: int, length: int, alpha: float, progress=None
 ) -> pd.DataFrame:
-    """analysis.outliers.measure_outliers, cached per process (the runner is not hashed: one per database)."""
+    """analysis.outliers.measure_outliers, kept per process per setting (memo.py)."""
     probe = ProbeSettings(**json.loads(probe_json))
-    with compute_lock():
-        return outliers.measure_outliers(
-            _runner, model, probe, corpus=corpus, n=n, length=length, alpha=alpha
-        )
+
+    def compute():
+        with compute_lock():
+            return outliers.measure_outliers(
+                runner, model, probe, corpus=corpus, n=n, length=length, alpha=alpha, progress=progress
+            )
+
+    return memo("outliers", (model, probe_json, corpus, n, length, alpha), compute)
 
 
 def section(sel: Selection, chain: Chain) -> None:
@@ -71,8 +76,8 @@ def section(sel: Selection, chain: Chain) -> None:
             )
             return
         try:
-            with st.spinner("Measuring activations…"):
-                stats = _stats(runner(), *setting)
+            with progress_bar("Measuring activations") as report:
+                stats = _stats(runner(), *setting, progress=report)
         except Exception as exc:  # a bug or a library error: a message on the page, never a traceback
             show_error(exc, "Measuring the activation outliers")
             return

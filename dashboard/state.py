@@ -18,6 +18,7 @@ from pathlib import Path
 import streamlit as st
 
 from hemorrhage_core import corpora, models
+from hemorrhage_core.compute_queue import ComputeQueue
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.paths import data_dir, default_db_path
 from hemorrhage_core.runner import Runner
@@ -50,9 +51,10 @@ def uploads_dir() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _process_locks() -> dict[str, threading.Lock]:
-    """Locks shared by every session of this process: one for computations, one for loading base models."""
-    return {"compute": threading.Lock(), "load": threading.Lock()}
+def _process_locks() -> dict[str, ComputeQueue | threading.Lock]:
+    """Shared by every session of this process: the queue of computations (it tells a waiting session how many
+    are ahead) and a lock for loading base models."""
+    return {"compute": ComputeQueue(), "load": threading.Lock()}
 
 
 @st.cache_resource(show_spinner=False)
@@ -77,9 +79,10 @@ def runner(trust_remote_code: bool | None = None) -> Runner:
     return get_runner(db_path(), bool(trust))
 
 
-def compute_lock() -> threading.Lock:
-    """The process-wide computation lock (the runners' queue): hold it for work outside Runner.run that builds
-    a modified model, such as generations, so sessions never hold two modified copies at once."""
+def compute_lock() -> ComputeQueue:
+    """The process-wide computation queue (the runners' queue): hold it (`with compute_lock():`) for work
+    outside Runner.run that builds a modified model, such as generations, so sessions never hold two modified
+    copies at once."""
     return _process_locks()["compute"]
 
 

@@ -16,13 +16,13 @@ import streamlit as st
 from hemorrhage_core import runner as runner_mod
 from hemorrhage_core.analysis import views
 from hemorrhage_core.charts import export_bytes
-from hemorrhage_core.errors import HemlabError
-from hemorrhage_core.probes.profile import Cancelled
+from hemorrhage_core.errors import Cancelled, HemlabError
 from hemorrhage_core.runner import RunResult
 from hemorrhage_core.specs import RunSpec
 
 from . import runs as runs_mod
-from .eta import estimate_seconds
+from .eta import LiveEta, estimate_seconds, step_priors
+from .live import draw_partial, step_reporter
 from .state import Selection, problem, runner, selection
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ def _resume() -> None:
 
 
 def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
-    """A stored result appears at once; a new one computes under a progress bar with an estimated time and a
-    Cancel button. Errors become messages on the page; None when there is no result to draw."""
+    """A stored result appears at once; a new one computes under a progress bar that names the step and its
+    block or batch, with the time left from this step's measured throughput (or the queue position), the first
+    headline numbers with 95 % intervals as they arrive, and a Cancel button that works between any two blocks
+    or batches. Errors become messages on the page; None when there is no result to draw."""
     r = runner()
     try:
         cached = r.lookup(spec)
@@ -94,34 +96,30 @@ def run_with_progress(spec: RunSpec, *, key: str = "run") -> RunResult | None:
             st.warning(f"Cancelled **{spec.label()}**: nothing was stored.")
             st.button("Compute it after all", key=f"{key}-resume", on_click=_resume)
             return None
-        estimate = estimate_seconds(r.store.runs(), spec)
+        history = r.store.runs()
+        estimate = estimate_seconds(history, spec)
         box = st.empty()
         with box.container(border=True):
             st.markdown(f"Computing **{spec.label()}** on `{spec.model}`")
             st.caption(
-                "Estimated time: "
+                "Estimated before it started: "
                 + (estimate.text() if estimate else "unknown (no stored run to compare with)")
+                + ". The bar's time left comes from this step's measured speed."
             )
-            bar = st.progress(
-                0.0,
-                text="in the queue behind other computations of this app, then loading and modifying the model…",
-            )
+            bar = st.progress(0.0, text="starting…")
+            first = st.empty()  # the running headline numbers (live.draw_partial)
             st.button("Cancel", key=f"{key}-cancel", on_click=_cancel, args=(run_key,), type="secondary")
-        started = time.monotonic()
-
-        def progress(fraction: float, message: str) -> None:
-            fraction = min(max(fraction, 0.0), 1.0)
-            elapsed = time.monotonic() - started
-            if fraction > 0.05:
-                left = elapsed * (1 - fraction) / fraction
-            elif estimate:
-                left = max(estimate.seconds - elapsed, 0.0)
-            else:
-                left = None
-            eta = f" · {elapsed:.0f} s elapsed" + (f", ~{left:.0f} s left" if left is not None else "")
-            bar.progress(fraction, text=message + eta)
-
-        result = r.run(spec, progress=progress, cancelled=lambda: st.session_state.get(_CANCELLED) == run_key)
+        eta = LiveEta(
+            step_priors(history, spec),
+            windows=max(spec.probe.tokens // spec.probe.window, 1),
+            started=time.monotonic(),
+        )
+        result = r.run(
+            spec,
+            steps=step_reporter(bar, eta),
+            partial=lambda p: draw_partial(first, p),
+            cancelled=lambda: st.session_state.get(_CANCELLED) == run_key,
+        )
         box.empty()
         remember(result.run_key)
         return result
@@ -160,6 +158,8 @@ def headline(result: RunResult) -> None:
     items = runs_mod.headlines(result.metrics)
     for col, h in zip(st.columns(len(items)), items, strict=True):
         col.metric(h.label, h.value, h.delta, delta_color="off", delta_arrow="off", help=h.help)
+    for note in result.notes:
+        st.caption(note)
 
 
 def run_picker(label: str, key: str, *, multi: bool = False, model: str | None = None) -> list[str]:

@@ -27,3 +27,9 @@ class CacheError(HemlabError):
 
 class TaskError(HemlabError):
     """An unknown task, a task entry or data file that cannot be read, or items that cannot be scored."""
+
+
+class Cancelled(Exception):  # noqa: N818 (the name the pages and tests already use)
+    """Raised between blocks or batches when the caller's cancel check returns True; nothing is stored.
+
+    Not a HemlabError: a cancel is the user's choice, not a mistake to explain."""

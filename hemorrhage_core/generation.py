@@ -36,6 +36,7 @@ from .errors import SpecError
 from .modify.base import ModifiedModel
 from .probes.metrics import kl_full
 from .probes.reference import context_rows
+from .progress import Progress, scaled
 
 log = logging.getLogger(__name__)
 
@@ -403,16 +404,31 @@ class PromptGenerations:
     summary: dict[str, float]
 
 
+# Share of the progress bar for building the modified model: a calibrated method takes minutes, the two short
+# rollouts seconds.
+GENERATION_MODIFY_SHARE = 0.8
+
+
 def prompt_generations(
-    runner, spec, prompt: str, *, seed: int, sample: bool, max_new_tokens: int
+    runner,
+    spec,
+    prompt: str,
+    *,
+    seed: int,
+    sample: bool,
+    max_new_tokens: int,
+    progress: Progress | None = None,
 ) -> PromptGenerations:
     """Original (reference setting) vs `spec` on one prompt. Side effect: builds a modified copy of the model.
 
     Sampled rollouts use gumbel_noise(seed, 0, ...), exactly what compare_generations draws for a
     single prompt with that seed, so the side-by-side tokens and the step rows describe the same rollout.
+    `progress` hears the modification block by block (the minutes of a calibrated method), then each stage.
     """
     loaded = runner.base(spec.model)
-    modified = runner.modify(spec)
+    modified = runner.modify(spec, progress=scaled(progress, 0.0, GENERATION_MODIFY_SHARE))
+    report = scaled(progress, GENERATION_MODIFY_SHARE, 1.0) or (lambda f, m: None)
+    report(0.0, f"generating {max_new_tokens} tokens with both models")
     tokenizer = loaded.tokenizer
     if sample:
         batch = PromptBatch.encode(tokenizer, [prompt], next(loaded.model.parameters()).device)
@@ -432,7 +448,9 @@ def prompt_generations(
     else:
         side = side_by_side(loaded.model, modified, tokenizer, prompt, max_new_tokens)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, sample=sample, seeds=(seed,))
+    report(0.5, "scoring every step against the original")
     with torch.inference_mode():
         comparison = compare_generations(loaded.model, modified, tokenizer, [prompt], settings)
     del modified
+    report(1.0, "done")
     return PromptGenerations(side=side, steps=comparison.steps, summary=comparison.summary)

@@ -2,15 +2,19 @@
 
 The `Runner` owns the shared, never-mutated base models, the token windows and the base references, so a sweep
 of N points loads the model and computes the base reference once. It is safe to share between threads (the
-Streamlit app shares one per process): computations are queued on one lock so two sessions cannot exhaust
-memory, and reads from the store need no lock.
+Streamlit app shares one per process): computations are queued on one `ComputeQueue` so two sessions cannot
+exhaust memory (a waiting one hears how many are ahead), and reads from the store need no lock.
+
+A new run reports its steps (queue, base reference, modification, first estimate, profile: progress.py), checks
+for a cancel between every block and batch of each, and, when asked (`partial`), gives running estimates of the
+headline numbers with confidence intervals: first from one window before the profile, then after every batch.
+What is stored is the full profile, as without them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +25,17 @@ from typing import Any
 import pandas as pd
 
 from . import corpora, models
+from .compute_queue import ComputeQueue
 from .errors import HemlabError, SpecError
 from .identity import model_identity
 from .modify import ModContext, ModifiedModel, apply_modifications
 from .modify.evidence import calibration_windows
 from .paths import cache_dir
-from .probes.profile import Profile, profile_model
+from .probes.partial import PartialMetrics
+from .probes.profile import SHARED_BASE_NOTE, Profile, preview, profile_model
 from .probes.reference import BaseReference, build_reference, reference_key
 from .probes.selfcheck import prepare_measurement
+from .progress import RunSteps, StepListener
 from .specs import CODE_VERSION, ModelFacts, RunSpec
 from .store import Store
 from .structure import find_blocks
@@ -36,6 +43,7 @@ from .structure import find_blocks
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+PartialListener = Callable[[PartialMetrics], None]
 
 
 @dataclass
@@ -48,6 +56,11 @@ class RunResult:
     heads: pd.DataFrame  # tidy: layer, head, metric, value
     kl_hist: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the measurement skipped because it could not change (from the spec, so stored runs say it too)."""
+        return [] if self.spec.touches_weights else [SHARED_BASE_NOTE]
 
     def layer_table(self) -> pd.DataFrame:
         return Profile(self.metrics, self.layers, self.heads, self.kl_hist).layer_table()
@@ -108,10 +121,10 @@ class Runner:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         allowed_dirs: list[Path] | None = None,
-        compute_lock: threading.Lock | None = None,
+        compute_lock: ComputeQueue | None = None,
     ):
         """`compute_lock`: share one queue between runners of a process (the app keeps a second runner when a
-        user allows remote code); default: a lock of its own."""
+        user allows remote code); default: a queue of its own."""
         self.store = store
         self.device = device
         self.trust_remote_code = trust_remote_code
@@ -123,7 +136,7 @@ class Runner:
         self._facts: dict[str, ModelFacts] = {}
         self._inputs: dict[tuple, tuple] = {}
         self._calibration: dict[tuple, object] = {}
-        self._compute = compute_lock or threading.Lock()
+        self._compute = compute_lock or ComputeQueue()
         self._last_modified: tuple[RunSpec, ModifiedModel] | None = None
 
     # -- shared, cached inputs --------------------------------------------------------------------------------
@@ -163,6 +176,9 @@ class Runner:
 
     def corpus(self, name_or_path: str) -> corpora.Corpus:
         return corpora.load_corpus(name_or_path, allowed_dirs=self.allowed_dirs)
+
+    def _has_inputs(self, spec: RunSpec, corpus: corpora.Corpus) -> bool:
+        return (spec.model, corpus.sha256, spec.probe) in self._inputs
 
     def _inputs_for(self, spec: RunSpec, corpus: corpora.Corpus, progress: Progress | None):
         """(windows, base reference) for a spec; built once per model/corpus/settings."""
@@ -205,10 +221,15 @@ class Runner:
             )
         return self._calibration[key]
 
-    def context(self, spec: RunSpec) -> ModContext:
-        """What the handlers of `spec` may use: tokenizer, calibration text and the base model (read-only)."""
+    def context(
+        self, spec: RunSpec, progress: Progress | None = None, cancelled: Callable[[], bool] | None = None
+    ) -> ModContext:
+        """What the handlers of `spec` may use: tokenizer, calibration text and the base model (read-only), and
+        where they report progress (`ctx.progress`, which also checks `cancelled`)."""
         loaded = self.base(spec.model)
         return ModContext(
+            on_progress=progress,
+            cancelled=cancelled,
             tokenizer=loaded.tokenizer,
             # Lazy: the evaluation windows (and base reference) are built only if a handler asks for them.
             calibration=lambda: self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[0],
@@ -219,20 +240,24 @@ class Runner:
             allowed_dirs=self.allowed_dirs,
         )
 
-    def modify(self, spec: RunSpec) -> ModifiedModel:
+    def modify(
+        self, spec: RunSpec, *, progress: Progress | None = None, cancelled: Callable[[], bool] | None = None
+    ) -> ModifiedModel:
         """`spec.mods` applied to a copy of the shared base model (or to no copy for decoding-only chains).
 
         The last result is kept (one slot, callers treat it as read-only): a profile followed by a generation,
         attention or flips view of the same spec shares one modification, which matters for the modifications
         that calibrate or train (GPTQ, distillation: minutes). The slot is emptied before a new modification is
-        built, so at most one modified copy exists at a time.
+        built, so at most one modified copy exists at a time. A cancelled modification (Cancelled, raised by the
+        handler's `ctx.progress` between blocks) leaves the slot empty: its half-modified copy is dropped.
         """
         last = self._last_modified
         if last is not None and last[0] == spec:
             return last[1]
         self._last_modified = None
         loaded = self.base(spec.model)
-        modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, self.context(spec))
+        ctx = self.context(spec, progress, cancelled)
+        modified = apply_modifications(loaded.model, loaded.num_layers, spec.mods, ctx)
         self._last_modified = (spec, modified)
         return modified
 
@@ -262,16 +287,50 @@ class Runner:
         )
 
     def run(
-        self, spec: RunSpec, *, progress: Progress | None = None, cancelled: Callable[[], bool] | None = None
+        self,
+        spec: RunSpec,
+        *,
+        progress: Progress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        partial: PartialListener | None = None,
+        steps: StepListener | None = None,
     ) -> RunResult:
+        """The stored result of `spec`, or a new measurement (stored before it is returned).
+
+        `progress(fraction, message)`: the run's overall fraction; `steps(StepUpdate)`: the same reports by step,
+        with each step's own clock (for an ETA from this machine's measured throughput); `cancelled()`: checked
+        while waiting in the queue and between the blocks and batches of every step (Cancelled: nothing
+        stored); `partial(PartialMetrics)`: running headline estimates with 95 % intervals, the last one equal to
+        the stored numbers.
+        """
         cached = self.lookup(spec)
         if cached is not None:
             return cached
-        with self._compute:
+        run_steps = RunSteps(
+            self._plan(spec, partial), progress=progress, listener=steps, cancelled=cancelled
+        )
+        queue = run_steps.step("queue")
+        with self._compute.turn(
+            waiting=lambda ahead: queue(0.0, f"waiting for another computation: {ahead} ahead"),
+            cancelled=cancelled,
+        ):
             cached = self.lookup(spec)  # another thread may have computed it while we waited
             if cached is not None:
                 return cached
-            return self._compute_run(spec, progress, cancelled)
+            return self._compute_run(spec, run_steps, partial)
+
+    def _plan(self, spec: RunSpec, partial: PartialListener | None) -> tuple[str, ...]:
+        """The steps a new run of `spec` goes through (a guess before the lock: the reference may be built by
+        the run ahead in the queue; a step that turns out to be done is skipped, which only shortens the ETA)."""
+        corpus = self.corpus(spec.probe.corpus)
+        steps = ["queue"]
+        if not self._has_inputs(spec, corpus):
+            steps.append("reference")
+        if spec.mods:
+            steps.append("modify")
+        if partial is not None and _worth_a_preview(spec):
+            steps.append("preview")
+        return (*steps, "profile")
 
     def sweep(self, specs: list[RunSpec], *, progress: Progress | None = None) -> list[RunResult]:
         results = []
@@ -284,25 +343,30 @@ class Runner:
             results.append(self.run(spec, progress=sub))
         return results
 
-    def _compute_run(self, spec: RunSpec, progress: Progress | None, cancelled) -> RunResult:
+    def _compute_run(self, spec: RunSpec, steps: RunSteps, partial: PartialListener | None) -> RunResult:
         key, corpus = self.cache_key(spec)
         spec.check_model(self.facts(spec.model))  # before the reference or any modification is computed
         started = time.perf_counter()
-        windows, reference = self._inputs_for(spec, corpus, progress)
+        fresh = not self._has_inputs(spec, corpus)
+        windows, reference = self._inputs_for(spec, corpus, steps.step("reference") if fresh else None)
         t0 = time.perf_counter()
-        modified = self.modify(spec)
+        modified = self.modify(spec, progress=steps.step("modify"), cancelled=steps.cancelled)
         modify_s = time.perf_counter() - t0
+        base_model = self.base(
+            spec.model
+        ).model  # the logit lens reads through the base's norm and unembedding
+        if partial is not None and _worth_a_preview(spec):
+            partial(preview(modified, reference, windows, progress=steps.step("preview")))
         t1 = time.perf_counter()
         profile = profile_model(
             modified,
             reference,
             windows,
             batch_size=spec.probe.batch_size,
-            progress=progress,
-            cancelled=cancelled,
-            base_model=self.base(
-                spec.model
-            ).model,  # the logit lens reads through the base's norm and unembedding
+            progress=steps.step("profile"),
+            cancelled=steps.cancelled,
+            base_model=base_model,
+            partial=partial,
         )
         profile_s = time.perf_counter() - t1
         check = self.base(spec.model).check.metrics()
@@ -330,8 +394,7 @@ class Runner:
             heads=profile.heads,
             kl_hist=profile.kl_hist,
         )
-        if progress:
-            progress(1.0, "done")
+        steps.done()
         return RunResult(spec, key, False, metrics, profile.layers, profile.heads, profile.kl_hist, settings)
 
     @staticmethod
@@ -344,6 +407,13 @@ class Runner:
             "tokens": spec.probe.tokens,
             "code_version": CODE_VERSION,
         }
+
+
+def _worth_a_preview(spec: RunSpec) -> bool:
+    """A first estimate from one window pays when the profile's first batch holds several windows (one batch
+    is the whole default budget); with one window per batch the profile's own first batch is as early."""
+    p = spec.probe
+    return min(p.batch_size, p.tokens // p.window) > 1
 
 
 def settings_from_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import analyses
+from dashboard.live import progress_bar
 from dashboard.navigation import through_app
 from dashboard.state import runner
 from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
@@ -95,10 +96,10 @@ if pending(
         st.info("Press *Show the maps* to run both models on the prompt (it rebuilds the modified model).")
         st.stop()
     try:
-        with st.spinner("Running the original and the modified model on the prompt…"):
+        with progress_bar("Building the modified model and running both on the prompt") as report:
             # One layer's heads at a time: switching heads is then instant, switching layers recomputes.
             view = analyses.attention_view(
-                runner(), result.spec.to_json(), prompt, int(layer), None, max_tokens
+                runner(), result.spec.to_json(), prompt, int(layer), None, max_tokens, progress=report
             )
     except Exception as exc:
         show_error(exc, "The attention maps")

@@ -1,36 +1,16 @@
 """Divergence: how the modified model's predictions differ: KL distribution, Δp, top-1 agreement, generations."""
 
-import json
-
 import streamlit as st
 
 from dashboard import analyses, render
+from dashboard.live import progress_bar
 from dashboard.navigation import through_app
-from dashboard.state import compute_lock, runner
+from dashboard.state import runner
 from dashboard.widgets import chart, headline, pending, run_picker, show_error, stored, table
 from hemorrhage_core import charts, corpora
 from hemorrhage_core.analysis import views
-from hemorrhage_core.generation import PromptGenerations, prompt_generations
-from hemorrhage_core.runner import Runner
-from hemorrhage_core.specs import RunSpec
 
 through_app()
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def generations(
-    _runner: Runner, spec_json: str, prompt: str, *, seed: int, sample: bool, n: int
-) -> PromptGenerations:
-    """Cached per (spec, prompt, seed, mode, length); the runner (not hashed) is the process's shared one."""
-    with compute_lock():
-        return prompt_generations(
-            _runner,
-            RunSpec.from_dict(json.loads(spec_json)),
-            prompt,
-            seed=seed,
-            sample=sample,
-            max_new_tokens=n,
-        )
 
 
 st.title("Divergence: what the model now predicts")
@@ -102,9 +82,15 @@ if st.session_state.get("divergence.request") != request:
     st.info("Press Generate to compare the two continuations (it rebuilds the modified model).")
 else:
     try:
-        with st.spinner(f"Building {result.spec.label()} and generating {n} tokens with both models…"):
-            gen = generations(
-                runner(), result.spec.to_json(), prompt, seed=seed, sample=mode == "sampled", n=n
+        with progress_bar(f"Building {result.spec.label()} and generating {n} tokens") as report:
+            gen = analyses.generations(
+                runner(),
+                result.spec.to_json(),
+                prompt,
+                seed=seed,
+                sample=mode == "sampled",
+                n=n,
+                progress=report,
             )
     except Exception as exc:
         show_error(exc, "Generation")
@@ -140,13 +126,14 @@ if pending("hemorrhage_core.analysis.flips", "Cloze flips (analysis.flips)"):
         st.session_state["divergence.flip_request"] = flip_request
     if st.session_state.get("divergence.flip_request") == flip_request:
         try:
-            with st.spinner(f"Scoring {n_items} cloze items with both models…"):
+            with progress_bar(f"Scoring {n_items} cloze items with both models") as on_progress:
                 report = analyses.flip_report(
                     runner(),
                     result.spec.to_json(),
                     result.run_key,
                     n_items,
                     None if cloze_corpus == corpora_[0] else cloze_corpus,
+                    progress=on_progress,
                 )
         except Exception as exc:  # e.g. a text without enough sentences for a cloze set
             show_error(exc, "Building and scoring the cloze set")

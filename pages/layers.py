@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import analyses
+from dashboard.live import progress_bar
 from dashboard.navigation import through_app
 from dashboard.state import runner
 from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
@@ -49,8 +50,8 @@ if pending("hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′
             )
             st.stop()
         try:
-            with st.spinner("Ranking modules on calibration text…"):
-                ranked = analyses.compute_module_ranking(runner(), result)
+            with progress_bar("Ranking modules on calibration text") as report:
+                ranked = analyses.compute_module_ranking(runner(), result, progress=report)
         except Exception as exc:
             show_error(exc, "Ranking the modules")
             st.stop()

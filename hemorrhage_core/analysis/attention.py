@@ -22,6 +22,7 @@ from ..corpora import sequence_bos
 from ..probes.capture import attention_patterns
 from ..probes.metrics import entropy, js_divergence
 from ..probes.profile import ATTN_TOPK, topk_overlap
+from ..progress import Progress, scaled
 
 HEAD_COLUMNS = ["head", "js", "entropy_shift", "sink_base", "sink_modified", "topk_overlap", "present"]
 
@@ -163,10 +164,25 @@ def attention_maps(
     )
 
 
-def attention_view(runner, spec, prompt: str, layer: int, head: int | None = None, *, max_tokens: int = 128):
-    """`attention_maps` for a RunSpec, with the runner's shared base model (never mutated) and a modified copy."""
+def attention_view(
+    runner,
+    spec,
+    prompt: str,
+    layer: int,
+    head: int | None = None,
+    *,
+    max_tokens: int = 128,
+    progress: Progress | None = None,
+):
+    """`attention_maps` for a RunSpec, with the runner's shared base model (never mutated) and a modified copy.
+    `progress` hears the modification block by block (two short passes on the prompt follow)."""
     loaded = runner.base(spec.model)
-    modified = runner.modify(spec)
-    return attention_maps(
+    modified = runner.modify(spec, progress=scaled(progress, 0.0, 0.9))
+    if progress is not None:
+        progress(0.9, "attention maps of both models on the prompt")
+    view = attention_maps(
         loaded.model, modified, loaded.tokenizer, prompt, layer, head, max_tokens=max_tokens
     )
+    if progress is not None:
+        progress(1.0, "done")
+    return view

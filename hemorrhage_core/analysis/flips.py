@@ -27,6 +27,7 @@ import torch
 from ..corpora import Corpus, sequence_bos
 from ..probes.capture import forward_sites, unembed
 from ..probes.reference import context_rows
+from ..progress import scaled
 
 STOPWORDS = frozenset(
     [
@@ -287,17 +288,29 @@ def compare(cloze: ClozeSet, base_scores: torch.Tensor, mod_scores: torch.Tensor
 
 
 def flip_report(
-    runner, spec, *, corpus: str | None = None, n_items: int = 64, n_choices: int = 4, seed: int = 0
+    runner,
+    spec,
+    *,
+    corpus: str | None = None,
+    n_items: int = 64,
+    n_choices: int = 4,
+    seed: int = 0,
+    progress=None,
 ):
     """Flips of `spec`'s modified model against the original on a cloze set from `corpus` (default: the
     evaluation corpus). The original model's scores are the same for every spec of a model and are not cached
-    here: both models are scored each call (seconds on a small model)."""
+    here: both models are scored each call (seconds on a small model). `progress` hears the stages and the
+    modification block by block."""
     loaded = runner.base(spec.model)
     cloze = build_cloze(
         runner.corpus(corpus or spec.probe.corpus), n_items=n_items, n_choices=n_choices, seed=seed
     )
+    if progress is not None:
+        progress(0.0, f"scoring {n_items} cloze items with the original")
     base_scores = score_cloze(loaded.model, loaded.tokenizer, cloze)
-    modified = runner.modify(spec)
+    modified = runner.modify(spec, progress=scaled(progress, 0.1, 0.9))
+    if progress is not None:
+        progress(0.9, f"scoring {n_items} cloze items with {spec.label()}")
     transform = modified.transform_logits if modified.logit_transforms else None
     mod_scores = score_cloze(
         modified.model, loaded.tokenizer, cloze, transform=transform, needs_context=modified.needs_context

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..modify.targets import LINEAR_TYPES
+from ..progress import Progress, scaled
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def module_errors(
     *,
     layer_map: list[int | None] | None = None,
     batch_size: int = 4,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Per-module output error of `modified` against `base` on calibration windows [n, T], ranked worst first.
 
@@ -113,6 +115,11 @@ def module_errors(
     device = next(base.parameters()).device
     with torch.inference_mode(), _hooks(base_linears, hook_for):
         for start in range(0, calibration.shape[0], batch_size):
+            if progress is not None:
+                progress(
+                    start / calibration.shape[0],
+                    f"module errors: sequence {start + 1}/{calibration.shape[0]}",
+                )
             base(
                 input_ids=calibration[start : start + batch_size].to(device),
                 use_cache=False,
@@ -151,14 +158,29 @@ def module_errors(
     return df
 
 
-def rank_modules(runner, spec, *, corpus: str | None = None, n: int = 8, length: int = 256) -> pd.DataFrame:
+def rank_modules(
+    runner,
+    spec,
+    *,
+    corpus: str | None = None,
+    n: int = 8,
+    length: int = 256,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
     """`module_errors` of `spec`'s modified model on `n` x `length` calibration tokens of `corpus` (default: the
-    evaluation corpus; the windows come from its end, never from the evaluation windows)."""
+    evaluation corpus; the windows come from its end, never from the evaluation windows). `progress` hears the
+    modification block by block, then each calibration batch."""
     loaded = runner.base(spec.model)
     calib = runner.calibration_windows(spec, corpus or spec.probe.corpus, n, length)
-    modified = runner.modify(spec)
+    modified = runner.modify(spec, progress=scaled(progress, 0.0, 0.5))
     try:
-        return module_errors(loaded.model, modified.model, calib, layer_map=modified.layer_map)
+        return module_errors(
+            loaded.model,
+            modified.model,
+            calib,
+            layer_map=modified.layer_map,
+            progress=scaled(progress, 0.5, 1.0),
+        )
     finally:
         del modified
 

@@ -110,7 +110,7 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 
 def measure_outliers(
-    runner, model: str, probe, *, corpus: str, n: int, length: int, alpha: float
+    runner, model: str, probe, *, corpus: str, n: int, length: int, alpha: float, progress=None
 ) -> pd.DataFrame:
     """`activation_outlier_stats` of the base model `model` on `n` calibration sequences of `length` tokens from
     the end of `corpus` (the same windows a SmoothQuant run with these calib_* fields and this `probe` calibrates
@@ -121,4 +121,4 @@ def measure_outliers(
     # Validates alpha and the calibration size with SmoothQuant's own messages (SpecError).
     SmoothQuant(alpha=alpha, calib_corpus=corpus, calib_samples=n, calib_len=length)
     windows = runner.calibration_windows(RunSpec(model, (), probe), corpus, n, length)
-    return activation_outlier_stats(runner.base(model).model, windows, alpha=alpha)
+    return activation_outlier_stats(runner.base(model).model, windows, alpha=alpha, progress=progress)

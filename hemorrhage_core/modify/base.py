@@ -10,6 +10,7 @@ weight, parameters left, coverage, ...).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..progress import CancelCheck, Progress, check, scaled
 from ..specs import Modification, check_chain
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,20 @@ class ModContext:
     trust_remote_code: bool = False
     allow_pickle: bool = False  # a checkpoint's pickled weights (pytorch_model.bin) may be read
     allowed_dirs: list[Path] | None = None
+    # Who listens to the handler's progress (the runner: the dashboard's bar, the CLI's log) and whether the user
+    # cancelled; handlers call `progress`, never these.
+    on_progress: Progress | None = None
+    cancelled: CancelCheck | None = None
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Report `fraction` (0..1) of this modification done, e.g. `ctx.progress(12 / 30, "GPTQ block 13/30")`.
+
+        Raises Cancelled when the user cancelled: call it between blocks or layers, where stopping leaves
+        nothing half written that anyone will read (the modified copy is thrown away).
+        """
+        check(self.cancelled, "modification")
+        if self.on_progress is not None:
+            self.on_progress(fraction, message)
 
     def calibration_windows(self, corpus: str, n: int, length: int) -> torch.Tensor:
         """`n` calibration sequences of `length` tokens from `corpus` (a built-in name or a text file path).
@@ -121,12 +137,21 @@ def apply_modifications(
     check_chain(mods)
     # A chain that starts with another checkpoint works on that freshly loaded model: copying the base is waste.
     needs_copy = not (mods and mods[0].replaces_model) and any(m.touches_weights for m in mods)
+    if needs_copy:
+        ctx.progress(0.0, "copying the base model")
     model = copy.deepcopy(base_model) if needs_copy else base_model
     state = ModifiedModel(model=model, layer_map=list(range(num_layers)))
-    for mod in mods:
+    for k, mod in enumerate(mods):
         handler = HANDLERS.get(type(mod))
         if handler is None:
             raise TypeError(f"no handler registered for {type(mod).__name__}")
         log.info("applying %s", mod.label())
-        handler(state, mod, ctx)
+        # Each modification of the chain reports within its share of the step; the report also checks cancel.
+        part = dataclasses.replace(
+            ctx, on_progress=scaled(ctx.on_progress, k / len(mods), (k + 1) / len(mods))
+        )
+        part.progress(0.0, f"applying {mod.label()}" + (f" ({k + 1}/{len(mods)})" if len(mods) > 1 else ""))
+        handler(state, mod, part)
+    if mods:
+        ctx.progress(1.0, "modification done")
     return state

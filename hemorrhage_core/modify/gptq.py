@@ -186,7 +186,7 @@ def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
     footprint = Footprint()
     experts = ExpertTally()
     done: list[WeightTarget] = []
-    for step in walk_blocks(model, windows, batch_size=8):
+    for step in walk_blocks(model, windows, batch_size=8, progress=ctx.progress, label="GPTQ"):
         if not per_block.get(step.index):
             continue
         groups = target_groups(step, per_block[step.index])

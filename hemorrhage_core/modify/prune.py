@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SpecError
+from ..progress import scaled
 from ..specs import PRUNE_METHODS, Prune
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
@@ -208,12 +209,15 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
                 prune_layer(target.name, inputs)
 
     if not method.reads_inputs:
-        for name in targets:
+        for k, name in enumerate(targets):
+            ctx.progress(k / len(targets), f"{mod.method}: layer {k + 1}/{len(targets)}")
             prune_layer(name, None)
     elif mod.sequential:
-        _prune_sequentially(model, targets, windows, method, prune_with)
+        _prune_sequentially(
+            model, targets, windows, method, prune_with, progress=ctx.progress, label=mod.method
+        )
     else:
-        prune_with(_dense_statistics(model, targets, windows, method))
+        prune_with(_dense_statistics(model, targets, windows, method, progress=ctx.progress))
 
     state.report["achieved_sparsity"] = tally.zeros / max(tally.total, 1)
     state.report["pruned_weights"] = float(tally.total)
@@ -225,8 +229,11 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
     record_coverage(state, mod, plan, done, missing_reason="no calibration token reached it")
 
 
-def _dense_statistics(model, targets: dict[str, WeightTarget], windows: torch.Tensor, method: PruneMethod):
-    """Input statistics of `targets` from full forward passes of `model` over `windows` [n, T]."""
+def _dense_statistics(
+    model, targets: dict[str, WeightTarget], windows: torch.Tensor, method: PruneMethod, progress=None
+):
+    """Input statistics of `targets` from full forward passes of `model` over `windows` [n, T]; `progress`
+    hears each calibration batch (ModContext.progress: also where a cancel is noticed)."""
     device = next(model.parameters()).device
     # The LM head sees every position only when all logits are computed; then one sequence per pass bounds the
     # [b, T, vocabulary] logits (Gemma 3: 262k entries per position).
@@ -238,11 +245,24 @@ def _dense_statistics(model, targets: dict[str, WeightTarget], windows: torch.Te
         input_statistics(targets, norms=method.activations, hessian=method.hessian) as stats,
     ):
         for start in range(0, windows.shape[0], batch):
+            if progress is not None:
+                progress(
+                    start / windows.shape[0],
+                    f"calibration statistics: sequence {start + 1}/{windows.shape[0]}",
+                )
             model(input_ids=windows[start : start + batch].to(device), use_cache=False, logits_to_keep=keep)
     return stats
 
 
-def _prune_sequentially(model, targets: dict[str, WeightTarget], windows, method: PruneMethod, prune_with):
+def _prune_sequentially(
+    model,
+    targets: dict[str, WeightTarget],
+    windows,
+    method: PruneMethod,
+    prune_with,
+    progress=None,
+    label="prune",
+):
     """Block by block: statistics of block i's layers on the outputs of the pruned blocks < i, then prune them.
 
     Inside a block all layers are calibrated on the block's input in one pass (as SparseGPT's and Wanda's
@@ -253,7 +273,10 @@ def _prune_sequentially(model, targets: dict[str, WeightTarget], windows, method
     outside: dict[str, WeightTarget] = {}
     for name, target in targets.items():
         (per_block[target.block] if target.block is not None else outside)[name] = target
-    for step in walk_blocks(model, windows, batch_size=CALIB_BATCH):
+    # With layers outside the blocks, their full pass is the last tenth of the step.
+    walk_share = 0.9 if outside else 1.0
+    blocks_progress = scaled(progress, 0.0, walk_share)
+    for step in walk_blocks(model, windows, batch_size=CALIB_BATCH, progress=blocks_progress, label=label):
         layers = per_block.get(step.index)
         if not layers:
             continue
@@ -261,4 +284,6 @@ def _prune_sequentially(model, targets: dict[str, WeightTarget], windows, method
             step.forward()
         prune_with(stats)
     if outside:
-        prune_with(_dense_statistics(model, outside, windows, method))
+        prune_with(
+            _dense_statistics(model, outside, windows, method, progress=scaled(progress, walk_share, 1.0))
+        )

@@ -100,7 +100,8 @@ def apply_rtn(state: ModifiedModel, mod: QuantizeRTN, ctx: ModContext) -> None:
     plan = plan_targets(state.model, mod)
     check_scope(plan, mod)
     footprint = Footprint()
-    for target in plan.targets:
+    for k, target in enumerate(plan.targets):
+        ctx.progress(k / len(plan.targets), f"RTN layer {k + 1}/{len(plan.targets)}")
         w = target.view()
         target.write(
             quantize_rtn(

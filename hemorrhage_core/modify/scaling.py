@@ -34,6 +34,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..footprint import SCALE_BITS, Footprint, grouped_bits_per_weight
+from ..progress import Progress
 from ..specs import AWQ, SmoothQuant
 from ..structure import find_blocks
 from .actquant import ACT_QUANT_MARK
@@ -147,8 +148,10 @@ def collect_input_groups(
     *,
     batch_size: int = 8,
     targets: list[tuple[str, nn.Module]] | None = None,
+    progress: Progress | None = None,
 ) -> list[InputGroup]:
-    """Input groups of every block with max |x_j| over the calibration windows [n, T]."""
+    """Input groups of every block with max |x_j| over the calibration windows [n, T]; `progress` hears each
+    batch (a handler passes `ctx.progress`: a cancel check too)."""
     device = next(model.parameters()).device
     # One sequence is enough to see who feeds whom, and discovery holds every norm output of that pass.
     groups = _discover_groups(model, windows[:1].to(device), targets)
@@ -157,6 +160,11 @@ def collect_input_groups(
     ]
     try:
         for start in range(0, windows.shape[0], batch_size):
+            if progress is not None:
+                progress(
+                    start / windows.shape[0],
+                    f"activation statistics: sequence {start + 1}/{windows.shape[0]}",
+                )
             model.get_decoder()(input_ids=windows[start : start + batch_size].to(device), use_cache=False)
     finally:
         for h in handles:
@@ -257,7 +265,9 @@ def apply_smoothquant(state: ModifiedModel, mod: SmoothQuant, ctx: ModContext) -
     plan = plan_targets(model, mod, supports=_smoothable)
     check_scope(plan, mod)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
-    groups = collect_input_groups(model, windows, targets=[(t.name, t.module) for t in plan.targets])
+    groups = collect_input_groups(
+        model, windows, targets=[(t.name, t.module) for t in plan.targets], progress=ctx.progress
+    )
     # A fold rescales the producer's output for every reader: only safe when every reader is smoothed. With an
     # excluded router or skipped experts some readers are not, so the scales go to pre-hooks on the members.
     can_fold = not plan.excluded and not plan.unhandled
@@ -295,7 +305,9 @@ def _smoothable(target: WeightTarget) -> str | None:
     return None
 
 
-def activation_outlier_stats(model: nn.Module, windows: torch.Tensor, *, alpha: float = 0.5) -> pd.DataFrame:
+def activation_outlier_stats(
+    model: nn.Module, windows: torch.Tensor, *, alpha: float = 0.5, progress: Progress | None = None
+) -> pd.DataFrame:
     """Per layer input channel: max |activation| before and after SmoothQuant smoothing with `alpha`.
 
     Tidy columns: layer, module (the layers sharing that input, e.g. "q_proj,k_proj,v_proj"), channel,
@@ -303,7 +315,7 @@ def activation_outlier_stats(model: nn.Module, windows: torch.Tensor, *, alpha: 
     After smoothing the input channel j is x_j / s_j exactly, so its max is max_abs_before / s_j.
     """
     rows = []
-    for group in collect_input_groups(model, windows):
+    for group in collect_input_groups(model, windows, progress=progress):
         s = smoothing_scales(group.max_abs, weight_col_absmax(group.members), alpha)
         before = group.max_abs.cpu()
         after = (group.max_abs / s).cpu()
@@ -422,7 +434,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     experts = ExpertTally()
     done: list[WeightTarget] = []
     alphas = []
-    for step in walk_blocks(model, windows, batch_size=8):
+    for step in walk_blocks(model, windows, batch_size=8, progress=ctx.progress, label="AWQ"):
         if not per_block.get(step.index):
             continue
         # Each stage is searched on the inputs produced by the stages already quantized before it (the experts

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..progress import Progress
 from ..structure import block_hidden, decoder, find_blocks, like_block_output
 from .taps import target_inputs
 from .targets import LINEAR_TYPES, WeightTarget, linear_target
@@ -142,15 +143,34 @@ class BlockStep:
         return outs
 
 
-def walk_blocks(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 8) -> Iterator[BlockStep]:
+def walk_blocks(
+    model: nn.Module,
+    windows: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    label: str = "calibration",
+) -> Iterator[BlockStep]:
     """Yield a `BlockStep` per block in order. After the caller is done with a step (modified its block), the
-    next step's inputs are that block's outputs. The model's blocks are restored before the first step."""
+    next step's inputs are that block's outputs. The model's blocks are restored before the first step.
+
+    `progress` (a handler passes `ctx.progress`) hears "<label> block i/n" before each block, with the share of
+    blocks done: blocks cost about the same, so the caller's ETA can extrapolate the time per block. It is also
+    where a cancel is noticed (ModContext.progress raises Cancelled), so a cancel waits for one block at most.
+    """
+    blocks = find_blocks(model)
+    if progress is not None:
+        progress(0.0, f"{label}: capturing the calibration inputs")
     inputs, calls = capture_block_calls(model, windows, batch_size=batch_size)
-    for i, block in enumerate(find_blocks(model)):
+    for i, block in enumerate(blocks):
+        if progress is not None:
+            progress(i / len(blocks), f"{label} block {i + 1}/{len(blocks)}")
         step = BlockStep(i, block, inputs, calls[i])
         yield step
         inputs = step.outputs()
         log.debug("block %d done", i)
+    if progress is not None:
+        progress(1.0, f"{label}: {len(blocks)} blocks done")
 
 
 def linear_modules(block: nn.Module) -> dict[str, nn.Module]:

@@ -214,6 +214,16 @@ class LayerAccumulator:
         self.cos_sum[layer] += float((rm / (rr.sqrt() * mm.sqrt()).clamp(min=1e-12)).double().sum())
         self.count[layer] += ref.shape[0]
 
+    def add_identical(self, layer: int, ref: torch.Tensor) -> None:
+        """`add(layer, ref, ref)` without the work: for a model that shares the reference's weights (a
+        decoding-only chain), whose states are the reference's. The same expressions on the same values, so the
+        sums are those `add` would give (the cosine term is computed, not assumed 1: it rounds)."""
+        ref = ref.float().reshape(-1, ref.shape[-1])
+        rr = torch.einsum("nd,nd->n", ref, ref)
+        self.sq_ref[layer] += float(rr.double().sum())
+        self.cos_sum[layer] += float((rr / (rr.sqrt() * rr.sqrt()).clamp(min=1e-12)).double().sum())
+        self.count[layer] += ref.shape[0]
+
     def results(self) -> dict[str, list[float]]:
         rel = (self.sq_diff / self.sq_ref.clamp(min=1e-30)).sqrt()
         # SQNR is infinite for an unmodified layer; store a large finite cap so it survives JSON and SQL.

@@ -7,7 +7,12 @@ residual streams give the per-layer errors, the cascade ratio e(l)/e(l-1) and th
 positions read through the base model's final norm and unembedding; no extra pass). The attention probe set is
 the prefix of the first windows: its maps are computed during the same pass (kernels.capture_prefix; maps are
 T x T, so only short prefixes are read) and skipped when the modified model is the base model itself
-(decoding-only chains). Memory stays flat in the corpus size: per batch, only O(positions) scalars are kept.
+(decoding-only chains), as are the residual comparisons and the logit lens: the states are the reference's, so
+their errors are exactly zero and are filled in without being recomputed (`SHARED_BASE_NOTE`). Memory stays flat
+in the corpus size: per batch, only O(positions) scalars are kept.
+
+While it runs, `partial` hears running estimates of the headline numbers with confidence intervals after every
+batch (partial.py), and `preview` gives the first ones from one window before the profile starts.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from ..errors import Cancelled
 from ..memory import release_freed_memory
 from ..modify.base import ModifiedModel
+from . import partial as partial_mod
 from .decoding import PredictionStats
 from .lens import lens_kl, lens_rows, predicting_rows
 from .metrics import (
@@ -30,14 +37,28 @@ from .metrics import (
     quantile_summary,
     summarize_logits,
 )
-from .reference import BaseReference, ProbeMaps, batch_slices, corpus_pass, position_logits
+from .partial import PartialMetrics, position_blocks
+from .reference import (
+    BaseReference,
+    ProbeMaps,
+    batch_block_reporter,
+    batch_fraction,
+    batch_slices,
+    corpus_pass,
+    position_logits,
+)
 from .selfcheck import NO_LENS
 
 Progress = Callable[[float, str], None]
+PartialListener = Callable[[PartialMetrics], None]
 
+__all__ = ["Cancelled", "Profile", "preview", "profile_model"]  # Cancelled: where the pages import it from
 
-class Cancelled(Exception):
-    """Raised between batches when the caller's cancel check returns True; nothing is stored."""
+SHARED_BASE_NOTE = (
+    "This chain changes no weight: the per-layer residual-stream errors, the logit lens and the attention maps are "
+    "exactly the original's (zero difference) and were filled in without being recomputed; only the next-token "
+    "distributions were measured."
+)
 
 
 @dataclass
@@ -70,12 +91,17 @@ def profile_model(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     base_model: torch.nn.Module | None = None,
+    partial: PartialListener | None = None,
 ) -> Profile:
     """Every metric of `mod` against `reference` on `windows` [n, T] and the attention probe set (the reference's
     probe prefix of the first windows, see `reference.attention_probe_shape`).
 
     `base_model` (read-only) supplies the final norm and unembedding of the logit lens, so the lens compares
     residual streams only; without it the modified model's own are used (the same unless lm_head was modified).
+
+    `progress` hears every block of every batch's pass (one batch is the whole default budget) and `cancelled`
+    is checked there too; `partial` hears the running headline estimates after every batch, the last one
+    (`final=True`) equal to the returned metrics.
     """
     model = mod.model
     lens_model = base_model if base_model is not None else model
@@ -91,37 +117,36 @@ def profile_model(
     kl_parts, base_t, mod_t, agree, top5 = [], [], [], [], []
     decoding = PredictionStats()  # support cut by samplers, reverse KL, ECE
 
-    # A decoding-only chain works on the base model itself (no copy): its maps are the reference's.
+    # A decoding-only chain works on the base model itself (no copy): its maps and states are the reference's.
     shares_base = base_model is not None and mod.model is base_model
     probe_maps = ProbeMaps(windows, *reference.meta["probe"])
     slices = batch_slices(windows.shape[0], batch_size)
-    for i, sl in enumerate(slices):
+    width = windows.shape[1] - 1  # predicted positions per window
+    blocks: list[torch.Tensor] = []  # bootstrap block of every position (partial.py), only with `partial`
+
+    def report(fraction: float, message: str) -> None:
         if cancelled and cancelled():
             raise Cancelled("profile cancelled")
+        if progress:
+            progress(fraction, message)
+
+    for i, sl in enumerate(slices):
+        report(batch_fraction(i, len(slices), 0.0), f"profiling batch {i + 1}/{len(slices)}")
         ref = reference.batch(i)
         ids = windows[sl].to(device)
         # The reference was built by the same pass (sdpa, attention probes captured from the first windows).
         final, resid, maps = corpus_pass(
-            model, ids, 0 if shares_base else probe_maps.rows_in(sl), probe_maps.length
+            model,
+            ids,
+            0 if shares_base else probe_maps.rows_in(sl),
+            probe_maps.length,
+            batch_block_reporter(report, i, len(slices), "profiling") if progress or cancelled else None,
         )
         probe_maps.add(maps)
         targets = ids[:, 1:].reshape(-1)
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
         for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
-            # One summary per chunk (a top-k and one log-sum-exp, metrics.summarize_logits) serves every
-            # metric: on CPU these passes over R x V floats cost as much as the unembedding itself.
-            base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
-            # Only a logit transform (a truncating sampler) can make a finite logit -inf.
-            s = summarize_logits(
-                logits,
-                targets[rows],
-                top_ids=ref["top_ids"][rows].to(device),
-                check_infinite=bool(mod.logit_transforms),
-            )
-            kl = kl_topk_parts(base_top, base_tail, s.top_lp, s.tail_lp)
-            # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite
-            # there by definition (kl_topk would give inf, or NaN through 0 * inf).
-            kl = torch.where(s.infinite, torch.full_like(kl, math.inf), kl)
+            s, base_top, base_tail, kl = _compare_chunk(mod, ref, rows, logits, targets, device)
             decoding.add(base_top, base_tail, s, targets[rows])
             kl_parts.append(kl.cpu())
             mod_t.append(s.target_lp.cpu())
@@ -136,7 +161,10 @@ def profile_model(
         lens_count += len(lens_idx)
         lens_layers, lens_ref, lens_mod = [], [], []
         for layer, j in enumerate(mod.layer_map):
-            if j is not None:
+            if shares_base:
+                # The same weights on the same tokens: the states are the reference's (the lens KL is 0).
+                acc.add_identical(layer, ref_hidden[layer])
+            elif j is not None:
                 # Both sides in the storage dtype, so an unmodified layer differs by exactly 0.
                 mod_hidden = resid[j].to(store_dtype)
                 acc.add(layer, ref_hidden[layer], mod_hidden.cpu())
@@ -155,8 +183,22 @@ def profile_model(
             per_layer = kl_rows.view(len(lens_layers), -1).sum(-1).cpu()
             lens_sum[lens_layers] += per_layer
         release_freed_memory()  # this batch's tensors are gone: keep the process from growing (memory.py)
-        if progress:
-            progress((i + 1) / (len(slices) + 1), f"profiling batch {i + 1}/{len(slices)}")
+        report(batch_fraction(i, len(slices), 1.0), f"profiling batch {i + 1}/{len(slices)}")
+        if partial:
+            blocks.append(position_blocks(sl.start, sl.stop - sl.start, width))
+            if i + 1 < len(slices):  # the last batch's estimate is the final one, given below
+                partial(
+                    partial_mod.estimate(
+                        torch.cat(kl_parts),
+                        torch.cat(base_t),
+                        torch.cat(mod_t),
+                        torch.cat(agree),
+                        torch.cat(blocks),
+                        windows=sl.stop,
+                        total_windows=windows.shape[0],
+                        source="profile",
+                    )
+                )
 
     if cancelled and cancelled():
         raise Cancelled("profile cancelled")
@@ -204,7 +246,87 @@ def profile_model(
     if not hidden.empty:
         metrics["last_layer_rel_error"] = float(hidden.sort_values("layer")["value"].iloc[-1])
     kl_hist = pd.DataFrame(histogram(kl), columns=["bin_lo", "bin_hi", "count"])
+    if partial:
+        # The same tensors as the metrics above: the final estimate is the stored number, bit for bit.
+        partial(
+            partial_mod.estimate(
+                kl,
+                base_lp,
+                mod_lp,
+                torch.cat(agree),
+                torch.cat(blocks),
+                windows=windows.shape[0],
+                total_windows=windows.shape[0],
+                source="profile",
+                final=True,
+            )
+        )
     return Profile(metrics=metrics, layers=layers, heads=heads, kl_hist=kl_hist, report=dict(mod.report))
+
+
+def _compare_chunk(mod: ModifiedModel, ref: dict, rows: slice, logits: torch.Tensor, targets, device):
+    """(summary, base top-k log-probs, base tail, KL per position) of one chunk of the modified model's logits
+    against the reference rows `rows` of its batch."""
+    # One summary per chunk (a top-k and one log-sum-exp, metrics.summarize_logits) serves every metric: on CPU
+    # these passes over R x V floats cost as much as the unembedding itself.
+    base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
+    # Only a logit transform (a truncating sampler) can make a finite logit -inf.
+    s = summarize_logits(
+        logits,
+        targets[rows],
+        top_ids=ref["top_ids"][rows].to(device),
+        check_infinite=bool(mod.logit_transforms),
+    )
+    kl = kl_topk_parts(base_top, base_tail, s.top_lp, s.tail_lp)
+    # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite there by
+    # definition (kl_topk would give inf, or NaN through 0 * inf).
+    kl = torch.where(s.infinite, torch.full_like(kl, math.inf), kl)
+    return s, base_top, base_tail, kl
+
+
+def preview(
+    mod: ModifiedModel,
+    reference: BaseReference,
+    windows: torch.Tensor,
+    *,
+    n_windows: int = 1,
+    progress: Progress | None = None,
+) -> PartialMetrics:
+    """First estimates of the headline numbers from the first `n_windows` evaluation windows (a prefix of the
+    reference's first batch), before the profile: one pass over 1/8 of the default budget. Only the final
+    position distributions are compared (no residual streams, lens or attention), and nothing of it is stored:
+    the profile measures every window again in its own batches, so the stored numbers do not depend on it."""
+    model = mod.model
+    device = next(model.parameters()).device
+    ref = reference.first_predictions()
+    width = windows.shape[1] - 1
+    n = min(n_windows, ref["target_lp"].shape[0] // width)  # windows of the first batch
+    ids = windows[:n].to(device)
+    on_block = (
+        (lambda done, total: progress(done / total, f"first estimate: block {done}/{total}"))
+        if progress
+        else None
+    )
+    final, _resid, _ = corpus_pass(model, ids, 0, 0, on_block)
+    del _resid
+    targets = ids[:, 1:].reshape(-1)
+    context = ids if mod.needs_context else None
+    kl_parts, mod_t, agree = [], [], []
+    for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
+        s, _, _, kl = _compare_chunk(mod, ref, rows, logits, targets, device)
+        kl_parts.append(kl.cpu())
+        mod_t.append(s.target_lp.cpu())
+        agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())
+    return partial_mod.estimate(
+        torch.cat(kl_parts),
+        ref["target_lp"][: n * width].clone(),
+        torch.cat(mod_t),
+        torch.cat(agree),
+        position_blocks(0, n, width),
+        windows=n,
+        total_windows=windows.shape[0],
+        source="preview",
+    )
 
 
 def cascade_ratios(rel_errors: list[float]) -> dict[int, float]:

@@ -27,7 +27,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -148,6 +149,7 @@ def _sha256(path: Path) -> str:
 class BaseReference:
     path: Path
     meta: dict
+    _first: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_batches(self) -> int:
@@ -166,6 +168,15 @@ class BaseReference:
 
     def batch(self, i: int) -> dict[str, torch.Tensor]:
         return self._load(f"batch_{i:05d}.safetensors")
+
+    def first_predictions(self) -> dict[str, torch.Tensor]:
+        """Batch 0 without its hidden states (top-K ids and log-probs, tail, target log-probs: ~8 MB at the
+        default budget), read and checked once, then kept: every preview of this reference starts from it, and
+        reading the 140 MB batch file again would cost the first numbers a second. Only previews read it (nothing
+        stored depends on it); profiles read and check every batch file each time."""
+        if self._first is None:
+            self._first = {k: v.clone() for k, v in self.batch(0).items() if k != "hidden"}
+        return self._first
 
     def attention(self) -> list[torch.Tensor | None]:
         """Base attention probabilities on the probe set per block, [n_probes, H, T, T] float32 each, None for
@@ -251,12 +262,41 @@ def attention_probe_shape(windows: torch.Tensor, probe: ProbeSettings) -> tuple[
     return min(probe.attn_probes, windows.shape[0]), min(probe.attn_len, windows.shape[1])
 
 
-def corpus_pass(model, ids: torch.Tensor, probe_rows: int, probe_len: int):
+@contextmanager
+def block_reports(model, on_block: Callable[[int, int], None] | None):
+    """Call `on_block(done, total)` after each block's forward (observes only: the numbers are untouched). An
+    exception it raises (Cancelled) ends the pass between two blocks."""
+    if on_block is None:
+        yield
+        return
+    blocks = find_blocks(model)
+
+    def hook_for(i: int):
+        def hook(_module, _inputs, _output) -> None:  # returns None: the block's output is left as it is
+            on_block(i + 1, len(blocks))
+
+        return hook
+
+    handles = [block.register_forward_hook(hook_for(i)) for i, block in enumerate(blocks)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def corpus_pass(
+    model,
+    ids: torch.Tensor,
+    probe_rows: int,
+    probe_len: int,
+    on_block: Callable[[int, int], None] | None = None,
+):
     """One decoder pass over a batch of windows [B, T] on the fast kernel: (final hidden [B, T, d], residual
     stream per block, attention maps of the probe prefix [probe_rows, H, probe_len, probe_len] per block, or []
     when the model is not on the "hemlab" kernel). The base reference and every profile run exactly this, so an
-    unmodified model compares at exactly zero."""
-    with fast_attention(), capture_prefix(probe_rows, probe_len) as probes:
+    unmodified model compares at exactly zero. `on_block(done, total)`: see `block_reports`."""
+    with fast_attention(), capture_prefix(probe_rows, probe_len) as probes, block_reports(model, on_block):
         final, resid = forward_sites(model, ids)
     return final, resid, probes.maps
 
@@ -296,6 +336,34 @@ class ProbeMaps:
         return [None if a is None else a.cpu() for a in attention_patterns(model, prefixes)]
 
 
+# Where the time of a corpus pass goes, for progress that an ETA can extrapolate (measured on SmolLM2-135M at the
+# default budget, one batch of 8 x 512 tokens; only the bar's position depends on them, never a number): per batch,
+# reading the reference batch and embedding (LOAD_SHARE), the decoder blocks (FORWARD_SHARE, evenly per block),
+# then unembedding, summaries and per-layer comparisons (the rest); after the last batch, TAIL_SHARE of the whole
+# step for the attention maps and the final metrics.
+LOAD_SHARE = 0.04
+FORWARD_SHARE = 0.62
+TAIL_SHARE = 0.08
+
+
+def batch_fraction(i: int, n: int, within: float) -> float:
+    """The step's fraction at `within` (0..1) of batch i of n."""
+    return (i + within) / n * (1 - TAIL_SHARE)
+
+
+def batch_block_reporter(
+    progress: Progress | None, i: int, n: int, what: str
+) -> Callable[[int, int], None] | None:
+    """A per-block reporter for batch i of n: honest progress while one large batch (the default budget is one
+    batch) runs, and a cancel check between its blocks."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(
+        batch_fraction(i, n, LOAD_SHARE + FORWARD_SHARE * done / total),
+        f"{what}: batch {i + 1}/{n}, block {done}/{total}",
+    )
+
+
 def build_reference(
     model,
     windows: torch.Tensor,
@@ -319,7 +387,8 @@ def build_reference(
         probe_maps = ProbeMaps(windows, *attention_probe_shape(windows, probe))
         for i, sl in enumerate(slices):
             ids = windows[sl].to(device)
-            final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length)
+            on_block = batch_block_reporter(progress, i, len(slices), "base reference")
+            final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length, on_block)
             probe_maps.add(maps)
             targets = ids[:, 1:].reshape(-1)
             parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
@@ -336,7 +405,7 @@ def build_reference(
             del tensors, parts, final, resid, maps
             release_freed_memory()  # keep the process flat over the corpus (memory.py)
             if progress:
-                progress((i + 1) / (len(slices) + 1), f"base reference: batch {i + 1}/{len(slices)}")
+                progress(batch_fraction(i, len(slices), 1.0), f"base reference: batch {i + 1}/{len(slices)}")
         per_block = probe_maps.result(model)
         attn_blocks = [i for i, m in enumerate(per_block) if m is not None]
         attn = torch.stack([per_block[i] for i in attn_blocks]) if attn_blocks else torch.zeros(0)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from ..corpora import sequence_bos
+from ..errors import Cancelled
 from ..probes.capture import unembed
 from ..probes.kernels import fast_attention
-from ..probes.profile import Cancelled
 from ..structure import decoder
 
 log = logging.getLogger(__name__)

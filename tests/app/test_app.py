@@ -110,6 +110,47 @@ def test_eta_prefers_the_same_chain_on_the_same_model_and_scales_with_tokens():
     assert eta.estimate_seconds(history.iloc[:0], spec) is None
 
 
+def _simulated_updates(durations: dict[str, float], units: dict[str, int]):
+    """(time, StepUpdate) of a run whose steps take `durations` seconds in `units` equal blocks or batches."""
+    from hemorrhage_core.progress import StepUpdate
+
+    steps, t, out = tuple(durations), 0.0, []
+    for step in steps:
+        n = units.get(step, 1)
+        for k in range(n + 1):
+            out.append(
+                (
+                    t + durations[step] * k / n,
+                    StepUpdate(step, steps, k / n, f"{k}/{n}", durations[step] * k / n),
+                )
+            )
+        t += durations[step]
+    return out, t
+
+
+def test_live_eta_is_within_2x_of_the_truth_from_the_first_quarter_on():
+    # A calibrated method: 30 blocks of 2 s, a 2 s first estimate, a 22 s profile; the stored history says the
+    # profile takes 33 s (another machine's pace) and knows nothing of this method.
+    durations = {"queue": 0.0, "modify": 60.0, "preview": 2.0, "profile": 22.0}
+    updates, total = _simulated_updates(durations, {"modify": 30, "profile": 30})
+    history = pd.DataFrame(
+        [("m", RunSpec("m", (QuantizeRTN(bits=4),)).to_json(), 4096, 40.0, 33.0, 1.0)],
+        columns=["model", "spec_json", "token_budget", "wall_s", "profile_s", "modify_s"],
+    )
+    spec = RunSpec("m", (Prune(sparsity=0.5, method="wanda"),))
+    priors = eta.step_priors(history, spec)
+    assert priors["profile"] == 33.0 and "modify" not in priors, "RTN's modify time says nothing about Wanda"
+    live = eta.LiveEta(priors, windows=8, started=0.0)
+    fractions = []
+    for now, u in updates:
+        fraction, left = live.update(u, now)
+        fractions.append(fraction)
+        truth = total - now
+        if now >= total / 4 and truth > 2:
+            assert left is not None and truth / 2 <= left <= truth * 2, (now, u.step, left, truth)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
 def test_model_policy_refuses_folders_outside_the_allowed_ones(tmp_path):
     inside, outside = tmp_path / "allowed" / "m", tmp_path / "elsewhere" / "m"
     for d in (inside, outside):
@@ -247,6 +288,14 @@ def _ok(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def _measured(at: AppTest, family: str) -> AppTest:
+    """Press the family page's Measure button when the page waits for it (landing starts nothing)."""
+    if any(b.key == f"{family}.measure" for b in at.button):
+        at.button(key=f"{family}.measure").click().run()
+    _ok(at)
+    return at
+
+
 def _stored_specs(env) -> list[dict]:
     return [json.loads(s) for s in Store(env["HEMLAB_DB"]).runs().get("spec_json", [])]
 
@@ -266,6 +315,7 @@ def test_quantize_page_profiles_the_default_and_sliders_drive_the_spec(app_env):
     at = _app()  # the default page
     _ok(at)
     assert at.title[0].value == "Quantize"
+    _measured(at, "quant")
     assert len(at.get("plotly_chart")) == 4
     assert [m.label for m in at.metric][:3] == ["Perplexity ratio", "KL mean (nats)", "Top-1 agreement"]
     at.slider(key="quant.quant_rtn.bits").set_value(3)
@@ -281,6 +331,71 @@ def test_quantize_page_profiles_the_default_and_sliders_drive_the_spec(app_env):
     ]
     assert any("RTN w3 sym g32" in c.value for c in at.caption)
     assert any(m.label == "Bits per weight" for m in at.metric)
+
+
+FAMILY_PAGES = {"quant": "pages/quantize.py", "prune": "pages/prune.py", "decode": "pages/decode.py",
+                "depth": "pages/depth.py"}  # fmt: skip
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every Runner.run and Runner._compute_run call of the app, in order."""
+    from hemorrhage_core.runner import Runner
+
+    calls: list[str] = []
+    run, compute = Runner.run, Runner._compute_run
+
+    def counted_run(self, *args, **kwargs):
+        calls.append("run")
+        return run(self, *args, **kwargs)
+
+    def counted_compute(self, *args, **kwargs):
+        calls.append("compute")
+        return compute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, "run", counted_run)
+    monkeypatch.setattr(Runner, "_compute_run", counted_compute)
+    return calls
+
+
+def test_landing_on_any_family_page_starts_nothing_and_a_stored_default_is_shown(
+    tmp_path, tiny_llama_dir, counted
+):
+    with applied(make_env(tmp_path, tiny_llama_dir)):  # a database of its own: nothing stored yet
+        for family, page in FAMILY_PAGES.items():
+            at = _app(page)
+            _ok(at)
+            assert counted == [], f"landing on {page} started a computation"
+            assert any(b.key == f"{family}.measure" for b in at.button), page
+            assert any("press Measure" in i.value for i in at.info), page
+            assert not at.metric and not at.get("plotly_chart")
+        at = _app("pages/mitigate.py")
+        _ok(at)
+        assert counted == []
+        at = _measured(_app(), "quant")  # the call to action measures the default ...
+        assert counted == ["run", "compute"] and len(at.get("plotly_chart")) == 4
+        again = _app()  # ... and a new session landing on the page shows it without computing
+        _ok(again)
+        assert counted == ["run", "compute"]
+        assert not any(b.key == "quant.measure" for b in again.button)
+        assert [m.label for m in again.metric][:3] == [
+            "Perplexity ratio",
+            "KL mean (nats)",
+            "Top-1 agreement",
+        ]
+        assert len(again.get("plotly_chart")) == 4
+
+
+def test_calibrated_settings_wait_for_measure_even_after_a_change(tmp_path, tiny_llama_dir, counted):
+    with applied(make_env(tmp_path, tiny_llama_dir)):
+        at = _app("pages/prune.py")
+        at.slider(key="prune.prune.sparsity").set_value(0.4).run()  # the user touched a widget: instant runs
+        _ok(at)
+        assert counted == ["run", "compute"]
+        at.selectbox(key="prune.prune.method").set_value("wanda").run()
+        _ok(at)
+        assert counted == ["run", "compute"], "a calibrated setting never starts on a change"
+        assert any("calibrates on text" in i.value for i in at.info)
 
 
 def test_group_size_is_disabled_unless_scales_are_per_group(app_env):
@@ -412,7 +527,7 @@ def test_a_model_too_big_for_the_machine_is_a_message(app_env, monkeypatch):
 
 
 def test_analysis_pages_draw_stored_runs(app_env):
-    at = _app()  # makes sure at least one run is stored
+    at = _measured(_app(), "quant")  # makes sure at least one run is stored
     for page, charts in [("pages/layers.py", 1), ("pages/attention.py", 1), ("pages/divergence.py", 3)]:
         at.switch_page(page).run()
         _ok(at)
@@ -521,8 +636,8 @@ def test_sweep_page_runs_a_sweep_and_draws_the_curve(app_env):
 
 
 def test_compare_page_overlays_reports_and_deletes(app_env):
-    at = _app()  # stores the default quantization run ...
-    at.switch_page("pages/prune.py").run()  # ... and a pruning run, so there are two to compare
+    at = _measured(_app(), "quant")  # stores the default quantization run ...
+    _measured(at.switch_page("pages/prune.py").run(), "prune")  # ... and a pruning run: two to compare
     at.switch_page("pages/compare.py").run()
     _ok(at)
     before = len(Store(app_env["HEMLAB_DB"]).runs())

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: `streamlit run app.py` on a free port with a tiny model, driven by Debian's
-chromium through Playwright. Moves a slider, waits for the chart to change, downloads an exported PNG and
-checks it, and saves a screenshot of every page (the folder is printed).
+chromium through Playwright. Lands on Quantize (nothing starts until Measure), moves a slider, waits for the chart
+to change, downloads an exported PNG and checks it, and saves a screenshot of every page (the folder is printed);
+on a deeper tiny model, watches the progress bar advance block by block through a calibrated modification.
 
 Never `playwright install`: the browser is Debian's /usr/bin/chromium (`make test` installs it).
 """
@@ -69,8 +70,35 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_llama_dir):
-    root = tmp_path_factory.mktemp("browser-app")
-    env = {**os.environ, **make_env(root, tiny_llama_dir)}
+    yield from _serve(tmp_path_factory.mktemp("browser-app"), tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def deep_llama_dir(tmp_path_factory, tiny_tokenizer):
+    """A 32-block tiny Llama: a calibrated modification then takes long enough for a bar to be watched."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=32,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("deep-llama")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deep_server(tmp_path_factory, deep_llama_dir):
+    yield from _serve(tmp_path_factory.mktemp("browser-deep"), deep_llama_dir)
+
+
+def _serve(root: Path, model_dir: Path):
+    """`streamlit run app.py` on a free port with the app pointed at `model_dir`; yields its URL."""
+    env = {**os.environ, **make_env(root, model_dir)}
     port = _free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
@@ -142,6 +170,10 @@ def test_slider_updates_chart_png_export_and_screenshots_of_every_page(server, b
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
     page.goto(server + "/")  # the default page (Quantize) lives at the root
+    _wait_drawn(page, "Quantize")
+    assert page.get_by_text("press Measure", exact=False).count(), "landing starts nothing"
+    assert not page.locator(".js-plotly-plot").count()
+    page.get_by_role("button", name="Measure").click()
     _wait_drawn(page, "Quantize", charts=4)
     caption = page.get_by_text("RTN w8", exact=False).first
     caption.wait_for()
@@ -190,3 +222,46 @@ def test_slider_updates_chart_png_export_and_screenshots_of_every_page(server, b
         seen.add(heading.inner_text())
     assert "Attention maps — layer 1, head 3" in seen and len(seen) >= 2, seen
     print(f"\nscreenshots of every page: {SHOTS}\nseconds per page: {seconds}")
+
+
+# Every change of the progress bar, as the browser renders it: (aria-valuenow, text).
+RECORD_PROGRESS = """() => {
+  window.__progress = [];
+  new MutationObserver(() => {
+    for (const bar of document.querySelectorAll('[data-testid="stProgress"]')) {
+      const meter = bar.querySelector('[role="progressbar"]');
+      const entry = [meter ? Number(meter.getAttribute('aria-valuenow')) : null, bar.innerText];
+      const last = window.__progress[window.__progress.length - 1];
+      if (!last || last[0] !== entry[0] || last[1] !== entry[1]) window.__progress.push(entry);
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def test_the_progress_bar_advances_block_by_block_through_a_calibrated_modification(deep_server, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(deep_server + "/")
+    _wait_drawn(page, "Quantize")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Prune", exact=True).click()
+    _wait_drawn(page, "Prune")
+    method = page.locator('[data-testid="stSelectbox"]').filter(has_text="method").last
+    method.click()
+    page.keyboard.type("wanda")
+    page.keyboard.press("Enter")
+    _wait_drawn(page, "Prune")
+    assert page.get_by_text("calibrates on text", exact=False).count(), (
+        "a calibrated setting waits for Measure"
+    )
+    page.evaluate(RECORD_PROGRESS)
+    page.get_by_role("button", name="Measure").click()
+    _wait_drawn(page, "Prune", charts=4, timeout_ms=240_000)
+    seen = page.evaluate("window.__progress")
+    blocks = [(value, text) for value, text in seen if "wanda block" in text]
+    names = {text.split("wanda block ")[1].split(" ")[0] for _, text in blocks}
+    print(
+        f"\nprogress bar states seen: {len(seen)}; wanda blocks named: {sorted(names, key=lambda n: int(n.split('/')[0]))}"
+    )
+    assert len(names) >= 3, f"the bar named too few blocks: {seen}"
+    values = [value for value, _ in seen if value is not None]
+    assert values == sorted(values) and values[-1] > values[0], values
+    assert any("left" in text for _, text in seen), "an estimate of the time left was shown"
