@@ -1,0 +1,96 @@
+"""What a family page draws under its headline numbers: the charts that mean something for the change measured.
+
+A change of the model (weights, blocks) gets the per-layer cascade, the attention heatmap, the KL histogram and
+the perplexity bars. A change of decoding only leaves every hidden state and attention map as they were (zero by
+construction, so those charts would fill half the page with nothing): it gets what a sampler changes instead
+(entropy, calibration, support, reverse KL, the probability mass cut) and, where the forward KL and the
+perplexity are infinite by definition, a sentence that says why. `VIEWS` maps the kind of change to its drawing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import streamlit as st
+
+from hemorrhage_core import charts
+from hemorrhage_core.runner import RunResult
+from hemorrhage_core.specs import RunSpec
+
+from .runs import export_caption
+from .widgets import chart
+
+
+def change_kind(spec: RunSpec) -> str:
+    """ "decoding" when no modification of the chain touches the model (only the logits a user samples from),
+    else "model"."""
+    return "decoding" if spec.mods and not spec.touches_weights else "model"
+
+
+def infinity_note(metrics: dict[str, float]) -> str | None:
+    """Why perplexity and KL(original ‖ modified) read ∞ (a truncating sampler), or None when they are finite."""
+    share, cut = metrics.get("kl_forward_infinite_share") or 0.0, metrics.get("target_cut_share") or 0.0
+    if not share:
+        return None
+    return (
+        f"**Why ∞.** The sampler gives probability 0 to tokens the original can emit at {share:.0%} of positions, "
+        f"so KL(original ‖ modified) is infinite there by definition; at {cut:.1%} of positions it is the actual "
+        "next token that gets 0, so perplexity is infinite too. Both are true and say only that the sampler cuts. "
+        "What it cuts and how much it changes the distribution is measured below."
+    )
+
+
+def _model_view(result: RunResult, name: str) -> None:
+    caption = export_caption(result.spec, result.settings, result.metrics)
+    left, right = st.columns(2)
+    with left:
+        chart(charts.layer_loss_chart(result.layers), f"{name}-layer-loss", caption=caption)
+    with right:
+        chart(charts.attention_heatmap(result.heads), f"{name}-attention", caption=caption)
+    left, right = st.columns(2)
+    with left:
+        chart(charts.kl_distribution_chart(result.kl_hist, result.metrics), f"{name}-kl", caption=caption)
+    with right:
+        chart(
+            charts.perplexity_chart(result.metrics, modified_label=result.spec.label()),
+            f"{name}-perplexity",
+            caption=caption,
+        )
+
+
+def _decoding_view(result: RunResult, name: str) -> None:
+    m, caption = result.metrics, export_caption(result.spec, result.settings, result.metrics)
+    if note := infinity_note(m):
+        st.info(note, icon=":material/all_inclusive:")
+    chart(
+        charts.decoding_chart(m, top_k=result.spec.probe.top_k, modified_label=result.spec.label()),
+        f"{name}-decoding",
+        caption=caption,
+    )
+    left, right = st.columns(2)
+    with left:
+        if math.isfinite(m.get("kl_mean", math.nan)):
+            chart(charts.kl_distribution_chart(result.kl_hist, m), f"{name}-kl", caption=caption)
+        else:
+            st.caption("No KL histogram: KL(original ‖ modified) is ∞ wherever the sampler cuts (see above).")
+    with right:
+        chart(
+            charts.perplexity_chart(m, modified_label=result.spec.label()),
+            f"{name}-perplexity",
+            caption=caption,
+        )
+    st.caption(
+        "Per-layer and attention charts are left out: decoding changes only the next-token distribution, so every "
+        "hidden state and attention map is the original's. How generations diverge (first differing token, KL "
+        "along the original's continuation) is on the Divergence page."
+    )
+    st.page_link("pages/divergence.py", label="Generate with both on a prompt", icon=":material/call_split:")
+
+
+VIEWS: dict[str, Callable[[RunResult, str], None]] = {"model": _model_view, "decoding": _decoding_view}
+
+
+def draw_profile(result: RunResult, name: str) -> None:
+    """The charts of one measured run under `name`-prefixed keys, chosen by what its chain changes."""
+    VIEWS[change_kind(result.spec)](result, name)
