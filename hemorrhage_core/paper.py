@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paths import PROJECT_ROOT
 from .analysis.sweep_points import changed_fields, short_model
+from .paths import PROJECT_ROOT
 
 PAPER_DIR = PROJECT_ROOT / "data" / "paper"
 CITATION = (
