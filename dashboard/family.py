@@ -14,7 +14,7 @@ from hemorrhage_core.specs import Calibrated, Modification, RunSpec
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
-from .fields import describe, family_kinds
+from .fields import describe, family_kinds, method_title
 from .forms import mod_form
 from .profile_view import draw_profile
 from .state import load_base, runner
@@ -69,7 +69,7 @@ def family_page(family: str) -> None:
             "Method",
             list(kinds),
             key=f"{family}.method",
-            format_func=lambda k: f"{k} — {describe(kinds[k])[:90]}",
+            format_func=lambda k: method_title(k, kinds[k]),
         )
         stack = top[1].toggle(
             "Stack with other pages",

@@ -3,7 +3,7 @@ the robust zone; several methods or models overlaid; quality against memory."""
 
 import streamlit as st
 
-from dashboard.fields import default_sweep_values, describe, family_kinds, sweepable
+from dashboard.fields import default_sweep_values, family_kinds, method_title, sweepable
 from dashboard.forms import mod_form
 from dashboard.navigation import through_app
 from dashboard.state import runner
@@ -30,7 +30,7 @@ with st.container(border=True):
     family = c1.selectbox("Family", families, format_func=lambda f: FAMILIES[f].title, key="sweep.family")
     kinds = family_kinds(family)
     kind = c2.selectbox(
-        "Method", list(kinds), key="sweep.kind", format_func=lambda k: f"{k} — {describe(kinds[k])[:60]}"
+        "Method", list(kinds), key="sweep.kind", format_func=lambda k: method_title(k, kinds[k])
     )
     fields = sweepable(kinds[kind])
     if not fields:

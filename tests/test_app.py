@@ -346,7 +346,8 @@ def test_cancelled_run_is_not_restarted_or_stored(app_env):
     assert Store(app_env["HEMLAB_DB"]).has_run(key)
 
 
-def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path):
+def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")  # the checkbox exists only where the operator allows it
     at = _app("pages/model.py")
     _ok(at)
     assert any(m.label == "Parameters" for m in at.metric)
@@ -358,6 +359,46 @@ def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env,
     at.text_input(key="model.custom").set_value(str(outside)).run()
     _ok(at)
     assert "outside the folders" in at.error[0].value
+
+
+def test_remote_code_is_offered_only_where_the_operator_allows_it(app_env, monkeypatch):
+    from dashboard.state import _SELECTION, Selection
+
+    monkeypatch.delenv("HEMLAB_ALLOW_REMOTE_CODE", raising=False)
+    at = _app("pages/model.py")
+    _ok(at)
+    assert not any(c.key == "model.trust" for c in at.checkbox), "off by default: no checkbox"
+    assert any("HEMLAB_ALLOW_REMOTE_CODE" in c.value for c in at.caption)
+    # A session that chose remote code before the operator turned it off no longer has it.
+    sel = at.session_state[_SELECTION]
+    at.session_state[_SELECTION] = Selection(**{**sel.__dict__, "trust_remote_code": True})
+    at.run()
+    assert not at.session_state[_SELECTION].trust_remote_code
+    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")
+    at.run()
+    assert any(c.key == "model.trust" for c in at.checkbox)
+
+
+def test_model_policy_turns_unreadable_names_into_messages(tmp_path):
+    allowed = [tmp_path]
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    assert "cannot be read" in model_problem(str(loop), allowed)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").symlink_to(folder / "config.json")  # a link to itself
+    assert model_problem(str(folder), allowed)  # a message, whichever one, never an exception
+    assert "characters long" in model_problem("x" * 5000, allowed)
+    assert "characters long" in model_problem("/" + "y" * 5000, allowed)
+
+
+def test_sidebar_shows_the_budget_just_chosen_on_the_model_page(app_env):
+    at = _app("pages/model.py")
+    at.select_slider(key="model.tokens").set_value(512).run()
+    _ok(at)
+    assert any("512 tokens" in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    at.select_slider(key="model.tokens").set_value(256).run()
 
 
 def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_env):

@@ -96,8 +96,9 @@ def attention_heatmap(
             y1=row + 0.5,
             line=dict(color=NEUTRAL, width=3),  # reads on the light cells and on a dark page
         )
-    fig.update_xaxes(title_text="attention head")
-    fig.update_yaxes(title_text="layer", autorange="reversed")
+    # Ranges fitted to the cells: the invisible click markers would otherwise pad the axes.
+    fig.update_xaxes(title_text="attention head", range=[-0.5, len(grid.columns) - 0.5])
+    fig.update_yaxes(title_text="layer", range=[len(grid.index) - 0.5, -0.5])
     fig.update_layout(height=max(360, 16 * len(grid.index) + 160))  # rows tall enough to read and to click
     return _style(fig, title, legend=False)
 
@@ -225,6 +226,18 @@ def cascade_chart(
                     col=1,
                 )
         fig.update_yaxes(title_text=unit(metric), row=row, col=1, **axis)
+        if cap is not None and (values >= cap).any():
+            fig.add_trace(  # one legend entry for what the triangles mean, whichever runs have them
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name="△ ∞: layer unchanged",
+                    marker=dict(symbol="triangle-up-open", size=8, color=NEUTRAL),
+                ),
+                row=row,
+                col=1,
+            )
     fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
     fig.update_layout(height=max(320, 230 * len(present)))
@@ -241,10 +254,12 @@ def _rel_error_axis(values: pd.Series) -> dict:
 
 
 def _cosine_axis(values: pd.Series) -> dict:
-    """Cosine similarity up to 1 (the original), with a floor of 0.99: an unchanged layer's 1 ± float noise is not
-    drawn as a slope, while real damage (0.9 and below) still fills the axis. Ticks with at most four decimals."""
-    low = min(0.99, float(values.min()) if not values.dropna().empty else 0.99)
-    return dict(range=[low - (1 - low) * 0.05, 1 + (1 - low) * 0.05], tickformat=".4~f", nticks=6)
+    """Cosine similarity up to 1 (the original), down to at least 0.9999: an unchanged layer's 1 ± float noise
+    (1e-9) is not drawn as a slope, while an 8-bit run's 0.9995 and a collapse's 0.5 both fill the axis. Ticks
+    are the axis' own (never synchronised with a primary axis, which gives values such as 0.96381)."""
+    low = min(0.9999, float(values.min()) if not values.dropna().empty else 0.9999)
+    span = 1 - low
+    return dict(range=[low - span * 0.08, 1 + span * 0.08], tickformat=".5~f", tickmode="auto", nticks=6)
 
 
 def _panel_axis(metric: str, values: pd.Series) -> tuple[dict, float]:
@@ -515,7 +530,13 @@ def decoding_chart(
     if not panels:
         return _empty(title, "this run has no decoding measures (measured before they existed)")
     fig = make_subplots(
-        rows=1, cols=len(panels), subplot_titles=[header(n) for n, _, _ in panels], horizontal_spacing=0.06
+        rows=1,
+        cols=len(panels),
+        # The unit in the panel title (no per-panel axis titles: they collide with the neighbouring panel).
+        subplot_titles=[
+            header(n) + ("" if unit(n) in ("share", "ECE") else f" ({unit(n)})") for n, _, _ in panels
+        ],
+        horizontal_spacing=0.05,
     )
     for col, (name, base, value) in enumerate(panels, start=1):
         share = unit(name) == "share"
@@ -535,11 +556,13 @@ def decoding_chart(
             row=1,
             col=col,
         )
-        peak = max(v for v in ys if v == v) or 1.0
+        # Room above the taller bar for its label; a measure that is 0 on both sides gets a small nominal axis
+        # (0-5 % for a share) rather than a 0-1 axis that suggests a scale the value never approaches.
+        peak = max((v for v in ys if v == v), default=0.0)
         fig.update_yaxes(
-            range=[0, peak * 1.25],
+            range=[0, peak * 1.25 if peak > 0 else (0.05 if share else 0.01)],
             tickformat=".0%" if share else None,
-            title_text=unit(name),
+            nticks=5,
             row=1,
             col=col,
         )
