@@ -33,6 +33,8 @@ with st.expander("Per-layer table"):
     table(views.layer_table(layers), "layers")
 
 st.subheader("Modules that bleed most")
-ranking = pending("hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)")
+ranking = pending(
+    "hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)"
+)
 if ranking and (result := stored(keys[0])) is not None:
     module_section(result)
