@@ -596,6 +596,20 @@ def test_paper_page_draws_every_table_with_its_citation(app_env):
         assert len(at.get("plotly_chart")) >= 1, key
 
 
+def test_mitigate_page_repairs_one_explicit_chain_and_names_what_each_remedy_runs(app_env):
+    at = _app()  # the Quantize page remembers its setting ...
+    at.switch_page("pages/prune.py").run()  # ... and so does Prune
+    at.switch_page("pages/mitigate.py").run()
+    _ok(at)
+    source = at.selectbox(key="mitigate.source")
+    assert source.value == "page:prune", "one page's own setting by default, never every page stacked"
+    assert any(o.startswith("all pages stacked: ") for o in source.options), "stacking is an explicit choice"
+    source.set_value("RTN 4-bit per-channel").run()
+    _ok(at)
+    remedies = next(m for m in at.multiselect if m.key.startswith("mitigate.remedies."))
+    assert any("dynamic quantization scaling — runs AWQ w4" in o for o in remedies.options), remedies.options
+
+
 def test_mitigate_page_measures_a_remedy_and_headlines_the_recovery(app_env):
     at = _app("pages/mitigate.py")
     _ok(at)

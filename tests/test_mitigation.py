@@ -172,6 +172,13 @@ def test_dynamic_scaling_keeps_bits_and_groups():
         assert "dynamic quantization scaling" not in _names((other,)), other.label()
 
 
+def test_each_remedy_says_which_method_it_runs():
+    rtn = (QuantizeRTN(bits=4, granularity="group", group_size=128),)
+    assert mitigation.what_runs("dynamic quantization scaling", rtn).startswith("AWQ w4")
+    assert mitigation.what_runs("decoding calibration", rtn) == "calibrate T"
+    assert mitigation.what_runs("gradient-aware pruning", rtn) == "", "does not apply: says nothing"
+
+
 def test_smoothquant_is_prepended_to_each_activation_quantizer_once():
     chain = (Prune(sparsity=0.3), ActQuant(a_mode="static"))
     smoothed = mitigate(chain, ["SmoothQuant migration"], CalibrationSet("bible"))
