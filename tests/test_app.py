@@ -173,6 +173,24 @@ def test_our_runs_land_on_the_paper_axes():
     assert list(paper.our_points(history, "prune").x) == [0.5]
 
 
+def test_our_runs_on_other_budgets_are_other_curves():
+    spec = RunSpec("m", (QuantizeRTN(bits=4),)).to_json()
+    history = pd.DataFrame(
+        [{"run_key": k, "model": "m", "corpus": "news", "family": "quant", "label": "RTN w4", "ppl_ratio": 1.2,
+          "token_budget": budget, "window_tokens": 512, "spec_json": spec}
+         for k, budget in (("a", 1024), ("b", 4096))]
+    )  # fmt: skip
+    assert paper.our_points(history, "quant").series.nunique() == 2
+
+
+def test_generations_show_special_tokens_as_markers_and_escape_the_rest():
+    from dashboard import render
+
+    page = render.side_by_side_html("Hi", ["there", "<|im_end|>"], ["<b>x</b>", "</s>"], 0, "RTN w4")
+    assert "<|im_end|>" not in page and ">im_end</span>" in page and ">s</span>" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page, "ordinary text that looks like HTML stays text"
+
+
 def test_sweep_specs_vary_one_field_and_name_the_refused_value():
     specs = sweeps.sweep_specs(
         "m", ProbeSettings(), QuantizeRTN(granularity="group", group_size=64), "bits", [8, 4]

@@ -146,6 +146,22 @@ def test_sweep_chart_draws_thresholds_zone_and_knee_with_bits_reversed():
     assert sparsity.layout.xaxis.autorange is True
 
 
+def test_paper_overlay_tells_the_papers_methods_apart_by_colour():
+    from hemorrhage_core import paper
+
+    rows, _ = paper.normalised("quant")
+    overlay = charts.paper_overlay_chart(rows, pd.DataFrame(columns=["series", "x", "ratio", "family"]),
+                                         x_label="bits", title="t")  # fmt: skip
+    colours = [t.line.color for t in overlay.data if t.name.startswith("paper")]
+    assert len(colours) >= 5 and len(set(colours)) == len(colours), colours
+
+
+def test_sweep_chart_shades_a_one_setting_robust_zone_visibly():
+    fig = charts.sweep_chart(_sweep(), "x", x_label="bits", zones={"rtn": (8, 8)})
+    (rect,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert rect.x1 - rect.x0 > 0, "a zone of one setting is still a visible band"
+
+
 def test_quality_memory_chart_places_runs_by_bytes():
     pts = pd.DataFrame({"label": ["w8", "w4"], "memory_mb": [300.0, 160.0], "ppl_ratio": [1.0, 1.3],
                         "family": ["quant", "quant"], "series": ["rtn", "rtn"]})  # fmt: skip

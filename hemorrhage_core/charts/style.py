@@ -29,6 +29,20 @@ TEMPLATES = {"light": "plotly_white", "dark": "plotly_dark"}
 # Reference lines, thresholds and outlines: a mid grey reads on white and on Streamlit's dark background alike.
 NEUTRAL = "#8C8C8C"
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
+# The paper's methods when our runs are drawn beside them: told apart from each other by colour (seven greys were
+# not), and from ours by thin dashed lines and small circles (ours: bold, diamonds, the family colour). Dark2
+# without its orange, which reads as the quant family's.
+PAPER_PALETTE = (
+    "#1b9e77",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
+    "#17becf",
+    "#bcbd22",
+)
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (docs/metrics.md §4)
 
