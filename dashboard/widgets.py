@@ -7,6 +7,7 @@ import importlib
 import io
 import logging
 import time
+import zipfile
 from typing import Any
 
 import pandas as pd
@@ -247,6 +248,15 @@ def chart(
                 + (", with the settings written under it" if caption else ""),
             )
     return event
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip archive of named files (the report's chart images)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -262,6 +262,25 @@ def test_report_html_carries_specs_settings_and_code_version(two_runs):
     assert page.count('class="plotly-graph-div"') == len(report.default_figures(two_runs))
 
 
+def test_report_opens_with_its_summary_and_ends_with_settings_and_versions(two_runs):
+    page = report.build_html(two_runs, title="Two runs")
+    summary, charts_, appendix = (page.index(t) for t in ("<h2>Summary</h2>", "<h2>Charts</h2>", "Appendix"))
+    assert summary < charts_ < appendix, "summary first, the charts, then the appendix"
+    assert page.index("hemorrhage_lab_code") > appendix and page.index("window / stride") > appendix
+    head = page[summary:charts_]
+    assert "Of 2 runs" in head and "perplexity ratio" in head
+    assert "kl_mean" not in head and "ppl_ratio" not in head, "no raw metric keys in the summary"
+    assert page.count("class='caption'") == len(report.default_figures(two_runs)), "every chart captioned"
+
+
+@needs_chrome
+def test_report_chart_images_are_twice_the_pixels_with_the_settings(two_runs):
+    images = report.chart_images(two_runs[:1])
+    assert len(images) == len(report.default_figures(two_runs[:1]))
+    first = next(iter(images.values()))
+    assert _png_size(first)[0] == 2000
+
+
 def test_report_refuses_an_empty_selection():
     from hemorrhage_core.errors import HemlabError
 
