@@ -126,7 +126,7 @@ def describe(cls: type[Modification]) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def method_title(kind: str, cls: type[Modification], width: int = 58) -> str:
+def method_title(kind: str, cls: type[Modification], width: int = 46) -> str:
     """A picker's name for a method: its kind and what it is, the description's first clause (before a colon,
     semicolon or full stop) cut at a word, never in the middle of one. The full description is the caption
     under the picker."""

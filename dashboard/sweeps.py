@@ -52,7 +52,12 @@ def results_section(points: pd.DataFrame, own: list[str], kind: str, field: Fiel
             found.table, "sweep-thresholds", column_config={"curve": st.column_config.Column(width="large")}
         )
     shown_points = shown[["series", "x", *MEASURES, "memory_mb"]].rename(columns={"x": field.label})
-    table(shown_points, "sweep-points", export=shown.drop(columns=["run_key"]))
+    table(
+        shown_points,
+        "sweep-points",
+        export=shown.drop(columns=["run_key"]),
+        column_config={"memory_mb": st.column_config.NumberColumn("weight memory (MB)", format="%.1f")},
+    )
 
 
 def memory_section(sel: Selection) -> None:

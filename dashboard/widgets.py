@@ -270,6 +270,22 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Numeric columns holding ∞ (a sampler that cuts the next token) as text, "∞" and the numbers in 4
+    significant digits: a table would print "Infinity". Returns the frame and those columns."""
+    columns = [
+        c
+        for c in df.columns
+        if pd.api.types.is_float_dtype(df[c]) and bool(df[c].map(lambda v: v == float("inf")).any())
+    ]
+    if not columns:
+        return df, []
+    out = df.copy()
+    for c in columns:
+        out[c] = out[c].map(lambda v: "∞" if v == float("inf") else ("" if v != v else f"{v:.4g}"))
+    return out, columns
+
+
 def column_labels(df: pd.DataFrame) -> dict[str, Any]:
     """A column_config per column: metrics by their registry header and unit (shares as percentages), other
     columns with their snake_case spelled out ("token_budget" -> "token budget")."""
@@ -301,7 +317,12 @@ def table(
     extra = {"on_select": "rerun", "selection_mode": "multi-row"} if selectable else {}
     # Readable headers and number formats from the metric registry; the caller's own column_config wins. The
     # downloads keep the raw column names (what scripts read).
-    kwargs["column_config"] = {**column_labels(df), **kwargs.get("column_config", {})}
+    df, infinite = with_infinity(df)
+    labels = column_labels(df)
+    for column in infinite:  # now text: a number format would not apply
+        labels[column] = st.column_config.TextColumn(labels[column]["label"] if column in labels else column)
+    caller = {k: v for k, v in kwargs.get("column_config", {}).items() if k not in infinite}
+    kwargs["column_config"] = {**labels, **caller}
     event = st.dataframe(df, width="stretch", hide_index=True, key=f"table-{name}", **extra, **kwargs)
     with st.container(horizontal=True, gap="small"):
         st.caption("Export")

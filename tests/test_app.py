@@ -365,7 +365,8 @@ def test_cancelled_run_is_not_restarted_or_stored(app_env):
 
 
 def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")  # the checkbox exists only where the operator allows it
+    # The checkbox exists only where the operator allows it.
+    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")
     at = _app("pages/model.py")
     _ok(at)
     assert any(m.label == "Parameters" for m in at.metric)

@@ -344,15 +344,23 @@ def test_report_summary_finds_the_mitigation_pair_the_sweep_and_says_a_verdict()
     chain = (Prune(sparsity=0.5),)
     before = _result(chain, ppl_ratio=3.0, kl=0.4, top1=0.8)
     after = _result(mitigate(chain, ["gradient-aware pruning"]), ppl_ratio=1.5, kl=0.1)
-    sweep = [_result((QuantizeRTN(bits=b),), ppl_ratio=r, kl=0.01) for b, r in ((8, 1.0), (6, 1.05), (4, 1.8))]
+    sweep = [
+        _result((QuantizeRTN(bits=b),), ppl_ratio=r, kl=0.01) for b, r in ((8, 1.0), (6, 1.05), (4, 1.8))
+    ]
     names = ["magnitude 50%", "gblm 50%", "w8", "w6", "w4"]
     s = report_summary.summarise([before, after, *sweep], names)
-    assert [c.level for c in s.changes] == ["serious damage", "noticeable damage", "robust", "robust", "noticeable damage"]
+    assert [c.level for c in s.changes] == [
+        "serious damage",
+        "noticeable damage",
+        "robust",
+        "robust",
+        "noticeable damage",
+    ]
     (rec,) = s.recoveries
     assert rec.before == "magnitude 50%" and rec.remedies == ("gradient-aware pruning",)
     assert rec.ppl_recovered == pytest.approx(0.75)
     (sweep_line,) = s.thresholds
-    assert "robust down to bits = 6" in sweep_line and "between 6 and 4" in sweep_line
+    assert "robust down to 6 bits" in sweep_line and "between 6 and 4" in sweep_line
     assert s.verdict.startswith("Of 5 runs, 2 stay robust") and "recovered 75%" in s.verdict
 
 

@@ -156,20 +156,24 @@ def crossing_text(t, level: str, integer: bool) -> str | None:
 
 
 def headline(t, knob: str, *, integer: bool) -> str:
-    """The curve's finding as a sentence: "**robust down to 5 bits** (×1.06); over 1.1× between 5 and 4 bits,
-    over 2× between 4 and 3". Descending knobs (bits) are robust *down to* a setting, ascending ones *up to*."""
+    """The curve's finding as a sentence: "**robust down to 5 bits** (×1.06); over 1.1× between 5 and 4; serious
+    damage (2×) between 4 and 3". Descending knobs (bits) are robust *down to* a setting, ascending ones *up to*."""
     way = "down to" if t.direction == "descending" else "up to"
     ratio = dict(zip(t.values, t.ppl_ratios, strict=True))
+
+    def at(v: float) -> str:  # "5 bits", "sparsity 0.4"
+        return f"{v:g} {knob}" if knob.endswith("bits") else f"{knob} {v:g}"
+
     if not t.robust_zone:
         first = t.values[0]
-        return f"**not robust at any measured setting**: already ×{ratio[first]:.3g} at {knob} = {first:g}"
+        return f"**not robust at any measured setting**: already ×{ratio[first]:.3g} at {at(first)}"
     last = t.robust_zone[-1]
     if len(t.robust_zone) == len(t.values):
         return (
-            f"**robust across every measured setting**, {way} {knob} = {last:g} (×{ratio[last]:.3g}); "
+            f"**robust across every measured setting**, {way} {at(last)} (×{ratio[last]:.3g}); "
             "measure harsher settings to find the threshold"
         )
-    parts = [f"**robust {way} {knob} = {last:g}** (×{ratio[last]:.3g})"]
+    parts = [f"**robust {way} {at(last)}** (×{ratio[last]:.3g})"]
     for level, name in (("1.1", "over 1.1×"), ("2", "serious damage (2×)"), ("10", "collapse (10×)")):
         if (cross := crossing_text(t, level, integer)) is not None:
             parts.append(f"{name} {cross}")

@@ -88,14 +88,16 @@ def attention_heatmap(
         )
     if highlight is not None and highlight[0] in grid.index and highlight[1] in grid.columns:
         row, col = list(grid.index).index(highlight[0]), list(grid.columns).index(highlight[1])
-        fig.add_shape(
-            type="rect",
-            x0=col - 0.5,
-            x1=col + 0.5,
-            y0=row - 0.5,
-            y1=row + 0.5,
-            line=dict(color=NEUTRAL, width=3),  # reads on the light cells and on a dark page
-        )
+        # Dark under light: the outline reads on pale and on dark red cells, on a light and on a dark page.
+        for color, width in (("#111111", 4), ("#FFFFFF", 1.5)):
+            fig.add_shape(
+                type="rect",
+                x0=col - 0.5,
+                x1=col + 0.5,
+                y0=row - 0.5,
+                y1=row + 0.5,
+                line=dict(color=color, width=width),
+            )
     # Ranges fitted to the cells: the invisible click markers would otherwise pad the axes.
     fig.update_xaxes(title_text="attention head", range=[-0.5, len(grid.columns) - 0.5])
     fig.update_yaxes(title_text="layer", range=[len(grid.index) - 0.5, -0.5])
@@ -240,8 +242,13 @@ def cascade_chart(
             )
     fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
-    fig.update_layout(height=max(320, 230 * len(present)))
-    return _style(fig, title)
+    height = max(320, 230 * len(present))
+    fig.update_layout(height=height)
+    _style(fig, title)
+    if fig.layout.legend.orientation == "h":
+        # A legend on top sits above the first panel's title, not on it (30 px above the plot area).
+        fig.update_layout(margin_t=110, legend_y=1 + 30 / (height - 160))
+    return fig
 
 
 def _rel_error_axis(values: pd.Series) -> dict:
@@ -566,7 +573,7 @@ def decoding_chart(
             row=1,
             col=col,
         )
-    fig.update_annotations(font_size=12)  # the panel titles
+    fig.update_annotations(font_size=12, yshift=6)  # the panel titles, clear of the top tick labels
     fig.update_xaxes(tickangle=0, tickfont=dict(size=10))
     fig.update_layout(height=380)
     return _style(fig, title, legend=False)
