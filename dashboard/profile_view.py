@@ -12,14 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import pandas as pd
 import streamlit as st
 
 from hemorrhage_core import charts
+from hemorrhage_core.metric_names import label
 from hemorrhage_core.runner import RunResult
 from hemorrhage_core.specs import RunSpec
 
 from .runs import export_caption
-from .widgets import chart
+from .widgets import chart, table
 
 
 def change_kind(spec: RunSpec) -> str:
@@ -72,8 +74,12 @@ def _decoding_view(result: RunResult, name: str) -> None:
     with left:
         if math.isfinite(m.get("kl_mean", math.nan)):
             chart(charts.kl_distribution_chart(result.kl_hist, m), f"{name}-kl", caption=caption)
-        else:
-            st.caption("No KL histogram: KL(original ‖ modified) is ∞ wherever the sampler cuts (see above).")
+        else:  # no histogram of an infinite KL: the decoding measures as numbers instead
+            table(
+                decoding_table(m, result.spec.probe.top_k),
+                f"{name}-decoding",
+                column_config={"measure": st.column_config.Column(width="large")},
+            )
     with right:
         chart(
             charts.perplexity_chart(m, modified_label=result.spec.label()),
@@ -86,6 +92,34 @@ def _decoding_view(result: RunResult, name: str) -> None:
         "along the original's continuation) is on the Divergence page."
     )
     st.page_link("pages/divergence.py", label="Generate with both on a prompt", icon=":material/call_split:")
+
+
+# (measure, the original's value: a metric, a number or "top_k"), the chart's panels first, then quantiles.
+TABLE_ROWS: tuple[tuple[str, str | float], ...] = (
+    *charts.DECODING_PANELS,
+    ("kl_reverse_p99", 0.0),
+    ("mass_cut_p90", 0.0),
+    ("mass_cut_max", 0.0),
+    ("kl_forward_infinite_share", 0.0),
+    ("support_tail_share", 1.0),
+)
+
+
+def decoding_table(metrics: dict[str, float], top_k: int) -> pd.DataFrame:
+    """measure | original | modified for the decoding measures the run has (labels from the metric registry)."""
+    rows = []
+    for name, reference in TABLE_ROWS:
+        if metrics.get(name) is None:
+            continue
+        base = (
+            float(top_k)
+            if reference == "top_k"
+            else metrics.get(reference)
+            if isinstance(reference, str)
+            else reference
+        )
+        rows.append({"measure": label(name), "original": base, "modified": metrics[name]})
+    return pd.DataFrame(rows, columns=["measure", "original", "modified"])
 
 
 VIEWS: dict[str, Callable[[RunResult, str], None]] = {"model": _model_view, "decoding": _decoding_view}

@@ -65,8 +65,7 @@ def _divergence_headline(m: dict[str, float]) -> Headline:
         return Headline(
             "Reverse KL mean (nats)",
             _fmt(m.get("kl_reverse_mean"), "{:.4f}"),
-            "KL(original ‖ modified) = ∞"
-            + (f" at {_fmt(share, '{:.0%}')} of positions" if share is not None else ""),
+            "forward KL ∞" + (f" at {_fmt(share, '{:.0%}')}" if share is not None else ""),
             "KL(modified ‖ original): sums over the tokens the sampler keeps, so it stays finite. The forward KL "
             "is infinite wherever the sampler gives probability 0 to a token the original can emit.",
         )

@@ -334,6 +334,22 @@ def test_decode_page_and_stacking_chains_the_other_pages(app_env):
     assert any("Chain: RTN w6 sym channel → T=1.5" in c.value for c in at.caption)
 
 
+def test_decode_page_shows_what_a_sampler_changes_and_explains_infinity(app_env):
+    at = _app("pages/decode.py")
+    at.selectbox(key="decode.method").set_value("top_k").run()
+    _ok(at)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(specs) == 2, "the decoding measures and the perplexity bars, nothing per layer or head"
+    assert "What the sampler changes" in specs[0] and "Attention disruption" not in " ".join(specs)
+    assert any("Why ∞" in i.value for i in at.info)
+    labels = [m.label for m in at.metric]
+    assert "Reverse KL mean (nats)" in labels and "Probability mass cut" in labels, labels
+    measures = at.dataframe[0].value
+    assert "entropy of the next-token distribution (nats)" in set(measures.measure), "registry labels"
+    at.switch_page("pages/quantize.py").run()
+    assert len(at.get("plotly_chart")) == 4, "a weight change keeps the per-layer and attention charts"
+
+
 def test_impossible_settings_are_shown_not_raised(app_env):
     at = _app("pages/depth.py")
     _ok(at)

@@ -16,6 +16,7 @@ from .mitigation import attention_pair_heatmap, kl_overlay_chart, recovery_bars 
 from .outliers import activation_outliers_chart  # noqa: F401
 from .paper import decoding_heatmap, paper_chart, paper_overlay_chart, step_kl_chart  # noqa: F401
 from .profile import (  # noqa: F401
+    DECODING_PANELS,
     attention_heatmap,
     attention_maps_chart,
     cascade_chart,

@@ -406,10 +406,9 @@ def kl_distribution_chart(
     )
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:
-        note = f"mean {metrics.get('kl_mean', float('nan')):.4g} · p99 {metrics.get('kl_p99', float('nan')):.4g} nats"
-        fig.add_annotation(
-            text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right"
-        )
+        # Under the title, not over the bars: the peak can sit anywhere along the axis.
+        mean, p99 = metrics.get("kl_mean", float("nan")), metrics.get("kl_p99", float("nan"))
+        title = f"{title}<br><sup>mean {mean:.4g} · p99 {p99:.4g} nats</sup>"
     return _style(fig, title, legend=False)
 
 
@@ -479,7 +478,7 @@ def perplexity_chart(
             patterns.append("")
         else:
             heights.append(top / 1.25)  # to just under the top: its label stays inside the axis
-            texts.append("∞ (a reference token got probability 0)" if value > 0 else "not measured")
+            texts.append("∞" if value > 0 else "not measured")
             patterns.append("/")
     fig = go.Figure(
         go.Bar(
@@ -489,7 +488,9 @@ def perplexity_chart(
             marker_pattern_shape=patterns,
             text=texts,
             textposition="outside",
+            textfont=dict(size=[13 if t != "∞" else 20 for t in texts]),
             cliponaxis=False,
+            # The hatched bar's height means nothing: ∞ (some actual next token got probability 0) has no height.
             hovertemplate="%{x}<br>perplexity %{text}<extra></extra>",
         )
     )
