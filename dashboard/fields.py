@@ -130,7 +130,7 @@ def method_title(kind: str, cls: type[Modification], width: int = 46) -> str:
     """A picker's name for a method: its kind and what it is, the description's first clause (before a colon,
     semicolon or full stop) cut at a word, never in the middle of one. The full description is the caption
     under the picker."""
-    text = describe(cls)
+    text = describe(cls).replace("`", "")  # docstring markup reads as stray marks in a picker
     clause = re.split(r"[:;.]\s", text + " ", maxsplit=1)[0].strip().rstrip(".")
     if len(clause) > width:
         clause = clause[:width].rsplit(" ", 1)[0].rstrip(",(/ ") + "…"

@@ -276,7 +276,8 @@ def test_png_exports_carry_the_caption_and_scale():
 
 def test_themed_figures_keep_transparent_backgrounds():
     dark = charts.themed(charts.perplexity_chart({"ppl_base": 30.0, "ppl": 31.0}), "dark")
-    assert dark.layout.paper_bgcolor == "rgba(0,0,0,0)" and dark.layout.template.layout.paper_bgcolor != "white"
+    assert dark.layout.paper_bgcolor == "rgba(0,0,0,0)", "the page's background shows through"
+    assert dark.layout.template.layout.paper_bgcolor != "white", "the dark template, not the light one"
 
 
 def test_html_export_is_standalone():
