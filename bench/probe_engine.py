@@ -133,7 +133,7 @@ class Setup:
 
 
 def spec_for(setup: Setup, mod_text: str | None = None, tokens: int | None = None):
-    from hemorrhage_core.cli import parse_mod
+    from hemorrhage_core.specs import parse_mod
     from hemorrhage_core.specs import ProbeSettings, RunSpec
 
     probe = ProbeSettings(

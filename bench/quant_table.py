@@ -22,9 +22,8 @@ import argparse
 import logging
 import tempfile
 
-from hemorrhage_core.cli import parse_mod
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.specs import ProbeSettings, RunSpec
+from hemorrhage_core.specs import ProbeSettings, RunSpec, parse_mod
 from hemorrhage_core.store import Store
 
 # Calibration used by every calibrated method in these tables: 16 sequences of 512 tokens from the end of the news

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from hemorrhage_core import corpora  # noqa: E402
-from hemorrhage_core.cli import parse_mod  # noqa: E402
+from hemorrhage_core.specs import parse_mod  # noqa: E402
 from hemorrhage_core.probes.capture import forward_sites  # noqa: E402
 from hemorrhage_core.probes.kernels import fast_attention  # noqa: E402
 from hemorrhage_core.probes.metrics import kl_full, kl_topk, log_tail_mass  # noqa: E402

@@ -211,9 +211,12 @@ def decoder(model: nn.Module) -> nn.Module:
     child module that holds the blocks.
     """
     found = model.get_decoder()
-    if found is not model and found.get_output_embeddings() is None:
-        return found
     blocks = find_blocks(model)
+    # Valid only if it holds the blocks and no head (ModernBERT-decoder's `.decoder` is its LM head, a Linear).
+    holds_blocks = isinstance(found, nn.Module) and any(m is blocks for m in found.modules())
+    get_head = getattr(found, "get_output_embeddings", None)
+    if found is not model and holds_blocks and (get_head is None or get_head() is None):
+        return found
     for child in model.children():
         if any(m is blocks for m in child.modules()):
             return child

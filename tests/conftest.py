@@ -1,7 +1,8 @@
 """Shared fixtures: tiny random Llama- and GPT-2-style model folders that ``load_model`` accepts, built offline.
 
-The tokenizer is a byte-level BPE trained here on a fixed paragraph, so it encodes any text (no unknown
-tokens) and needs no network. Weights are random but seeded, so every session builds identical folders.
+The tokenizer is a byte-level BPE trained on a fixed paragraph (`hemorrhage_core.archs.build_tokenizer`), so it
+encodes any text (no unknown tokens) and needs no network. Weights are random but seeded, so every session builds
+identical folders.
 """
 
 from __future__ import annotations
@@ -13,32 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-TOKENIZER_TEXT = """
-Hemorrhage Lab measures how much a language model bleeds when it is quantized, pruned, cut or decoded
-differently. The quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches.
-A calm river carries old leaves toward the distant sea, and the news of the day travels from town to town.
-Numbers such as 1, 2, 3, 42, 1999 and 2024 appear in text; so do punctuation marks: commas, colons; quotes "".
-"""
-EOS = "<|endoftext|>"
-
-
-def build_tokenizer(vocab_size: int = 384):
-    """A PreTrainedTokenizerFast (byte-level BPE) with EOS = BOS = ``<|endoftext|>`` and no pad token,
-    so loaders must supply one. It adds no special tokens to encoded text, like GPT-2's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([TOKENIZER_TEXT] * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS)
+# The tokenizer builder lives in the library (the architecture matrix builds its tiny models with it); re-exported
+# here for the tests that import it from conftest.
+from hemorrhage_core.archs import EOS, TOKENIZER_TEXT, build_tokenizer  # noqa: F401
 
 
 def _save(model, tokenizer, folder: Path) -> Path:

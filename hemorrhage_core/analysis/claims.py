@@ -6,7 +6,7 @@ it held, and the numbers behind it. A claim whose methods have not landed is rep
 skipped silently; a claim that does not hold on this model is reported as such, never tuned away.
 
 Verdicts: "holds" (every check passed), "partly holds" (some), "does not hold" (none), "not testable".
-Checks marked `asserted` are orderings and shapes that tests/test_slow_claims.py requires on smollm2-135m (GPTQ
+Checks marked `asserted` are orderings and shapes that tests/slow/test_slow_claims.py requires on smollm2-135m (GPTQ
 below RTN, collapse at 2 bits, the last layer tracking perplexity, an identity block changing nothing). The others,
 the paper's absolute thresholds measured on much larger models among them, are reported: the test checks that
 their evidence was produced and that each verdict follows from its checks. `ASSERTED` lists the claims that have
@@ -31,7 +31,7 @@ from .thresholds import thresholds
 
 log = logging.getLogger(__name__)
 
-# Claims with checks that tests/test_slow_claims.py asserts (see the module docstring).
+# Claims with checks that tests/slow/test_slow_claims.py asserts (see the module docstring).
 ASSERTED = frozenset({4, 7, 9})
 
 
@@ -511,7 +511,7 @@ def markdown(results: list[ClaimResult], *, model: str, tokens: int) -> str:
         "",
         f"Measured with `hemlab claims --model {model} --tokens {tokens}`: corpus news, window 512, {tokens} tokens. "
         "Ratios are perplexity ratios to the original model on the same tokens. The original is the 4-bit GGUF "
-        "baseline dequantized to fp32. 'Asserted' checks are orderings tests/test_slow_claims.py requires on "
+        "baseline dequantized to fp32. 'Asserted' checks are orderings tests/slow/test_slow_claims.py requires on "
         "this model; the others (the paper's absolute thresholds among them) are reported as measured.",
         "",
         "| # | claim | verdict | checks passed | asserted checks passed |",

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .thresholds import Thresholds, thresholds
@@ -114,3 +115,24 @@ def summarize_sweep(
         summarize(param, model, [v for v, _ in pts], [r for _, r in pts], direction=direction)
         for model, pts in by_model.items()
     ]
+
+
+def _value(raw: str):
+    """A --values item as the number it names when it is one (thresholds need numbers), else the raw text."""
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def record_sweep(param: str, direction: str, store, points, results) -> list[SweepSummary]:
+    """Summaries of a finished `hemlab sweep` (one per model), stored in the `sweeps` table.
+
+    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order.
+    """
+    rows = [(p.model, _value(p.raw), result) for p, result in zip(points, results, strict=True)]
+    summaries = summarize_sweep(param, rows, direction=direction)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for s in summaries:
+        store.save_sweep(s.to_dict(), now)
+    return summaries

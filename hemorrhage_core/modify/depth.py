@@ -21,6 +21,9 @@ from __future__ import annotations
 import copy
 import logging
 
+import torch
+from torch import nn
+
 from ..errors import SpecError
 from ..specs.depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
 from ..structure import find_blocks
@@ -29,6 +32,20 @@ from .layer_config import update_layer_config
 from .residual import check_identity, residual_writers, zero_output_projections
 
 log = logging.getLogger(__name__)
+
+
+def _refuse_shared_blocks(blocks: list[nn.Module]) -> None:
+    """SpecError when blocks share parameters (Zamba2's one attention block serves several layers through a
+    layer-index table): copying or dropping a block would silently break what the others index."""
+    owner: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            j = owner.setdefault(id(p), i)
+            if j != i:
+                raise SpecError(
+                    f"depth changes are not supported for this model: blocks {j} and {i} share weights "
+                    f"({type(block).__name__} reuses one module across layers), which a changed block list breaks"
+                )
 
 
 def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset[int] = frozenset()) -> None:
@@ -41,6 +58,7 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     old = list(blocks)
     if not plan:
         raise SpecError("a depth change cannot remove every block")
+    _refuse_shared_blocks(old)
     writers = residual_writers(state.model) if zero_output else []  # traced on the model as it is
     # The config first: it may refuse the change, and must do so before any block moves.
     update_layer_config(state.model.config.get_text_config(), plan, len(old))
@@ -69,7 +87,22 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     state.layer_map = [None if j is None else first.get(j) for j in state.layer_map]
     state.report["num_layers"] = float(len(plan))
     state.report["param_count"] = float(sum(p.numel() for p in state.model.parameters()))
+    _check_runs(state.model)
     log.info("block list rebuilt: %d -> %d blocks", len(old), len(plan))
+
+
+def _check_runs(model: nn.Module) -> None:
+    """SpecError when the changed model no longer runs: some architectures index per-layer state by a layer
+    number fixed at construction (Zamba2's shared-block table), which no config list describes."""
+    device = next(model.parameters()).device
+    try:
+        with torch.inference_mode():
+            model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=device), use_cache=False)
+    except Exception as exc:  # what an architecture raises here is its own; the user gets one clear line
+        raise SpecError(
+            f"depth changes are not supported for {type(model).__name__}: the changed model does not run "
+            f"({type(exc).__name__}: {exc}); its layers hold state indexed by their original position"
+        ) from exc
 
 
 def _current_depth(state: ModifiedModel) -> int:

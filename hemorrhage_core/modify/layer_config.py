@@ -30,6 +30,7 @@ PER_LAYER_LISTS = (
     "layers_block_type",
     "num_attention_heads_per_layer",
     "num_key_value_heads_per_layer",
+    "layer_rope_theta",  # Granite SWA: a rope base per block
 )
 INDEX_LISTS = ("mlp_only_layers", "moe_layers")
 CROSS_LAYER = ("num_kv_shared_layers", "kv_source_layers")

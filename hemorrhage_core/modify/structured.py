@@ -9,7 +9,7 @@ score over its weights (`IMPORTANCE`: magnitude w², activation |w|·‖X_j‖, 
 |w·ḡ|), computed once on the model as it is. The least important groups of every layer go (the same number per
 layer, as LLM-Pruner does, so every layer keeps a valid shape), the matrices are sliced, and the attention modules
 learn their new head counts. Removing a group computes exactly what the unpruned model computes with that
-group's output columns zeroed (tests/test_structured_layouts.py checks it for every layout).
+group's output columns zeroed (tests/integration/test_structured_layouts.py checks it for every layout).
 
 Blocks follow ShortGPT: importance 1 − cos(h_in, h_out) averaged over calibration tokens; the least important
 blocks are removed with the depth family's `rebuild_blocks`, and `layer_map` sends them to None.

@@ -7,12 +7,16 @@ probabilities [batch, heads, query, key].
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..structure import attention_of, block_hidden, decoder, find_blocks
+from .kernels import KERNEL
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -146,9 +150,19 @@ def attention_patterns(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor
     finally:
         for h in handles:
             h.remove()
-    if any(maps[i] is None for i in with_attention):
-        raise RuntimeError(
-            "the model returned no attention maps: load it with attn_implementation='eager' "
-            "(sdpa silently drops output_attentions)"
+    silent = [i for i in with_attention if maps[i] is None]
+    if silent:
+        kernel = getattr(model.config, "_attn_implementation", None)
+        if kernel not in ("eager", KERNEL):  # sdpa and flash kernels drop the weights silently
+            raise RuntimeError(
+                "the model returned no attention maps: load it with attn_implementation='eager' "
+                "(sdpa silently drops output_attentions)"
+            )
+        # On the eager kernel a module of an attention-like class that returns no weights is not softmax
+        # attention (RWKV's time mixing, linear attention): those blocks have no maps, like Mamba's.
+        log.info(
+            "blocks %s of %s return no attention weights: no attention rows for them",
+            silent,
+            type(model).__name__,
         )
     return maps

@@ -142,7 +142,9 @@ def kl_topk_parts(
     head = (p_top * (base_top_lp - mod_top)).sum(-1)
     p_tail = base_tail_lp.exp()
     tail = torch.where(p_tail > 0, p_tail * (base_tail_lp - mod_tail), torch.zeros_like(p_tail))
-    return head + tail
+    # A KL between two distributions over the same K + 1 outcomes is >= 0 (Gibbs); float32 rounding leaves
+    # values like -5e-9 for nearly identical rows, which read as impossible numbers. inf and NaN pass unchanged.
+    return (head + tail).clamp(min=0.0)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -30,6 +30,8 @@ from .base import (
     check_group_size,
     mod_from_dict,
     modification,
+    parse_mod,
+    parse_value,
     scope_label,
 )
 from .bnb import Bnb4bit, BnbInt8
@@ -51,5 +53,5 @@ __all__ = [
     "KLDistill", "MinP", "ModelFacts", "Modification", "ProbeSettings", "Prune", "PruneBlocks", "PruneChannels",
     "PruneHeads", "QuantizeRTN", "RemoveLayers", "RepetitionPenalty", "RunSpec", "Sampler", "SmoothQuant",
     "Temperature", "TopK", "TopP", "calibration_label", "check", "check_calibration", "check_chain",
-    "check_group_size", "mod_from_dict", "modification", "parse_nm", "scope_label",
+    "check_group_size", "mod_from_dict", "modification", "parse_mod", "parse_nm", "parse_value", "scope_label",
 ]  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ..errors import SpecError
 
 # Bump when a metric definition or a modification's numerics change: old cached rows then stop matching.
-CODE_VERSION = "3"  # 3: attention probes are prefixes of the evaluation windows
+CODE_VERSION = "4"  # 4: per-position KL clamped at 0 (rounding); 3: attention probes are window prefixes
 
 
 MODIFICATIONS: dict[str, type[Modification]] = {}
@@ -323,3 +323,44 @@ class RunSpec:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+# -- text forms: `--mod KIND:key=value,...` on the command line, the dashboard's sweep values --------------
+
+
+def parse_value(raw: str, default):
+    """Parse one option value using the type of the field's default (bool accepts true/false/1/0)."""
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if isinstance(default, (int, float, str)):
+        return type(default)(raw)
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return None if raw.lower() == "none" else raw
+
+
+def parse_mod(text: str) -> Modification:
+    """'gptq:bits=4,group_size=128' -> the registered dataclass with those options (others at defaults)."""
+    kind, _, options = text.partition(":")
+    cls = MODIFICATIONS.get(kind.strip())
+    if cls is None:
+        raise SpecError(
+            f"unknown modification {kind!r}; known: {', '.join(sorted(MODIFICATIONS))} (see `hemlab mods`)"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        key, eq, raw = item.partition("=")
+        if not eq or key not in fields:
+            raise SpecError(f"{kind}: bad option {item!r}; options are {', '.join(fields)}")
+        default = fields[key].default
+        try:
+            values[key] = parse_value(raw, None if default is dataclasses.MISSING else default)
+        except ValueError as exc:
+            raise SpecError(f"{kind}: cannot parse {key}={raw!r}: {exc}") from exc
+    return cls(**values)

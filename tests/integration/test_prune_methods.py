@@ -48,7 +48,7 @@ from hemorrhage_core.specs import (
 )
 from hemorrhage_core.structure import find_blocks
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from conftest import build_tokenizer  # noqa: E402
 
 VOCAB = 384

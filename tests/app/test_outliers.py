@@ -18,7 +18,7 @@ from hemorrhage_core.analysis.outliers import outlier_summary, records, worst, w
 from hemorrhage_core.charts import MITIGATED, MODIFIED
 from hemorrhage_core.cli import main
 
-APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
+APP = os.path.join(os.path.dirname(__file__), "..", "..", "app.py")
 
 
 def _stats() -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The paper's pruning claims and the gradient-aware mitigation, measured on the real smollm2-135m.
 
-Slow (`make test-slow`, or `pytest -m slow -s tests/test_slow_prune.py` to see the tables). Every run is
+Slow (`make test-slow`, or `pytest -m slow -s tests/slow/test_slow_prune.py` to see the tables). Every run is
 profiled on the same 2,048 news tokens (4 windows of 512) against the unmodified model (a 4-bit GGUF baseline
 dequantized to fp32); calibrated methods read 16 sequences of 128 tokens from the end of the news corpus (never
 the evaluated tokens) unless a test says otherwise. One Runner and one store serve the whole module, so a

@@ -27,7 +27,7 @@ from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRT
 from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 # -- pure logic ----------------------------------------------------------------------------------------------------

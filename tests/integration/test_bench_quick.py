@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ holds scripts, next to the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ holds scripts, next to the package
 from bench import probe_engine  # noqa: E402
 
 

@@ -286,7 +286,7 @@ def test_model_page_measures_a_checkpoint_typed_in(tiny_llama_dir, tmp_path):
 
     env = make_env(tmp_path, tiny_llama_dir)
     copy = shutil.copytree(env["HEMLAB_DEFAULT_MODEL"], Path(env["HEMLAB_DEFAULT_MODEL"]).with_name("copy"))
-    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    app = str(Path(__file__).resolve().parents[2] / "app.py")
     with applied(env):
         at = AppTest.from_file(app, default_timeout=120)
         at.run()

@@ -22,7 +22,7 @@ from dashboard_env import make_env
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("HEMLAB_CHROME", "/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
 LAUNCH_ARGS = [
     "--headless=new",

@@ -1,42 +1,13 @@
-"""The analysis subcommands of `hemlab` (registered by cli.build_parser) and the sweep summary the CLI stores.
-
-hemlab thresholds [--model M] [--param P] [--json]     stored sweep summaries: thresholds, knee, robust zone
-hemlab memory [--model a,b] [--json]                   quality vs bytes of weights of every stored run
-hemlab modules --model M --mod ... [--top N] [--json]  per-module output error on calibration text, ranked
-hemlab flips --model M --mod ... [--items N] [--json]  cloze accuracy of both models and the flips
-hemlab claims [--model M] [--tokens N] [--out PATH]    the paper's claims checked, evidence as markdown
-hemlab outliers --model M [--alpha A] [--chart F]      max |activation| per channel before/after smoothing
-"""
+"""The analysis commands over stored runs and on demand: thresholds, memory, modules, flips, claims,
+outliers. Argument parsing stops here: the analysis functions below take data."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-from datetime import UTC, datetime
 
-from .sweeps import SweepSummary, summarize_sweep
-
-
-def _value(raw: str):
-    """A --values item as the number it names when it is one (thresholds need numbers), else the raw text."""
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
-
-
-def record_sweep(param: str, direction: str, store, points, results) -> list[SweepSummary]:
-    """Summaries of a finished `hemlab sweep` (one per model), stored in the `sweeps` table.
-
-    `points`: the planned points (`cli.SweepPoint`: model, raw value, spec), `results` their runs in that order.
-    """
-    rows = [(p.model, _value(p.raw), result) for p, result in zip(points, results, strict=True)]
-    summaries = summarize_sweep(param, rows, direction=direction)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    for s in summaries:
-        store.save_sweep(s.to_dict(), now)
-    return summaries
+from .options import add_spec_options, runner_from_args, spec_from_args
 
 
 def _store(args):
@@ -78,13 +49,12 @@ def _describe_stored(row: dict) -> str:
 
 
 def _runner_and_spec(args):
-    from ..cli import _runner, spec_from_args
 
-    return _runner(args), spec_from_args(args)
+    return runner_from_args(args), spec_from_args(args)
 
 
 def cmd_memory(args) -> int:
-    from .memory import memory_table, pareto_front
+    from ..analysis.memory import memory_table, pareto_front
 
     names = [m.strip() for m in args.model.split(",")] if args.model else None
     df = memory_table(_store(args), names)
@@ -112,7 +82,7 @@ def cmd_memory(args) -> int:
 
 
 def cmd_modules(args) -> int:
-    from .modules import rank_modules, to_rows
+    from ..analysis.modules import rank_modules, to_rows
 
     runner, spec = _runner_and_spec(args)
     df = rank_modules(runner, spec, corpus=args.calib_corpus, n=args.calib_samples, length=args.calib_len)
@@ -138,7 +108,7 @@ def cmd_modules(args) -> int:
 
 
 def cmd_flips(args) -> int:
-    from .flips import flip_report
+    from ..analysis.flips import flip_report
 
     runner, spec = _runner_and_spec(args)
     report = flip_report(runner, spec, corpus=args.cloze_corpus, n_items=args.items, n_choices=args.choices)
@@ -161,10 +131,9 @@ def cmd_flips(args) -> int:
 def cmd_claims(args) -> int:
     from pathlib import Path
 
-    from ..cli import _runner
-    from .claims import check_claims, markdown
+    from ..analysis.claims import check_claims, markdown
 
-    runner = _runner(argparse.Namespace(trust_remote_code=False, **vars(args)))
+    runner = runner_from_args(argparse.Namespace(trust_remote_code=False, **vars(args)))
     only = [int(c) for c in args.only.split(",")] if args.only else None
     results = check_claims(runner, model=args.model, tokens=args.tokens, only=only)
     text = markdown(results, model=args.model, tokens=args.tokens)
@@ -184,17 +153,16 @@ CHART_FORMATS = ("png", "svg", "pdf", "html")
 def cmd_outliers(args) -> int:
     from pathlib import Path
 
-    from ..cli import _runner
+    from ..analysis.outliers import measure_outliers, outlier_summary, records, worst, worst_channels
     from ..errors import SpecError
     from ..specs import ProbeSettings
-    from .outliers import measure_outliers, outlier_summary, records, worst, worst_channels
 
     fmt = Path(args.chart).suffix.lower().lstrip(".") if args.chart else None
     if fmt is not None and fmt not in CHART_FORMATS:
         raise SpecError(f"--chart must end in .{', .'.join(CHART_FORMATS)}, got {args.chart!r}")
     probe = ProbeSettings(corpus=args.corpus, tokens=args.tokens, window=args.window)
     stats = measure_outliers(
-        _runner(args),
+        runner_from_args(args),
         args.model,
         probe,
         corpus=args.calib_corpus or args.corpus,
@@ -244,7 +212,7 @@ def cmd_outliers(args) -> int:
     return 0
 
 
-def add_parsers(sub, add_spec_options) -> None:
+def add_parsers(sub) -> None:
     """Register the analysis subcommands on the `hemlab` subparsers (`add_spec_options`: cli's run options)."""
     th = sub.add_parser(
         "thresholds", help="stored sweep summaries: thresholds 1.1x/2x/10x, knee, robust zone"

@@ -144,7 +144,8 @@ def _cli_common(model_dir, text_file, db):
 def test_sweep_prints_and_stores_thresholds_and_reuses_stored_points(
     cache_env, capsys, tiny_llama_dir, text_file
 ):
-    from hemorrhage_core.cli import build_parser, main, spec_from_args, sweep_specs
+    from hemorrhage_core.cli import build_parser, main
+    from hemorrhage_core.cli.options import spec_from_args, sweep_specs
     from hemorrhage_core.runner import Runner
     from hemorrhage_core.store import Store
 

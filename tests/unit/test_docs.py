@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 README_MAX_LINES = 300
@@ -166,3 +166,11 @@ def test_index_links_every_page():
 
 def test_readme_links_the_manual():
     assert "docs/index.md" in links(README)
+
+
+def test_the_architecture_table_is_hemlab_archs_output():
+    """docs/architectures.md holds `hemlab archs --markdown` verbatim (regenerate it with that command)."""
+    from hemorrhage_core.archs import markdown_table
+
+    text = (ROOT / "docs" / "architectures.md").read_text()
+    assert markdown_table().strip() in text

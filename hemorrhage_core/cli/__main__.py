@@ -1,0 +1,5 @@
+"""`python -m hemorrhage_core.cli`."""
+
+from . import entry
+
+entry()
