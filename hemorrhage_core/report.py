@@ -138,13 +138,14 @@ def default_figures(results: list[RunResult]) -> list[tuple[str, go.Figure]]:
 
 
 def caption(results: list[RunResult]) -> str:
-    """The settings under every chart of the report: model(s), corpus, window and tokens."""
+    """The settings under every chart of the report: model(s), corpus, window, tokens and the code version that
+    measured them."""
     seen = dict.fromkeys(
         f"{r.spec.model} · corpus {r.settings.get('corpus')} · window {r.settings.get('window')} · "
-        f"{r.settings.get('tokens')} tokens"
+        f"{r.settings.get('tokens')} tokens · code v{r.settings.get('code_version', CODE_VERSION)}"
         for r in results
     )
-    return "Measured on " + "; ".join(seen) + f" · Hemorrhage Lab code v{CODE_VERSION}"
+    return "Measured on " + "; ".join(seen) + " · Hemorrhage Lab"
 
 
 def chart_images(results: list[RunResult], *, scale: float = 2) -> dict[str, bytes]:
@@ -270,14 +271,14 @@ def build_html(
 
 
 def _ratio(v: float) -> str:
-    return "∞" if not math.isfinite(v) else f"×{v:.3g}"
+    return "∞" if not math.isfinite(v) else f"×{v:.3g}" if v < 10 else f"×{v:.1f}"
 
 
 def _summary_html(s: report_summary.Summary) -> str:
     """The summary block: verdict, the changes with their damage, recoveries, thresholds."""
     rows = "".join(
         f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.families)}</td><td>{_ratio(c.ppl_ratio)}</td>"
-        f"<td>{_fmt(c.kl_mean) if math.isfinite(c.kl_mean) else '∞'}</td><td>{c.top1_agreement:.1%}</td>"
+        f"<td>{f'{c.kl_mean:.3g}' if math.isfinite(c.kl_mean) else '∞'}</td><td>{c.top1_agreement:.1%}</td>"
         f"<td>{html.escape(c.level)}</td></tr>"
         for c in s.changes
     )
