@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from hemorrhage_core import charts
-from hemorrhage_core.metric_names import label
+from hemorrhage_core.metric_names import header_with_unit, label, unit
 from hemorrhage_core.runner import RunResult
 from hemorrhage_core.specs import RunSpec
 
@@ -75,11 +75,8 @@ def _decoding_view(result: RunResult, name: str) -> None:
         if math.isfinite(m.get("kl_mean", math.nan)):
             chart(charts.kl_distribution_chart(result.kl_hist, m), f"{name}-kl", caption=caption)
         else:  # no histogram of an infinite KL: the decoding measures as numbers instead
-            table(
-                decoding_table(m, result.spec.probe.top_k),
-                f"{name}-decoding",
-                column_config={"measure": st.column_config.Column(width="large")},
-            )
+            numbers = decoding_table(m, result.spec.probe.top_k)
+            table(readable(numbers), f"{name}-decoding", export=numbers)
     with right:
         chart(
             charts.perplexity_chart(m, modified_label=result.spec.label()),
@@ -118,8 +115,25 @@ def decoding_table(metrics: dict[str, float], top_k: int) -> pd.DataFrame:
             if isinstance(reference, str)
             else reference
         )
-        rows.append({"measure": label(name), "original": base, "modified": metrics[name]})
-    return pd.DataFrame(rows, columns=["measure", "original", "modified"])
+        rows.append({"name": name, "measure": label(name), "original": base, "modified": metrics[name]})
+    return pd.DataFrame(rows, columns=["name", "measure", "original", "modified"])
+
+
+def readable(numbers: pd.DataFrame) -> pd.DataFrame:
+    """The decoding table as shown in half a page: short headers, shares as percentages, 3 significant digits."""
+
+    def fmt(name: str, v: float | None) -> str:
+        if v is None or v != v:
+            return "—"
+        return f"{v:.1%}" if unit(name) == "share" else f"{v:.3g}"
+
+    return pd.DataFrame(
+        {
+            "measure": [header_with_unit(n) for n in numbers.name],
+            "original": [fmt(n, v) for n, v in zip(numbers.name, numbers.original, strict=True)],
+            "modified": [fmt(n, v) for n, v in zip(numbers.name, numbers.modified, strict=True)],
+        }
+    )
 
 
 VIEWS: dict[str, Callable[[RunResult, str], None]] = {"model": _model_view, "decoding": _decoding_view}

@@ -165,6 +165,13 @@ def header(name: str) -> str:
     return METRICS[name].header if name in METRICS else name
 
 
+def header_with_unit(name: str) -> str:
+    """The header with its unit in brackets ("entropy (nats)"), unless the header already says it or the unit is
+    a share or the measure's own name (ECE)."""
+    head, u = header(name), unit(name)
+    return head if not u or u in ("share", "ECE", "ratio") or f"({u})" in head else f"{head} ({u})"
+
+
 def infinite_at(name: str) -> float | None:
     return METRICS[name].infinite_at if name in METRICS else None
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..metric_names import header, infinite_at, label, log_scale, unit
+from ..metric_names import header_with_unit, infinite_at, label, log_scale, unit
 from .style import (
     FAMILY_COLORS,
     MODIFIED,
@@ -541,9 +541,7 @@ def decoding_chart(
         rows=1,
         cols=len(panels),
         # The unit in the panel title (no per-panel axis titles: they collide with the neighbouring panel).
-        subplot_titles=[
-            header(n) + ("" if unit(n) in ("share", "ECE") else f" ({unit(n)})") for n, _, _ in panels
-        ],
+        subplot_titles=[header_with_unit(n) for n, _, _ in panels],
         horizontal_spacing=0.05,
     )
     for col, (name, base, value) in enumerate(panels, start=1):

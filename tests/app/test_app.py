@@ -345,7 +345,7 @@ def test_decode_page_shows_what_a_sampler_changes_and_explains_infinity(app_env)
     labels = [m.label for m in at.metric]
     assert "Reverse KL mean (nats)" in labels and "Probability mass cut" in labels, labels
     measures = at.dataframe[0].value
-    assert "entropy of the next-token distribution (nats)" in set(measures.measure), "registry labels"
+    assert "entropy (nats)" in set(measures.measure) and "mass cut" in set(measures.measure), "registry headers"
     at.switch_page("pages/quantize.py").run()
     assert len(at.get("plotly_chart")) == 4, "a weight change keeps the per-layer and attention charts"
 
