@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hemorrhage_core import charts
 from hemorrhage_core.errors import HemlabError, SpecError
 from hemorrhage_core.specs import Calibrated, Modification, RunSpec
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
 from .eta import estimate_seconds
-from .fields import describe, family_kinds
+from .fields import describe, family_kinds, method_title
 from .forms import mod_form
+from .profile_view import draw_profile
 from .state import load_base, runner
-from .widgets import chart, headline, require_selection, run_with_progress
+from .widgets import headline, require_selection, run_with_progress
 
 # Session key: family -> the modification last set on its page (the Mitigate page stacks them).
 LAST_MODS = "hemlab.family_mods"
@@ -96,7 +96,7 @@ def family_page(family: str) -> None:
             "Method",
             list(kinds),
             key=f"{family}.method",
-            format_func=lambda k: f"{k} — {describe(kinds[k])[:90]}",
+            format_func=lambda k: method_title(k, kinds[k]),
         )
         stack = top[1].toggle(
             "Stack with other pages",
@@ -136,13 +136,4 @@ def family_page(family: str) -> None:
         st.stop()
 
     headline(result)
-    left, right = st.columns(2)
-    with left:
-        chart(charts.layer_loss_chart(result.layers), f"{family}-layer-loss")
-    with right:
-        chart(charts.attention_heatmap(result.heads), f"{family}-attention")
-    left, right = st.columns(2)
-    with left:
-        chart(charts.kl_distribution_chart(result.kl_hist, result.metrics), f"{family}-kl")
-    with right:
-        chart(charts.perplexity_chart(result.metrics), f"{family}-perplexity")
+    draw_profile(result, family)  # the charts that mean something for this kind of change (profile_view.py)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -104,7 +105,8 @@ class FieldSpec:
 
     @property
     def label(self) -> str:
-        return self.name.replace("_", " ")
+        # A list field says how to write it: the CLI's "3+4" is not what a form expects.
+        return self.name.replace("_", " ") + (" (comma-separated)" if self.widget == "int_list" else "")
 
     @property
     def numeric(self) -> bool:
@@ -122,6 +124,17 @@ def describe(cls: type[Modification]) -> str:
     if not doc or doc.startswith(cls.__name__ + "("):  # dataclasses invent "Name(field, ...)" docstrings
         return cls.kind
     return " ".join(doc.split("\n\n")[0].split())
+
+
+def method_title(kind: str, cls: type[Modification], width: int = 46) -> str:
+    """A picker's name for a method: its kind and what it is, the description's first clause (before a colon,
+    semicolon or full stop) cut at a word, never in the middle of one. The full description is the caption
+    under the picker."""
+    text = describe(cls).replace("`", "")  # docstring markup reads as stray marks in a picker
+    clause = re.split(r"[:;.]\s", text + " ", maxsplit=1)[0].strip().rstrip(".")
+    if len(clause) > width:
+        clause = clause[:width].rsplit(" ", 1)[0].rstrip(",(/ ") + "…"
+    return kind if clause == kind else f"{kind} — {clause}"
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def _widget(f: FieldSpec, key: str, disabled: bool) -> Any:
             value=", ".join(map(str, f.default or ())),
             key=key,
             disabled=disabled,
+            placeholder="block indices, comma-separated: 3, 4 or 3-5",
             help=(help_ or "") + " Comma-separated block indices; ranges like 3-5 allowed.",
         )
         return parse_int_list(text)

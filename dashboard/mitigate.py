@@ -16,14 +16,14 @@ from hemorrhage_core import charts, mitigation
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.mitigation import CalibrationSet, Chain, Comparison
 from hemorrhage_core.specs import ActQuant, Prune, PruneChannels, QuantizeRTN, RunSpec
-from hemorrhage_core.specs.families import stack_order
+from hemorrhage_core.specs.families import family, stack_order
 
 from . import outliers
 from .family import LAST_MODS
 from .state import Selection, runner
 from .widgets import chart, require_selection, run_with_progress, show_error, table
 
-STACKED = "settings of the other pages"
+STACKED = "all pages stacked"  # the option that chains every family page's last setting
 # Damaged chains the page offers on its own, one per remedy family (each has at least one applicable remedy).
 PRESETS: dict[str, Chain] = {
     "magnitude 50%": (Prune(sparsity=0.5),),
@@ -34,53 +34,72 @@ PRESETS: dict[str, Chain] = {
 }
 
 
-def stacked_chain() -> Chain:
-    """The settings last used on the other family pages, in the families' stack order (weights first, decoding last).
+def page_chains() -> dict[str, Chain]:
+    """The setting last used on each family page (Prune / Quantize / Depth / Decode), by family in stack order.
 
     Mitigations themselves are left out: the chain is what the remedies repair.
     """
     remembered = st.session_state.get(LAST_MODS, {})
-    return tuple(remembered[f] for f in stack_order() if f in remembered and f != "mitigation")
+    return {f: (remembered[f],) for f in stack_order() if f in remembered and f != "mitigation"}
+
+
+def stacked_chain() -> Chain:
+    """Every family page's last setting in the families' stack order (weights first, decoding last)."""
+    return tuple(m for chain in page_chains().values() for m in chain)
 
 
 def _chain_text(mods: Chain) -> str:
     return " → ".join(m.label() for m in mods) or "original"
 
 
+def chain_options() -> dict[str, tuple[str, Chain]]:
+    """option -> (what the picker shows, the chain): each family page's own setting, then all of them stacked
+    (only as an explicit choice, never by default: stacking silently would repair a chain nobody asked for),
+    then the presets."""
+    pages = page_chains()
+    options = {f"page:{f}": (f"{family(f).title} page: {_chain_text(c)}", c) for f, c in pages.items()}
+    if len(pages) > 1:
+        options[STACKED] = (f"{STACKED}: {_chain_text(stacked_chain())}", stacked_chain())
+    options.update({name: (f"preset: {name}", chain) for name, chain in PRESETS.items()})
+    return options
+
+
 def pick_chain() -> Chain:
-    """The chain to repair: the other pages' settings when there are any, else (or by choice) a preset."""
-    stacked = stacked_chain()
-    sources = ([STACKED] if stacked else []) + list(PRESETS)
+    """The chain to repair: one explicit choice, by default the first family page's setting (else a preset)."""
+    options = chain_options()
     source = st.selectbox(
         "Modification to repair",
-        sources,
+        list(options),
         key="mitigate.source",
-        format_func=lambda s: f"{s}: {_chain_text(stacked)}" if s == STACKED else s,
-        help="The settings last used on the Prune / Quantize / Depth / Decode pages (stacked in that order), or a "
-        "preset.",
+        format_func=lambda o: options[o][0],
+        help="The setting last used on one of the Prune / Quantize / Depth / Decode pages, all of them stacked "
+        "(prune → quantize → depth → decode), or a preset.",
     )
-    return stacked if source == STACKED else PRESETS[source]
+    return options[source][1]
 
 
 def pick_remedies(chain: Chain) -> list[str]:
-    """A multiselect over the remedies that apply to `chain` (the first one chosen by default)."""
+    """A multiselect over the remedies that apply to `chain` (the first one chosen by default); each option says
+    which method it runs on this chain."""
     remedies = mitigation.applicable(chain)
     if not remedies:
         st.info(f"No remedy applies to **{_chain_text(chain)}**. Pick another modification.")
         st.stop()
     names = [r.name for r in remedies]
     descriptions = {r.name: r.description for r in remedies}
+    runs = {n: mitigation.what_runs(n, chain) for n in names}
     chosen = st.multiselect(
         "Remedies",
         names,
         default=names[:1],
+        format_func=lambda n: f"{n} — runs {runs[n]}" if runs[n] else n,
         # One widget per set of options: a choice made for another chain must not leak into this one.
         key="mitigate.remedies." + "|".join(names),
         help="Only the remedies that change this chain are offered; they are applied in a fixed order "
         "(pruning scores, smoothing, scaling, distillation, decoding calibration).",
     )
     for name in chosen:
-        st.caption(f"**{name}**: {descriptions[name]}")
+        st.caption(f"**{name}** runs **{runs[name]}**: {descriptions[name]}")
     return chosen
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hemorrhage_core.analysis.sweep_points import short_model
 from hemorrhage_core.specs import RunSpec
 
 # -- headline numbers --------------------------------------------------------------------------------------------
@@ -52,22 +53,52 @@ _SIZE_HEADLINES: list[tuple[str, str, Callable[[float], str], str]] = [
 ]
 
 
+def _infinite(v: Any) -> bool:
+    return isinstance(v, float) and math.isinf(v)
+
+
+def _divergence_headline(m: dict[str, float]) -> Headline:
+    """KL(original ‖ modified), or, where a truncating sampler makes it ∞ by definition, the reverse KL that
+    stays finite (with the ∞ stated and explained)."""
+    if _infinite(m.get("kl_mean")) and m.get("kl_reverse_mean") is not None:
+        share = m.get("kl_forward_infinite_share")
+        return Headline(
+            "Reverse KL mean (nats)",
+            _fmt(m.get("kl_reverse_mean"), "{:.4f}"),
+            "forward KL ∞" + (f" at {_fmt(share, '{:.0%}')}" if share is not None else ""),
+            "KL(modified ‖ original): sums over the tokens the sampler keeps, so it stays finite. The forward KL "
+            "is infinite wherever the sampler gives probability 0 to a token the original can emit.",
+        )
+    return Headline(
+        "KL mean (nats)",
+        _fmt(m.get("kl_mean"), "{:.4f}"),
+        f"p99 {_fmt(m.get('kl_p99'), '{:.3f}')}",
+        "KL(original ‖ modified) of the next-token distribution, averaged over positions",
+    )
+
+
+def _perplexity_headline(m: dict[str, float]) -> Headline:
+    cut = m.get("target_cut_share")
+    if _infinite(m.get("ppl_ratio")) and cut:
+        delta = f"next token cut at {_fmt(cut, '{:.1%}')} of positions"
+    else:
+        delta = f"{_fmt(m.get('ppl_base'), '{:.2f}')} → {_fmt(m.get('ppl'), '{:.2f}')}"
+    return Headline(
+        "Perplexity ratio",
+        _fmt(m.get("ppl_ratio"), "×{:.3f}"),
+        delta,
+        "modified / original perplexity on the same windows (1 = no change). ∞ when the modified model gives "
+        "some actual next token probability 0, as a truncating sampler does by definition.",
+    )
+
+
 def headlines(metrics: dict[str, float]) -> list[Headline]:
-    """The four headline numbers of a run: perplexity ratio, KL, top-1 agreement, and a size number."""
+    """The four headline numbers of a run: perplexity ratio, KL (reverse KL where the forward one is ∞ by
+    definition), top-1 agreement, and a size number (or, for a sampler that cuts, the probability mass cut)."""
     m = metrics
     out = [
-        Headline(
-            "Perplexity ratio",
-            _fmt(m.get("ppl_ratio"), "×{:.3f}"),
-            f"{_fmt(m.get('ppl_base'), '{:.2f}')} → {_fmt(m.get('ppl'), '{:.2f}')}",
-            "modified / original perplexity on the same windows (1 = no change)",
-        ),
-        Headline(
-            "KL mean (nats)",
-            _fmt(m.get("kl_mean"), "{:.4f}"),
-            f"p99 {_fmt(m.get('kl_p99'), '{:.3f}')}",
-            "KL(original ‖ modified) of the next-token distribution, averaged over positions",
-        ),
+        _perplexity_headline(m),
+        _divergence_headline(m),
         Headline(
             "Top-1 agreement",
             _fmt(m.get("top1_agreement"), "{:.1%}"),
@@ -87,6 +118,16 @@ def headlines(metrics: dict[str, float]) -> list[Headline]:
                 )
             )
             break
+    else:
+        if m.get("mass_cut_mean"):
+            out.append(
+                Headline(
+                    "Probability mass cut",
+                    _fmt(m["mass_cut_mean"], "{:.1%}"),
+                    f"p90 {_fmt(m.get('mass_cut_p90'), '{:.1%}')}",
+                    "the original's probability on the tokens the sampler drops, averaged over positions",
+                )
+            )
     return out
 
 
@@ -100,6 +141,19 @@ def settings_caption(spec: RunSpec, settings: dict[str, Any], metrics: dict[str,
         + (f" ({int(tokens):,} predicted)" if tokens else "")
         + f" · code v{settings.get('code_version')}"
         + (" · from the store" if cached else " · just measured")
+    )
+
+
+def export_caption(spec: RunSpec, settings: dict[str, Any], metrics: dict[str, float]) -> str:
+    """The settings line written under an exported chart (plain text: an image has no markdown): what was
+    changed, on which model, corpus and tokens, so a picture pasted elsewhere still says what it shows."""
+    sha = (settings.get("corpus_sha256") or "")[:12]
+    tokens = settings.get("tokens")
+    return (
+        f"{spec.label()} on {short_model(spec.model)} · corpus {settings.get('corpus')} (sha256 {sha}) · "
+        f"window {settings.get('window')}, stride {settings.get('stride')} · "
+        + (f"{int(tokens):,} tokens" if tokens else "")
+        + f" · Hemorrhage Lab code v{settings.get('code_version')}"
     )
 
 

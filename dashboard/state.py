@@ -30,6 +30,7 @@ WINDOWS = [64, 128, 256, 512, 1024, 2048]
 ATTN_LENGTHS = [32, 64, 128, 256]  # attention probe lengths offered (maps grow with the square)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SELECTION = "hemlab.selection"
+_SIDEBAR_SLOT = "hemlab.sidebar_slot"  # this run's placeholder of the sidebar summary
 
 
 def allowed_dirs() -> list[Path]:
@@ -76,7 +77,7 @@ def db_path() -> str:
 def runner(trust_remote_code: bool | None = None) -> Runner:
     """The shared runner for this session's database and its trust_remote_code choice."""
     trust = selection().trust_remote_code if trust_remote_code is None else trust_remote_code
-    return get_runner(db_path(), bool(trust))
+    return get_runner(db_path(), bool(trust) and remote_code_allowed())
 
 
 def compute_lock() -> ComputeQueue:
@@ -135,27 +136,56 @@ def default_selection() -> Selection:
 def selection() -> Selection:
     if _SELECTION not in st.session_state:
         st.session_state[_SELECTION] = default_selection()
-    return st.session_state[_SELECTION]
+    sel = st.session_state[_SELECTION]
+    if sel.trust_remote_code and not remote_code_allowed():  # the operator turned it off since
+        sel = st.session_state[_SELECTION] = dataclasses.replace(sel, trust_remote_code=False)
+    return sel
 
 
 def set_selection(**changes) -> Selection:
     sel = dataclasses.replace(selection(), **changes)
     st.session_state[_SELECTION] = sel
+    # The sidebar was drawn before the page ran: redraw its summary, or it shows the old budget until the next
+    # interaction.
+    slot = st.session_state.get(_SIDEBAR_SLOT)
+    if slot is not None:
+        _summary(slot, sel)
     return sel
+
+
+MAX_NAME = (
+    1024  # characters of a model name or path: far above any real one, far below the file system's limits
+)
 
 
 def model_problem(name: str, allowed: list[Path] | None = None) -> str | None:
     """Why the web UI refuses `name` (a message for the page), or None when it may be loaded.
 
     Embedded names and hub ids pass (the loader reports an offline hub clearly). Anything that looks like a
-    path must resolve, symlinks included, inside an allowed folder: the app may be reachable by others.
+    path must resolve, symlinks included, inside an allowed folder: the app may be reachable by others. A name
+    the file system cannot take (too long, a symlink loop, a folder it may not read) is a message too, never an
+    exception.
     """
     name = name.strip()
     if not name:
         return "Enter a model: an embedded name, a folder inside an allowed folder, or a hub id (org/name)."
+    if len(name) > MAX_NAME:
+        return (
+            f"That model name is {len(name):,} characters long; a name, hub id or path has at most {MAX_NAME:,}. "
+            "Check what was pasted."
+        )
     if name in models.EMBEDDED:
         return None
-    roots = allowed_dirs() if allowed is None else allowed
+    try:
+        return _path_problem(name, allowed_dirs() if allowed is None else allowed)
+    except RuntimeError as exc:  # pathlib's "Symlink loop from ..."
+        return f"{name!r} cannot be read: {exc}. Fix the link or choose another folder."
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"{name!r} cannot be read as a model folder: {reason}."
+
+
+def _path_problem(name: str, roots: list[Path]) -> str | None:
     path = Path(name).expanduser()
     looks_like_path = path.is_absolute() or name.startswith((".", "~")) or path.exists()
     if looks_like_path or not _HUB_ID.match(name):
@@ -173,9 +203,40 @@ def model_problem(name: str, allowed: list[Path] | None = None) -> str | None:
             )
         if resolved.is_file() and resolved.suffix.lower() == ".gguf":
             return None  # a GGUF checkpoint: transformers reads its config and tokenizer from the file
-        if not (resolved / "config.json").is_file():
+        config = resolved / "config.json"
+        config.resolve(
+            strict=False
+        )  # a config.json that is itself a symlink loop raises here, not in the loader
+        if not config.is_file():
             return f"{resolved} is not a transformers model folder (no config.json in it) or a .gguf file."
     return None
+
+
+def remote_code_allowed() -> bool:
+    """Whether the operator lets visitors run a model's own code (HEMLAB_ALLOW_REMOTE_CODE=1; off by default): on
+    a shared dashboard, any visitor could otherwise tick trust_remote_code and run a hub model's Python."""
+    return os.environ.get("HEMLAB_ALLOW_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def remote_code_checkbox(sel: Selection) -> bool:
+    """The trust_remote_code choice: a checkbox with its warning where the operator allows remote code, else a
+    line saying it is off on this server (and how an operator turns it on). Returns the choice."""
+    if not remote_code_allowed():
+        st.caption(
+            "A model's own code (trust_remote_code) cannot run on this server: the operator has not allowed it "
+            "(HEMLAB_ALLOW_REMOTE_CODE=1 when starting the app)."
+        )
+        return False
+    trust = st.checkbox(
+        "Allow the model's own code to run (trust_remote_code)",
+        value=sel.trust_remote_code,
+        key="model.trust",
+    )
+    if trust:
+        st.warning(
+            "Remote code runs with this app's permissions. Only allow it for models whose code you have read."
+        )
+    return trust
 
 
 def save_upload(name: str, data: bytes) -> str:
@@ -195,10 +256,8 @@ def corpus_label(corpus: str) -> str:
     return corpus if corpus in corpora.CORPORA else f"file {Path(corpus).name}"
 
 
-def sidebar() -> Selection:
-    """The current selection, summarised on every page (it is changed on the Model page)."""
-    sel = selection()
-    with st.sidebar:
+def _summary(slot, sel: Selection) -> None:
+    with slot.container():
         st.markdown("**Measuring on**")
         st.caption(
             f"Model `{sel.model}`  \nCorpus `{corpus_label(sel.corpus)}`  \n"
@@ -206,7 +265,21 @@ def sidebar() -> Selection:
             f"attention probes {sel.attn_probes} × {sel.attn_len} tokens"
             + ("  \n⚠ remote code allowed" if sel.trust_remote_code else "")
         )
+
+
+def sidebar() -> Selection:
+    """The current selection, summarised on every page (it is changed on the Model page, which redraws the
+    summary through set_selection), and where the theme is chosen."""
+    sel = selection()
+    with st.sidebar:
+        slot = st.empty()
+        st.session_state[_SIDEBAR_SLOT] = slot
+        _summary(slot, sel)
         st.page_link("pages/model.py", label="Change model or corpus", icon=":material/tune:")
+        st.caption(
+            "Light or dark: the app follows your browser; ⋮ → Settings chooses one for this app "
+            "(Streamlit offers no switch a page could draw)."
+        )
     return sel
 
 

@@ -7,16 +7,19 @@ import importlib
 import io
 import logging
 import time
+import zipfile
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from hemorrhage_core import charts
 from hemorrhage_core import runner as runner_mod
 from hemorrhage_core.analysis import views
 from hemorrhage_core.charts import export_bytes
 from hemorrhage_core.errors import Cancelled, HemlabError
+from hemorrhage_core.metric_names import METRICS
 from hemorrhage_core.runner import RunResult
 from hemorrhage_core.specs import RunSpec
 
@@ -27,7 +30,6 @@ from .state import Selection, problem, runner, selection
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
 _CANCELLED = "hemlab.cancelled"  # run key the user cancelled: not restarted until they ask again
 _RECENT = "hemlab.recent"  # run keys this session computed or viewed, newest first
 
@@ -185,28 +187,76 @@ def run_picker(label: str, key: str, *, multi: bool = False, model: str | None =
 # -- charts and tables with exports ----------------------------------------------------------------------------
 
 
-def chart(fig: go.Figure, name: str, *, on_select: str = "ignore", selection_mode: str = "points") -> Any:
-    """Draw a figure and offer it as PNG, SVG, PDF (rendered by kaleido on click) and standalone HTML.
+# label -> (format, scale, MIME): the figure's own size for the screen and slides, and twice its pixels for print.
+EXPORTS = {
+    "PNG": ("png", 1, "image/png"),
+    "PNG 2×": ("png", 2, "image/png"),
+    "SVG": ("svg", 1, "image/svg+xml"),
+    "PDF": ("pdf", 1, "application/pdf"),
+    "HTML": ("html", 1, "text/html"),
+}
 
-    Returns the chart's selection state when `on_select="rerun"`.
+
+def app_theme() -> str:
+    """ "light" or "dark": the theme the browser shows (it follows the system unless chosen in Settings)."""
+    try:
+        return st.context.theme.type or "light"
+    except Exception:  # no browser behind this run (AppTest, a bare script): the light default
+        return "light"
+
+
+def chart(
+    fig: go.Figure,
+    name: str,
+    *,
+    on_select: Any = "ignore",
+    selection_mode: str = "points",
+    caption: str | None = None,
+) -> Any:
+    """Draw a figure in the app theme's template and offer it as PNG (screen size, or 2× for print), SVG, PDF
+    (rendered by kaleido on click) and standalone HTML. `caption` (the run's settings: runs.export_caption) is
+    written under the plot of every export, so an image pasted elsewhere still says what was measured.
+
+    Returns the chart's selection state when `on_select` is "rerun" or a callback.
     """
     event = st.plotly_chart(
-        fig, width="stretch", key=f"chart-{name}", on_select=on_select, selection_mode=selection_mode
+        charts.themed(fig, app_theme()),
+        width="stretch",
+        key=f"chart-{name}",
+        on_select=on_select,
+        selection_mode=selection_mode,
+        # plotly's own camera button: twice the on-screen pixels, named like our exports.
+        config={
+            "toImageButtonOptions": {"format": "png", "scale": 2, "filename": name},
+            "displaylogo": False,
+        },
     )
     with st.container(horizontal=True, gap="small"):
         st.caption("Export")
-        for fmt, mime in EXPORT_FORMATS.items():
+        for text, (fmt, scale, mime) in EXPORTS.items():
+            suffix = "" if scale == 1 else f"@{scale}x"
             st.download_button(
-                fmt.upper(),
-                data=lambda fig=fig, fmt=fmt: export_bytes(fig, fmt),
-                file_name=f"{name}.{fmt}",
+                text,
+                data=lambda fmt=fmt, scale=scale: export_bytes(fig, fmt, scale=scale, caption=caption),
+                file_name=f"{name}{suffix}.{fmt}",
                 mime=mime,
-                key=f"dl-{name}-{fmt}",
+                key=f"dl-{name}-{fmt}{suffix}",
                 on_click="ignore",
                 type="tertiary",
-                help=f"Download this chart as {fmt.upper()}",
+                help=f"Download this chart as {text}"
+                + (" (print resolution)" if scale > 1 else "")
+                + (", with the settings written under it" if caption else ""),
             )
     return event
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip archive of named files (the report's chart images)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -218,6 +268,37 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
             clean[c] = clean[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
     clean.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Numeric columns holding ∞ (a sampler that cuts the next token) as text, "∞" and the numbers in 4
+    significant digits: a table would print "Infinity". Returns the frame and those columns."""
+    columns = [
+        c
+        for c in df.columns
+        if pd.api.types.is_float_dtype(df[c]) and bool(df[c].map(lambda v: v == float("inf")).any())
+    ]
+    if not columns:
+        return df, []
+    out = df.copy()
+    for c in columns:
+        out[c] = out[c].map(lambda v: "∞" if v == float("inf") else ("" if v != v else f"{v:.4g}"))
+    return out, columns
+
+
+def column_labels(df: pd.DataFrame) -> dict[str, Any]:
+    """A column_config per column: metrics by their registry header and unit (shares as percentages), other
+    columns with their snake_case spelled out ("token_budget" -> "token budget")."""
+    out: dict[str, Any] = {}
+    for column in df.columns:
+        name = str(column)
+        if name in METRICS:
+            m = METRICS[name]
+            fmt = "percent" if m.unit == "share" else "%.4g"
+            out[name] = st.column_config.NumberColumn(m.header, format=fmt, help=m.label)
+        elif "_" in name:
+            out[name] = st.column_config.Column(name.replace("_", " "))
+    return out
 
 
 def table(
@@ -234,6 +315,14 @@ def table(
     returned."""
     data = df if export is None else export
     extra = {"on_select": "rerun", "selection_mode": "multi-row"} if selectable else {}
+    # Readable headers and number formats from the metric registry; the caller's own column_config wins. The
+    # downloads keep the raw column names (what scripts read).
+    df, infinite = with_infinity(df)
+    labels = column_labels(df)
+    for column in infinite:  # now text: a number format would not apply
+        labels[column] = st.column_config.TextColumn(labels[column]["label"] if column in labels else column)
+    caller = {k: v for k, v in kwargs.get("column_config", {}).items() if k not in infinite}
+    kwargs["column_config"] = {**labels, **caller}
     event = st.dataframe(df, width="stretch", hide_index=True, key=f"table-{name}", **extra, **kwargs)
     with st.container(horizontal=True, gap="small"):
         st.caption("Export")

@@ -268,6 +268,17 @@ def applicable(mods: Sequence[Modification]) -> list[Remedy]:
     return [r for r in REMEDIES.values() if r(mods) is not None]
 
 
+def what_runs(remedy: str, mods: Sequence[Modification], calibration: CalibrationSet | None = None) -> str:
+    """The methods a remedy runs on this chain, by their labels ("AWQ w4 g128", "T fit"): the steps of the
+    mitigated chain that the chain did not have. Empty when the remedy does not apply. A picker says it, so
+    "dynamic quantization scaling" is seen to run AWQ."""
+    mitigated = REMEDIES[remedy](mods, calibration)
+    if mitigated is None:
+        return ""
+    before = set(mods)
+    return ", ".join(m.label() for m in mitigated if m not in before)
+
+
 def mitigate(
     mods: Sequence[Modification], remedy_names: Sequence[str], calibration: CalibrationSet | None = None
 ) -> Chain:

@@ -222,6 +222,10 @@ def _x_of(family: str, mods: list[dict], metrics: dict[str, float], n_layers: in
     return None
 
 
+def _num(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
 def our_points(
     history: pd.DataFrame, family: str, layer_counts: dict[str, int] | None = None
 ) -> pd.DataFrame:
@@ -246,10 +250,16 @@ def our_points(
             continue
         fixed = [c for m in mods if (c := changed_fields(m, skip=("bits", "sparsity", "layers")))]
         kinds = "+".join(m["kind"] for m in mods)
+        # Runs measured on other corpora, budgets or windows are other curves: a line through them would join
+        # numbers measured on different tokens.
+        budget, window = rec.get("token_budget"), rec.get("window_tokens")
+        measured = f" · {rec.get('corpus')}" + (f" {int(budget):,} tok" if _num(budget) else "")
+        measured += f" w{int(window)}" if _num(window) else ""
         rows.append(
             {
                 "series": f"{short_model(rec['model'])} · {kinds}"
-                + (f" ({', '.join(fixed)})" if fixed else ""),
+                + (f" ({', '.join(fixed)})" if fixed else "")
+                + measured,
                 "x": x,
                 "ratio": float(rec["ppl_ratio"]),
                 "family": family,

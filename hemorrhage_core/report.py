@@ -1,8 +1,11 @@
-"""One-click report: a standalone HTML file (and a PDF) with the chosen runs' charts, their specs and the
-measurement settings (corpus, hash, window, stride, tokens, code version), ready to send.
+"""One-click report for the people who decide: a standalone HTML file (and a PDF) that opens with a summary
+(what was changed, the damage in the paper's levels, the share a remedy recovered, the thresholds of any sweep,
+one sentence of verdict: report_summary.py), then the charts, each captioned with the settings behind it, and
+ends with an appendix of the measurement settings, specs and versions.
 
 The HTML inlines plotly.js once, so it opens offline with interactive charts. The PDF is the same report with
-every chart rendered to SVG by kaleido and printed by headless Chromium (the browser kaleido already needs).
+every chart rendered to SVG by kaleido (vector: sharp at any print size) and printed by headless Chromium (the
+browser kaleido already needs). `chart_images` gives the same charts as PNGs at twice their pixels.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime as dt
 import html
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -23,8 +27,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import charts
+from . import charts, report_summary
 from .errors import HemlabError
+from .metric_names import label
 from .paths import PROJECT_ROOT
 from .runner import RunResult
 from .specs import CODE_VERSION, MODIFICATIONS
@@ -113,12 +118,45 @@ def default_figures(results: list[RunResult]) -> list[tuple[str, go.Figure]]:
         ("KL distribution", charts.kl_cdf_chart(hists)),
     ]
     if len(results) == 1:
-        figures.insert(1, ("Perplexity", charts.perplexity_chart(results[0].metrics)))
+        r = results[0]
+        figures.insert(1, ("Perplexity", charts.perplexity_chart(r.metrics, modified_label=names[0])))
     for n, r in list(zip(names, results, strict=True))[:4]:
-        figures.append(
-            (f"Attention disruption — {n}", charts.attention_heatmap(r.heads, title=f"Attention JS — {n}"))
-        )
+        if r.spec.mods and not r.spec.touches_weights:
+            # Decoding only: attention is the original's (zero by construction); what the sampler changes is not.
+            figure = charts.decoding_chart(
+                r.metrics, top_k=r.spec.probe.top_k, modified_label=n, title=f"What the sampler changes — {n}"
+            )
+            figures.append((f"Decoding measures — {n}", figure))
+        else:
+            figures.append(
+                (
+                    f"Attention disruption — {n}",
+                    charts.attention_heatmap(r.heads, title=f"Attention JS — {n}"),
+                )
+            )
     return figures
+
+
+def caption(results: list[RunResult]) -> str:
+    """The settings under every chart of the report: model(s), corpus, window, tokens and the code version that
+    measured them."""
+    seen = dict.fromkeys(
+        f"{r.spec.model} · corpus {r.settings.get('corpus')} · window {r.settings.get('window')} · "
+        f"{r.settings.get('tokens')} tokens · code v{r.settings.get('code_version', CODE_VERSION)}"
+        for r in results
+    )
+    return "Measured on " + "; ".join(seen) + " · Hemorrhage Lab"
+
+
+def chart_images(results: list[RunResult], *, scale: float = 2) -> dict[str, bytes]:
+    """file name -> PNG of every chart of the report, at `scale` times its pixels with the settings written under
+    it (for slides and papers)."""
+    text = caption(results)
+    out = {}
+    for i, (title, fig) in enumerate(default_figures(results), start=1):
+        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:60]
+        out[f"{i:02d}-{slug}.png"] = charts.export_bytes(fig, "png", scale=scale, caption=text)
+    return out
 
 
 _CSS = """
@@ -130,6 +168,9 @@ th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertic
 th { background: #f4f5f7; } code, pre { font-size: .82rem; } pre { background: #f6f8fa; padding: .6rem;
 overflow-x: auto; white-space: pre-wrap; } .figure { page-break-inside: avoid; margin: 1rem 0; }
 .figure svg { max-width: 100%; height: auto; } .muted { color: #5f6b7a; font-size: .9rem; }
+.summary { background: #f6f8fa; border-left: 4px solid #4C78A8; padding: .6rem 1rem; margin: 1rem 0; }
+.verdict { font-size: 1.1rem; } .caption { color: #5f6b7a; font-size: .8rem; margin-top: .2rem; }
+.appendix { margin-top: 3rem; border-top: 2px solid #ddd; }
 """
 
 
@@ -174,21 +215,23 @@ def _run_section(name: str, result: RunResult) -> str:
         "achieved_sparsity",
         "coverage",
     ]
-    metrics = [(k, _fmt(m[k])) for k in headline if k in m]
+    metrics = [(label(k), _fmt(m[k])) for k in headline if k in m]
     spec_json = html.escape(json.dumps(result.spec.to_dict(), indent=2))
     return (
-        f"<h2>{html.escape(name)}</h2><h3>Measurement settings</h3>{_table(settings)}"
-        f"<h3>Headline metrics</h3>{_table(metrics)}<h3>Spec</h3><pre>{spec_json}</pre>"
+        f"<h3>{html.escape(name)}</h3><h4>Measurement settings</h4>{_table(settings)}"
+        f"<h4>Every headline metric</h4>{_table(metrics)}<h4>Spec</h4><pre>{spec_json}</pre>"
     )
 
 
-def _figure(caption: str, fig: go.Figure, static: bool) -> str:
+def _figure(title: str, fig: go.Figure, static: bool, settings: str = "") -> str:
+    """One figure: interactive, or (static) an inline SVG; `settings`: the escaped caption under it."""
     if static:
         body = charts.export_bytes(fig, "svg").decode()
         body = body[body.find("<svg") :]  # drop the XML prolog: the SVG is inlined in HTML
     else:
         body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-    return f"<div class='figure'><h3>{html.escape(caption)}</h3>{body}</div>"
+    below = f"<div class='caption'>{settings}</div>" if settings else ""
+    return f"<div class='figure'><h3>{html.escape(title)}</h3>{body}{below}</div>"
 
 
 def _tasks_section(tasks: pd.DataFrame, static: bool) -> str:
@@ -236,6 +279,8 @@ def build_html(
     figures = default_figures(results) if figures is None else figures
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     version = code_version()
+    names = run_names(results)
+    text = html.escape(caption(results))
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style>",
@@ -243,20 +288,69 @@ def build_html(
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='muted'>{len(results)} run(s) · generated {now} · every number is relative to the unmodified "
-        "model on the same token windows; perplexity depends on corpus, window, stride and token budget, which "
-        "are listed with each run.</p>",
-        "<h2>Code version</h2>",
-        _table([(k, html.escape(v)) for k, v in version.items()]),
+        "model on the same token windows.</p>",
+        _summary_html(report_summary.summarise(results, names)),
         "<h2>Charts</h2>",
     ]
-    for caption, fig in figures:
-        parts.append(_figure(caption, fig, static))
+    parts += [_figure(title_, fig, static, text) for title_, fig in figures]
     if tasks is not None and not tasks.empty:
         parts.append(_tasks_section(tasks, static))
-    for name, result in zip(run_names(results), results, strict=True):
+    parts.append(
+        "<div class='appendix'><h2>Appendix: settings, specs and versions</h2><p class='muted'>Perplexity depends "
+        "on corpus, window, stride and token budget, listed with each run.</p>"
+    )
+    for name, result in zip(names, results, strict=True):
         parts.append(_run_section(name, result))
-    parts.append("</body></html>")
+    parts.append("<h3>Code version</h3>" + _table([(k, html.escape(v)) for k, v in version.items()]))
+    parts.append("</div></body></html>")
     return "\n".join(parts)
+
+
+def _ratio(v: float) -> str:
+    return "∞" if not math.isfinite(v) else f"×{v:.3g}" if v < 10 else f"×{v:.1f}"
+
+
+def _summary_html(s: report_summary.Summary) -> str:
+    """The summary block: verdict, the changes with their damage, recoveries, thresholds."""
+    rows = "".join(
+        f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.families)}</td><td>{_ratio(c.ppl_ratio)}</td>"
+        f"<td>{f'{c.kl_mean:.3g}' if math.isfinite(c.kl_mean) else '∞'}</td><td>{c.top1_agreement:.1%}</td>"
+        f"<td>{html.escape(c.level)}</td></tr>"
+        for c in s.changes
+    )
+    out = [
+        "<div class='summary'><h2>Summary</h2>",
+        f"<p class='verdict'>{_bolds(s.verdict)}</p>",
+        "<table><tr><th>what was changed</th><th>family</th><th>perplexity ratio</th><th>KL mean (nats)</th>"
+        f"<th>top-1 agreement</th><th>level</th></tr>{rows}</table>",
+    ]
+    if s.recoveries:
+        out.append("<h3>Recovered by the remedies</h3><ul>")
+        for r in s.recoveries:
+            ppl = "n/a" if not math.isfinite(r.ppl_recovered) else f"{r.ppl_recovered:.0%}"
+            kl = "n/a" if not math.isfinite(r.kl_recovered) else f"{r.kl_recovered:.0%}"
+            out.append(
+                f"<li><b>{html.escape(', '.join(r.remedies))}</b> on {html.escape(r.before)}: {ppl} of the "
+                f"perplexity damage and {kl} of the KL damage recovered"
+                + (" — still beyond repair" if r.beyond_repair else "")
+                + "</li>"
+            )
+        out.append("</ul>")
+    if s.thresholds:
+        out.append(
+            "<h3>Thresholds</h3><ul>" + "".join(f"<li>{_bolds(t)}</li>" for t in s.thresholds) + "</ul>"
+        )
+    out.append(
+        "<p class='muted'>Levels: robust ≤ 1.1× the original's perplexity, noticeable ≤ 2×, serious ≤ 10×, "
+        "collapse beyond (the paper's thresholds).</p></div>"
+    )
+    return "".join(out)
+
+
+def _bolds(text: str) -> str:
+    """Escape `text` and turn its **…** spans into <b>…</b>."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def find_chrome() -> str | None:

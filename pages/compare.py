@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.widgets import chart, stored, table
+from dashboard.widgets import chart, stored, table, zip_bytes
 from hemorrhage_core import charts, report
 from hemorrhage_core.analysis import views
 from hemorrhage_core.analysis.sweep_points import short_model
@@ -43,33 +43,12 @@ if corpora_:
     shown = shown[shown.corpus.isin(corpora_)]
 if text:
     shown = shown[shown.label.str.contains(text, case=False, regex=False)]
-columns = [
-    c
-    for c in [
-        "label",
-        "model",
-        "family",
-        "corpus",
-        "token_budget",
-        "window_tokens",
-        "ppl_base",
-        "ppl",
-        "ppl_ratio",
-        "kl_mean",
-        "kl_p99",
-        "top1_agreement",
-        "bits_per_weight",
-        "achieved_sparsity",
-        "coverage",
-        "wall_s",
-        "created_at",
-        "run_key",
-    ]
-    if c in shown.columns
-]
-shown = shown[columns].reset_index(drop=True)
+# The table shows what tells runs apart and how they did (it fits the page); the download has every column.
+SHOWN = ["label", "model", "family", "corpus", "token_budget", "window_tokens", "ppl_ratio", "kl_mean",
+         "top1_agreement", "bits_per_weight", "achieved_sparsity", "created_at"]  # fmt: skip
+shown = shown.reset_index(drop=True)
 # Folders are shown by their last part; the full path is in the filter above and in the report.
-display = shown.assign(model=shown.model.map(short_model))
+display = shown[[c for c in SHOWN if c in shown.columns]].assign(model=shown.model.map(short_model))
 st.caption(f"{len(shown)} of {len(history)} runs")
 # The table's key changes after a deletion so no stale row selection can point at other runs.
 event = table(
@@ -79,11 +58,15 @@ event = table(
     file_name="hemlab-runs",
     export=shown,
     column_config={
-        "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f"),
+        "label": st.column_config.Column("run", width="medium"),
+        "model": st.column_config.Column("model", width="small"),
+        "family": st.column_config.Column("family", width="small"),
+        "corpus": st.column_config.Column("corpus", width="small"),
+        "token_budget": st.column_config.NumberColumn("tokens", width="small"),
+        "window_tokens": st.column_config.NumberColumn("window", width="small"),
+        "ppl_ratio": st.column_config.NumberColumn("perplexity ratio", format="×%.3f"),
         "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),
-        "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent"),
-        "coverage": st.column_config.NumberColumn("coverage", format="percent"),
-        "wall_s": st.column_config.NumberColumn("wall s", format="%.1f"),
+        "created_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
     },
 )
 rows = event.selection.rows if event is not None else []
@@ -106,14 +89,15 @@ with right:
 
 st.subheader("Report")
 st.caption(
-    "A standalone file with these runs' charts, specs and measurement settings (corpus, hash, window, "
-    "tokens, code version)."
+    "A standalone file for people who read only the first page: a summary (what was changed, the damage, what a "
+    "remedy recovered, thresholds, a verdict), the charts with their settings, and an appendix of settings, "
+    "specs and versions."
 )
 results = [r for k in keys if (r := stored(k)) is not None]
 # The runs' stored task results (Tasks page, `hemlab run --tasks`) go into the report with their data's sources.
 task_results = stored_frame(store, {r.run_key: r.spec.label() for r in results})
 chrome = report.find_chrome()
-c1, c2, _ = st.columns([1, 1, 4])
+c1, c2, c3, _ = st.columns([1, 1, 1, 3])
 c1.download_button(
     "Report (HTML)",
     data=lambda: report.build_html(results, tasks=task_results).encode(),
@@ -132,6 +116,16 @@ c2.download_button(
     on_click="ignore",
     disabled=chrome is None,
     help=None if chrome else "PDF export needs Debian's chromium on the server.",
+)
+c3.download_button(
+    "Charts (PNG 2×)",
+    data=lambda: zip_bytes(report.chart_images(results)),
+    file_name="hemlab-charts.zip",
+    mime="application/zip",
+    key="compare.report-png",
+    on_click="ignore",
+    disabled=chrome is None,
+    help="Every chart of the report at print resolution, the settings written under each.",
 )
 
 

@@ -38,29 +38,17 @@ with right:
     chart(charts.kl_cdf_chart(views.kl_hist_rows(store, keys)), "divergence-kl-cdf")
 
 compared = views.compared_runs(store, keys)
-cols = [
-    c
-    for c in [
-        "label",
-        "model",
-        "corpus",
-        "ppl_ratio",
-        "kl_mean",
-        "kl_median",
-        "kl_p90",
-        "kl_p99",
-        "kl_max",
-        "top1_agreement",
-        "top5_overlap",
-        "dp_mean",
-        "dp_rms",
-    ]
-    if c in compared.columns
-]
+# Shown: what tells the runs apart (it fits the page; a sampler's reverse KL and mass cut where measured); the
+# download has the full quantile set.
+SHOWN = ["label", "ppl_ratio", "kl_mean", "kl_p99", "kl_reverse_mean", "mass_cut_mean", "top1_agreement",
+         "top5_overlap", "dp_rms"]  # fmt: skip
+FULL = ["label", "model", "corpus", "ppl_ratio", "kl_mean", "kl_median", "kl_p90", "kl_p99", "kl_max",
+        "kl_reverse_mean", "mass_cut_mean", "top1_agreement", "top5_overlap", "dp_mean", "dp_rms"]  # fmt: skip
+cols = [c for c in SHOWN if c in compared.columns and compared[c].notna().any()]
 chart(
     charts.metric_bars_chart(compared, ("top1_agreement", "top5_overlap", "dp_rms")), "divergence-agreement"
 )
-table(compared[cols], "divergence-metrics")
+table(compared[cols], "divergence-metrics", export=compared[[c for c in FULL if c in compared.columns]])
 
 st.subheader("Generations, side by side")
 st.caption(

@@ -2,11 +2,10 @@
 
 import streamlit as st
 
-from dashboard import analyses
-from dashboard.live import progress_bar
+from dashboard.layers import module_section
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.widgets import chart, pending, run_picker, show_error, stored, table
+from dashboard.widgets import chart, pending, run_picker, stored, table
 from hemorrhage_core import charts
 from hemorrhage_core.analysis import views
 from hemorrhage_core.metric_names import METRICS, label
@@ -34,32 +33,8 @@ with st.expander("Per-layer table"):
     table(views.layer_table(layers), "layers")
 
 st.subheader("Modules that bleed most")
-if pending("hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)"):
-    result = stored(keys[0])
-    if result is None:
-        st.stop()
-    ranked = analyses.stored_module_ranking(runner(), result.run_key)
-    st.caption(
-        f"For **{result.spec.label()}**: every modified weight fed the original model's own inputs on calibration "
-        "text from the end of the corpus, so each module's own damage is separated from what it inherits."
-    )
-    if ranked.empty:
-        if not st.button(f"Rank the modules of {result.spec.label()}", key="layers.rank"):
-            st.info(
-                "Not ranked yet: ranking rebuilds the modified model and runs 8 × 256 calibration tokens."
-            )
-            st.stop()
-        try:
-            with progress_bar("Ranking modules on calibration text") as report:
-                ranked = analyses.compute_module_ranking(runner(), result, progress=report)
-        except Exception as exc:
-            show_error(exc, "Ranking the modules")
-            st.stop()
-    comparable = ranked[ranked.comparable]
-    chart(
-        charts.module_ranking_chart(
-            comparable, value="rel_error", units="relative output error ‖f′(X)−f(X)‖/‖f(X)‖", top=20
-        ),
-        "layers-modules",
-    )
-    table(ranked, "module-ranking")
+ranking = pending(
+    "hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)"
+)
+if ranking and (result := stored(keys[0])) is not None:
+    module_section(result)

@@ -13,6 +13,7 @@ from dashboard.state import (
     allowed_dirs,
     load_base,
     model_problem,
+    remote_code_checkbox,
     save_upload,
     selection,
     set_selection,
@@ -50,15 +51,7 @@ with left:
             key="model.custom",
             help="Folders must lie inside: " + ", ".join(map(str, allowed_dirs())),
         ).strip()
-    trust = st.checkbox(
-        "Allow the model's own code to run (trust_remote_code)",
-        value=sel.trust_remote_code,
-        key="model.trust",
-    )
-    if trust:
-        st.warning(
-            "Remote code runs with this app's permissions. Only allow it for models whose code you have read."
-        )
+    trust = remote_code_checkbox(sel)
 
 with right:
     st.subheader("Measurement")

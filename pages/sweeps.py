@@ -3,16 +3,15 @@ the robust zone; several methods or models overlaid; quality against memory."""
 
 import streamlit as st
 
-from dashboard.fields import default_sweep_values, describe, family_kinds, sweepable
+from dashboard.fields import default_sweep_values, family_kinds, method_title, sweepable
 from dashboard.forms import mod_form
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.widgets import chart, pending, require_selection, run_with_progress, table
-from hemorrhage_core import charts
+from dashboard.sweeps import memory_section, results_section
+from dashboard.widgets import require_selection, run_with_progress
 from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.analysis import views
 from hemorrhage_core.errors import SpecError
-from hemorrhage_core.metric_names import label
 from hemorrhage_core.specs.families import FAMILIES
 
 through_app()
@@ -30,7 +29,7 @@ with st.container(border=True):
     family = c1.selectbox("Family", families, format_func=lambda f: FAMILIES[f].title, key="sweep.family")
     kinds = family_kinds(family)
     kind = c2.selectbox(
-        "Method", list(kinds), key="sweep.kind", format_func=lambda k: f"{k} — {describe(kinds[k])[:60]}"
+        "Method", list(kinds), key="sweep.kind", format_func=lambda k: method_title(k, kinds[k])
     )
     fields = sweepable(kinds[kind])
     if not fields:
@@ -69,46 +68,5 @@ if points.empty:
     st.info("No stored runs of this method yet: run the sweep above.")
     st.stop()
 own = sweeps.series_for_keys(points, [r.cache_key(s)[0] for s in specs])
-all_series = points.series.drop_duplicates().tolist()
-chosen = st.multiselect(
-    "Curves (other models, methods' settings, budgets)",
-    all_series,
-    default=own or all_series[:1],
-    key=f"sweep.{kind}.{field.name}.series",
-)
-shown = points[points.series.isin(chosen)]
-metric = st.radio(
-    "Quality measure",
-    ["ppl_ratio", "kl_mean", "top1_agreement"],
-    horizontal=True,
-    format_func=label,
-    key="sweep.metric",
-)
-
-found = sweeps.series_thresholds(shown, sweeps.severity_direction(field.name))
-chart(
-    charts.sweep_chart(shown, "x", y=metric, x_label=field.label, zones=found.zones, knees=found.knees),
-    "sweep-curve",
-)
-if not found.table.empty:
-    st.caption(
-        "Thresholds per curve: the first setting over 1.1× / 2× / 10×, the interpolated crossing, the robust "
-        "zone (every setting before 1.1×) and the knee where log-perplexity stops growing linearly."
-    )
-    table(found.table, "sweep-thresholds")
-table(shown.drop(columns=["run_key"]), "sweep-points")
-
-st.subheader("Quality against memory")
-memory = pending("hemorrhage_core.analysis.memory", "The memory of every stored run (analysis.memory)")
-if memory is not None:
-    st.caption(
-        f"Every stored run of `{sel.model}` measured like this one (same corpus, window and budget): weight memory "
-        "as stored on disk (quantized formats with their scales; pruned models dense at 16 bits), the original "
-        "at 16 bits, and the Pareto front."
-    )
-    mem = views.memory_points(memory, r, sel)
-    if mem.empty:
-        st.info("No stored run of this model with these measurement settings yet.")
-    else:
-        front = memory.pareto_front(mem, x="memory_mb", y="ppl_ratio")
-        chart(charts.quality_memory_chart(mem, joined=False, front=front), "sweep-memory")
+results_section(points, own, kind, field)
+memory_section(sel)

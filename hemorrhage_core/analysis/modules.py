@@ -13,8 +13,15 @@ layers that store int8/4-bit codes, and activation quantization hooks attached t
 
 Counterparts are matched by name; when a depth change renumbered the blocks, block i is looked up as block
 `layer_map[i]`. Modules whose output shape changed (structured pruning) or whose block was removed have no
-comparable output and are listed with `comparable = False`; modules whose output did not change at all are left
-out (they were not modified).
+comparable output and are listed with `comparable = False`; modules whose output did not change at all, or
+changed by less than float noise (`NOISE`, relative 1e-6: a copied lm_head recomputed in another order), are
+left out (they were not modified).
+
+A depth change modifies whole blocks, not weights, so `rank_modules` ranks the blocks that changed
+(`block_changes`): a removed block i by what skipping it costs on the original's stream, ‖X − block_i(X)‖ /
+‖block_i(X)‖ (the block becomes the identity); an added block j of the modified model by what it writes into
+its own stream, ‖block_j(X) − X‖ / ‖X‖ (it used not to exist: the identity). An identity insertion writes
+exactly 0 and is left out like any unmodified module.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import structure
 from ..modify.targets import LINEAR_TYPES
 from ..progress import Progress, scaled
 
@@ -34,6 +42,9 @@ log = logging.getLogger(__name__)
 
 _BLOCK = re.compile(r"\.(layers|h|blocks)\.(\d+)\.")
 COLUMNS = ["rank", "module", "layer", "kind", "rel_error", "out_error", "out_norm", "tokens", "comparable"]
+NOISE = 1e-6  # relative output errors below this are float noise (fp32 eps is 1.2e-7), not a modification
+# What a block row is, stored as its "block" metric (the store keeps numbers): 1 removed, 2 added.
+BLOCK_KINDS = {1.0: "block (removed)", 2.0: "block (added)"}
 
 
 def block_index(name: str) -> int | None:
@@ -131,8 +142,8 @@ def module_errors(
         if name in shared:
             continue
         comparable = name in pairs and name not in mismatched
-        if comparable and sq_err[name] == 0.0:
-            continue  # this module was not modified
+        if comparable and sq_err[name] <= (NOISE**2) * sq_out[name]:
+            continue  # this module was not modified (or only by float noise)
         out_norm = sq_out[name] ** 0.5
         rows.append(
             {
@@ -158,6 +169,82 @@ def module_errors(
     return df
 
 
+def _block_stream(
+    model: nn.Module, blocks: list[int], calibration: torch.Tensor, batch_size: int, removed: bool
+):
+    """Squared norms per block of `blocks` over the calibration windows: (‖out − in‖², ‖reference‖², tokens),
+    the reference being the block's output for a removed block and its input for an added one."""
+    all_blocks = structure.find_blocks(model)
+    sq_err, sq_ref, tokens = dict.fromkeys(blocks, 0.0), dict.fromkeys(blocks, 0.0), dict.fromkeys(blocks, 0)
+
+    def hook_for(i: int):
+        def hook(_module, args, kwargs, output):
+            h_in = (args[0] if args else kwargs["hidden_states"]).double()
+            h_out = structure.block_hidden(output).double()
+            sq_err[i] += float((h_out - h_in).pow(2).sum())
+            sq_ref[i] += float((h_out if removed else h_in).pow(2).sum())
+            tokens[i] += h_in.numel() // h_in.shape[-1]
+
+        return hook
+
+    handles = [all_blocks[i].register_forward_hook(hook_for(i), with_kwargs=True) for i in blocks]
+    device = next(model.parameters()).device
+    try:
+        with torch.inference_mode():
+            for start in range(0, calibration.shape[0], batch_size):
+                model(
+                    input_ids=calibration[start : start + batch_size].to(device),
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
+    finally:
+        for h in handles:
+            h.remove()
+    return sq_err, sq_ref, tokens
+
+
+def block_changes(
+    base: nn.Module,
+    modified: nn.Module,
+    calibration: torch.Tensor,
+    layer_map: list[int | None],
+    *,
+    batch_size: int = 4,
+) -> pd.DataFrame:
+    """The blocks a depth change removed or added, with the relative error of the stream they change (see the
+    module docstring), in COLUMNS without `rank`; empty when no block was removed or added, and without the
+    added blocks that write nothing (identity insertion)."""
+    removed = [i for i, j in enumerate(layer_map) if j is None]
+    kept = {j for j in layer_map if j is not None}
+    added = [j for j in range(len(structure.find_blocks(modified))) if j not in kept]
+    rows = []
+    for blocks, model, code in ((removed, base, 1.0), (added, modified, 2.0)):
+        if not blocks:
+            continue
+        prefix = structure.blocks_name(model)
+        sq_err, sq_ref, tokens = _block_stream(model, blocks, calibration, batch_size, removed=code == 1.0)
+        for i in blocks:
+            if sq_err[i] <= (NOISE**2) * sq_ref[i]:
+                continue  # an added identity block: nothing changed
+            rows.append(
+                {
+                    "module": f"{prefix}.{i}",
+                    "layer": i,
+                    "kind": BLOCK_KINDS[code],
+                    "rel_error": (sq_err[i] / sq_ref[i]) ** 0.5 if sq_ref[i] > 0 else float("nan"),
+                    "out_error": sq_err[i] ** 0.5,
+                    "out_norm": sq_ref[i] ** 0.5,
+                    "tokens": tokens[i],
+                    "comparable": True,
+                }
+            )
+    return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
+
+
+def _is_depth_change(layer_map: list[int | None], modified: nn.Module) -> bool:
+    return layer_map != list(range(len(structure.find_blocks(modified))))
+
+
 def rank_modules(
     runner,
     spec,
@@ -169,18 +256,30 @@ def rank_modules(
 ) -> pd.DataFrame:
     """`module_errors` of `spec`'s modified model on `n` x `length` calibration tokens of `corpus` (default: the
     evaluation corpus; the windows come from its end, never from the evaluation windows). `progress` hears the
-    modification block by block, then each calibration batch."""
+    modification block by block, then each calibration batch. After a depth change, the blocks it removed or
+    added (`block_changes`) rank with the modules, worst first."""
     loaded = runner.base(spec.model)
     calib = runner.calibration_windows(spec, corpus or spec.probe.corpus, n, length)
     modified = runner.modify(spec, progress=scaled(progress, 0.0, 0.5))
     try:
-        return module_errors(
+        df = module_errors(
             loaded.model,
             modified.model,
             calib,
             layer_map=modified.layer_map,
             progress=scaled(progress, 0.5, 1.0),
         )
+        if not _is_depth_change(modified.layer_map, modified.model):
+            return df
+        blocks = block_changes(loaded.model, modified.model, calib, modified.layer_map)
+        if blocks.empty:
+            return df
+        both = pd.concat([blocks, df.drop(columns="rank")], ignore_index=True)
+        both = both.sort_values(
+            ["comparable", "rel_error"], ascending=[False, False], na_position="last", ignore_index=True
+        )
+        both.insert(0, "rank", range(1, len(both) + 1))
+        return both
     finally:
         del modified
 
@@ -188,7 +287,11 @@ def rank_modules(
 def to_rows(df: pd.DataFrame) -> list[tuple[str, str, float]]:
     """(item, metric, value) rows for Store.save_analysis."""
     metrics = ["rank", "rel_error", "out_error", "out_norm", "tokens", "comparable"]
-    return [(r["module"], m, float(r[m])) for r in df.to_dict("records") for m in metrics]
+    codes = {kind: code for code, kind in BLOCK_KINDS.items()}
+    rows = [(r["module"], m, float(r[m])) for r in df.to_dict("records") for m in metrics]
+    return rows + [
+        (r["module"], "block", codes[r["kind"]]) for r in df.to_dict("records") if r["kind"] in codes
+    ]
 
 
 def from_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -203,6 +306,10 @@ def from_rows(rows: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     wide["layer"] = wide.module.map(block_index)
     wide["kind"] = wide.module.str.rsplit(".", n=1).str[-1]
+    if "block" in wide.columns:  # whole blocks of a depth change: their index is the last part of the name
+        is_block = wide["block"].notna()
+        wide.loc[is_block, "kind"] = wide.loc[is_block, "block"].map(BLOCK_KINDS)
+        wide.loc[is_block, "layer"] = wide.loc[is_block, "module"].str.rsplit(".", n=1).str[-1].astype(int)
     wide["rank"] = wide["rank"].astype(int)
     wide["tokens"] = wide["tokens"].astype(int)
     wide["comparable"] = wide["comparable"].astype(bool)

@@ -122,11 +122,12 @@ def series_for_keys(points: pd.DataFrame, run_keys: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class SeriesThresholds:
-    """What analysis.thresholds found for each curve, shaped for the chart and the table."""
+    """What analysis.thresholds found for each curve, shaped for the chart, the headlines and the table."""
 
     zones: dict[str, tuple[float, float]]  # series -> (mildest setting, last setting inside the robust zone)
     knees: dict[str, float]  # series -> knee setting
-    table: pd.DataFrame  # one row per series: 1.1x / 2x / 10x first settings over, crossings, knee, notes
+    table: pd.DataFrame  # one row per series: robust zone, first settings over 1.1x / 2x / 10x, knee, notes
+    headlines: dict[str, str] = dataclasses.field(default_factory=dict)  # series -> one sentence (markdown)
 
 
 def severity_direction(field: str) -> str:
@@ -138,28 +139,71 @@ def severity_direction(field: str) -> str:
     return "auto"
 
 
-def series_thresholds(points: pd.DataFrame, direction: str = "auto") -> SeriesThresholds:
-    """Thresholds, robust zone and knee of every series with at least two settings (see analysis.thresholds);
-    `direction` as severity_direction gives it."""
+def crossing_text(t, level: str, integer: bool) -> str | None:
+    """Where the curve crosses `level`, said only from measured settings: "between 5 and 4", the two adjacent
+    settings of the sweep that bracket it, with the interpolated value for a continuous knob ("≈ 0.34"); None
+    when it is never crossed, or already at the mildest setting. An integer knob (bits, blocks) has no setting
+    between two integers, so no interpolated one is made up."""
+    over = t.first_over.get(level)
+    if over is None or over == t.values[0]:
+        return None
+    before = t.values[t.values.index(over) - 1]
+    text = f"between {before:g} and {over:g}"
+    crossing = t.crossing.get(level)
+    if not integer and crossing is not None:
+        text += f" (≈ {crossing:.3g})"
+    return text
+
+
+def headline(t, knob: str, *, integer: bool) -> str:
+    """The curve's finding as a sentence: "**robust down to 5 bits** (×1.06); over 1.1× between 5 and 4; serious
+    damage (2×) between 4 and 3". Descending knobs (bits) are robust *down to* a setting, ascending ones *up to*."""
+    way = "down to" if t.direction == "descending" else "up to"
+    ratio = dict(zip(t.values, t.ppl_ratios, strict=True))
+
+    def at(v: float) -> str:  # "5 bits", "sparsity 0.4"
+        return f"{v:g} {knob}" if knob.endswith("bits") else f"{knob} {v:g}"
+
+    if not t.robust_zone:
+        first = t.values[0]
+        return f"**not robust at any measured setting**: already ×{ratio[first]:.3g} at {at(first)}"
+    last = t.robust_zone[-1]
+    if len(t.robust_zone) == len(t.values):
+        return (
+            f"**robust across every measured setting**, {way} {at(last)} (×{ratio[last]:.3g}); "
+            "measure harsher settings to find the threshold"
+        )
+    parts = [f"**robust {way} {at(last)}** (×{ratio[last]:.3g})"]
+    for level, name in (("1.1", "over 1.1×"), ("2", "serious damage (2×)"), ("10", "collapse (10×)")):
+        if (cross := crossing_text(t, level, integer)) is not None:
+            parts.append(f"{name} {cross}")
+    return "; ".join(parts)
+
+
+def series_thresholds(points: pd.DataFrame, direction: str = "auto", *, knob: str = "x") -> SeriesThresholds:
+    """Thresholds, robust zone, knee and a headline of every series with at least two settings (see
+    analysis.thresholds); `direction` as severity_direction gives it, `knob` names the setting in headlines."""
     from ..analysis import thresholds as th
 
-    zones, knees, rows = {}, {}, []
+    zones, knees, rows, heads = {}, {}, [], {}
     for series, d in points.dropna(subset=["ppl_ratio"]).groupby("series", sort=False):
         d = d.drop_duplicates("x")
         if len(d) < 2:
             continue
-        t = th.thresholds(d.x.astype(float).tolist(), d.ppl_ratio.tolist(), direction=direction)
+        values = d.x.astype(float).tolist()
+        integer = all(float(v).is_integer() for v in values)
+        t = th.thresholds(values, d.ppl_ratio.tolist(), direction=direction)
         if t.robust_zone:
             zones[series] = (t.values[0], t.robust_zone[-1])
         if t.knee:
             knees[series] = t.knee.value
+        heads[series] = headline(t, knob, integer=integer)
         rows.append({
-            "series": series,
-            "compression grows": "as the value falls" if t.direction == "descending" else "as the value rises",
-            **{f"first over {k}×": v for k, v in t.first_over.items()},
-            **{f"crosses {k}× at": v for k, v in t.crossing.items()},
+            "curve": series,
             "robust zone": f"{t.robust_zone[0]:g} … {t.robust_zone[-1]:g}" if t.robust_zone else "empty",
+            **{f"first over {k}×": v for k, v in t.first_over.items()},
             "knee": t.knee.value if t.knee else None,
+            "settings": len(values),
             "notes": "; ".join(t.notes),
         })  # fmt: skip
-    return SeriesThresholds(zones, knees, pd.DataFrame(rows))
+    return SeriesThresholds(zones, knees, pd.DataFrame(rows), heads)

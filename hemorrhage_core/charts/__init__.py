@@ -11,14 +11,17 @@ here: callers write `from hemorrhage_core import charts` and `charts.layer_loss_
 """
 
 from .compare import metric_bars_chart, quality_memory_chart, sweep_chart  # noqa: F401
-from .export import export_bytes  # noqa: F401
+from .export import captioned, export_bytes  # noqa: F401
 from .mitigation import attention_pair_heatmap, kl_overlay_chart, recovery_bars  # noqa: F401
 from .outliers import activation_outliers_chart  # noqa: F401
 from .paper import decoding_heatmap, paper_chart, paper_overlay_chart, step_kl_chart  # noqa: F401
 from .profile import (  # noqa: F401
+    DECODING_PANELS,
     attention_heatmap,
     attention_maps_chart,
     cascade_chart,
+    clicked_cell,
+    decoding_chart,
     kl_cdf_chart,
     kl_distribution_chart,
     layer_loss_chart,
@@ -31,10 +34,13 @@ from .style import (  # noqa: F401
     FONT,
     MITIGATED,
     MODIFIED,
+    NEUTRAL,
     ORIGINAL,
     TEMPLATE,
+    TEMPLATES,
     THRESHOLDS,
     run_styles,
     shade,
+    themed,
 )
 from .tasks import flip_matrix_chart, paper_task_chart, task_accuracy_chart  # noqa: F401

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..metric_names import label, log_scale, unit
-from .style import ORIGINAL, THRESHOLDS, _empty, _log_axis, _reference_line, _style, run_styles
+from .style import NEUTRAL, ORIGINAL, THRESHOLDS, _empty, _log_axis, _reference_line, _style, run_styles
 
 
 def metric_bars_chart(
@@ -102,17 +102,22 @@ def sweep_chart(
             )
         )
         if zones and s in zones:
-            x0, x1 = zones[s]
+            lo, hi = sorted(zones[s])
+            # A zone of one setting (8 bits only) is widened by a sliver of the axis on each side: it would
+            # otherwise be a zero-width band, a label floating over nothing.
+            span = float(points[x].max() - points[x].min()) or 1.0
+            pad = span * 0.02 if hi == lo else 0.0
             fig.add_vrect(
-                x0=x0,
-                x1=x1,
+                x0=lo - pad,
+                x1=hi + pad,
                 fillcolor=color,
-                opacity=0.12,
-                line_width=0,
+                opacity=0.2,
+                line=dict(color=color, width=1, dash="dot"),
                 layer="below",
-                annotation_text="robust zone (≤1.1×)" + (f" — {s}" if len(series) > 1 else ""),
-                annotation_position="top left",
+                annotation_text="robust (≤ 1.1×)" + (f" — {s}" if len(series) > 1 else ""),
+                annotation_position="top right" if reverse_x else "top left",
                 annotation_font_size=11,
+                annotation_font_color=color,
             )
         if knees and s in knees:
             fig.add_vline(
@@ -181,7 +186,7 @@ def quality_memory_chart(
                 y=f.ppl_ratio,
                 mode="lines",
                 name="Pareto front",
-                line=dict(color="#888888", width=1.5, dash="dash"),
+                line=dict(color=NEUTRAL, width=1.5, dash="dash"),
                 hoverinfo="skip",
             )
         )

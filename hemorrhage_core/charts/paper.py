@@ -6,7 +6,17 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import DASHES, THRESHOLDS, _empty, _log_axis, _reference_line, _runs_of, _style, run_styles, shade
+from .style import (
+    DASHES,
+    PAPER_PALETTE,
+    THRESHOLDS,
+    _empty,
+    _log_axis,
+    _reference_line,
+    _runs_of,
+    _style,
+    run_styles,
+)
 
 
 def paper_chart(
@@ -78,21 +88,22 @@ def paper_chart(
 def paper_overlay_chart(
     paper: pd.DataFrame, ours: pd.DataFrame, *, x_label: str, title: str, reverse_x: bool = False
 ) -> go.Figure:
-    """The paper's curves (thin, grey shades: method, x, ratio) with our runs (bold, family colour: series, x,
-    ratio, family) on one normalised axis: perplexity ratio to each model's own baseline."""
+    """The paper's curves (thin, dashed, one PAPER_PALETTE colour per method: method, x, ratio) with our runs
+    (bold diamonds in the family colour: series, x, ratio, family) on one normalised axis: perplexity ratio to
+    each model's own baseline."""
     fig = go.Figure()
     methods = paper["method"].drop_duplicates().tolist() if not paper.empty else []
     for i, method in enumerate(methods):
         d = paper[paper.method == method].dropna(subset=["ratio"]).sort_values("x")
-        grey = shade("#8C8C8C", i, max(len(methods), 1))
+        color = PAPER_PALETTE[i % len(PAPER_PALETTE)]
         fig.add_trace(
             go.Scatter(
                 x=d.x,
                 y=d.ratio,
                 mode="lines+markers",
                 name=f"paper: {method}",
-                line=dict(color=grey, width=1.2, dash=DASHES[i % len(DASHES)]),
-                marker=dict(size=5),
+                line=dict(color=color, width=1.5, dash=DASHES[1 + i % (len(DASHES) - 1)]),
+                marker=dict(size=5, symbol="circle"),
                 hovertemplate=f"paper · {method}<br>{x_label} %{{x}}<br>×%{{y:.3g}}<extra></extra>",
             )
         )

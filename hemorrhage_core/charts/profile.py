@@ -10,8 +10,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..metric_names import label, log_scale, unit
-from .style import FAMILY_COLORS, MODIFIED, ORIGINAL, _empty, _layer_ticks, _log_axis, _runs_of, _style
+from ..metric_names import header_with_unit, infinite_at, label, log_scale, unit
+from .style import (
+    FAMILY_COLORS,
+    MODIFIED,
+    NEUTRAL,
+    ORIGINAL,
+    _empty,
+    _layer_ticks,
+    _log_axis,
+    _runs_of,
+    _style,
+    wrap,
+)
 
 
 def attention_heatmap(
@@ -25,8 +36,9 @@ def attention_heatmap(
     """Layer x head heatmap of one per-head metric (default: JS divergence of attention rows, nats).
 
     `heads` is tidy: layer, head, metric, value. `clickable` lays an invisible marker on every cell, because
-    plotly reports clicks (Streamlit selections) on markers but not on heatmap cells; a click then selects
-    ("L3", "h5"). `highlight` (layer, head) outlines the cell being inspected.
+    plotly reports clicks (Streamlit selections) on markers but not on heatmap cells; each marker carries
+    [layer, head, value] as customdata, so a click names its cell exactly (`clicked_cell`), whatever the axis
+    labels. `highlight` (layer, head) outlines the cell being inspected.
     """
     units = {
         "attn_js": "JS divergence (nats)",
@@ -62,32 +74,47 @@ def attention_heatmap(
             go.Scatter(
                 x=[f"h{h}" for _, h in cells],
                 y=[f"L{layer}" for layer, _ in cells],
-                customdata=[grid.loc[layer, h] for layer, h in cells],
+                customdata=[[int(layer), int(h), float(grid.loc[layer, h])] for layer, h in cells],
                 mode="markers",
                 marker=dict(
                     size=max(8, min(40, 600 // max(len(grid.index), len(grid.columns)))),
                     color="rgba(0,0,0,0.003)",  # invisible but hit-testable (hoverinfo "skip" would drop clicks)
                     symbol="square",
                 ),
-                hovertemplate="layer %{y} head %{x}<br>" + units + " %{customdata:.4g}<extra></extra>",
+                hovertemplate="layer %{y} head %{x}<br>" + units + " %{customdata[2]:.4g}<extra></extra>",
                 showlegend=False,
                 name="cells",
             )
         )
     if highlight is not None and highlight[0] in grid.index and highlight[1] in grid.columns:
         row, col = list(grid.index).index(highlight[0]), list(grid.columns).index(highlight[1])
-        fig.add_shape(
-            type="rect",
-            x0=col - 0.5,
-            x1=col + 0.5,
-            y0=row - 0.5,
-            y1=row + 0.5,
-            line=dict(color="#222222", width=2.5),
-        )
-    fig.update_xaxes(title_text="attention head")
-    fig.update_yaxes(title_text="layer", autorange="reversed")
+        # Dark under light: the outline reads on pale and on dark red cells, on a light and on a dark page.
+        for color, width in (("#111111", 4), ("#FFFFFF", 1.5)):
+            fig.add_shape(
+                type="rect",
+                x0=col - 0.5,
+                x1=col + 0.5,
+                y0=row - 0.5,
+                y1=row + 0.5,
+                line=dict(color=color, width=width),
+            )
+    # Ranges fitted to the cells: the invisible click markers would otherwise pad the axes.
+    fig.update_xaxes(title_text="attention head", range=[-0.5, len(grid.columns) - 0.5])
+    fig.update_yaxes(title_text="layer", range=[len(grid.index) - 0.5, -0.5])
     fig.update_layout(height=max(360, 16 * len(grid.index) + 160))  # rows tall enough to read and to click
     return _style(fig, title, legend=False)
+
+
+def clicked_cell(point: dict) -> tuple[int, int] | None:
+    """(layer, head) of a clicked cell of a clickable attention_heatmap, from the point Streamlit reports
+    (its customdata); None for a point without one."""
+    data = point.get("customdata")
+    if isinstance(data, (list, tuple)) and len(data) >= 2:
+        try:
+            return int(data[0]), int(data[1])
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -126,24 +153,18 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
             ),
             secondary_y=True,
         )
-    fig.add_hline(
-        y=1.0,
-        line=dict(color=ORIGINAL, width=1, dash="dot"),
-        secondary_y=True,
-        annotation_text="original (cosine 1)",
-        annotation_position="bottom right",
-    )
+    # The original's cosine 1 as a dotted line named in the axis title: a label written at cosine 1 would sit
+    # on the curves, which run along it.
+    fig.add_hline(y=1.0, line=dict(color=ORIGINAL, width=1, dash="dot"), secondary_y=True)
     fig.update_xaxes(title_text="layer (residual stream after block)", **_layer_ticks(layers))
-    fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, rangemode="tozero")
-    # Cosine of an unchanged layer is 1 up to float noise (1.0000000015): a floor of 0.99 keeps that noise from
-    # being drawn as a slope, while real damage (0.9 and below) still fills the axis.
+    rel = layers.loc[layers.metric == "hidden_rel_error", "value"]
+    fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, **_rel_error_axis(rel))
     cos = layers.loc[layers.metric == "hidden_cosine", "value"].dropna()
-    low = min(0.99, float(cos.min()) if not cos.empty else 0.99)
     fig.update_yaxes(
-        title_text="cosine similarity",
+        title_text="cosine similarity (original: 1, dotted)",
         secondary_y=True,
         showgrid=False,
-        range=[low - (1 - low) * 0.05, 1.0005],
+        **_cosine_axis(cos),
     )
     return _style(fig, title)
 
@@ -167,14 +188,18 @@ def cascade_chart(
         subplot_titles=[label(m) for m in present],
     )
     for row, metric in enumerate(present, start=1):
+        values = layers.loc[layers.metric == metric, "value"]
+        axis, top = _panel_axis(metric, values)
+        cap = infinite_at(metric)
         for run in runs:
             df = layers if run is None else layers[layers.run == run]
             d = df[df.metric == metric].sort_values("layer")
             color, dash = styles[str(run)]
+            infinite = d.value >= cap if cap is not None else pd.Series(False, index=d.index)
             fig.add_trace(
                 go.Scatter(
                     x=d.layer,
-                    y=d.value,
+                    y=d.value.where(~infinite),  # the stand-in for ∞ is not a number to draw a line through
                     mode="lines+markers",
                     name=str(run or "modified"),
                     legendgroup=str(run),
@@ -186,13 +211,82 @@ def cascade_chart(
                 row=row,
                 col=1,
             )
-        values = layers.loc[layers.metric == metric, "value"]
-        log = log_scale(metric) and bool((values > 0).all())
-        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **(_log_axis(values) if log else {}))
+            if infinite.any():
+                # Unchanged layers: ∞ dB, drawn as open triangles along the top of the panel.
+                fig.add_trace(
+                    go.Scatter(
+                        x=d.layer[infinite],
+                        y=[top] * int(infinite.sum()),
+                        mode="markers",
+                        name=f"{run or 'modified'}: ∞ (layer unchanged)",
+                        legendgroup=str(run),
+                        showlegend=False,
+                        marker=dict(symbol="triangle-up-open", size=8, color=color),
+                        hovertemplate=f"{run or ''} layer %{{x}}<br>{label(metric)} ∞ (unchanged)<extra></extra>",
+                    ),
+                    row=row,
+                    col=1,
+                )
+        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **axis)
+        if cap is not None and (values >= cap).any():
+            fig.add_trace(  # one legend entry for what the triangles mean, whichever runs have them
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name="△ ∞: layer unchanged",
+                    marker=dict(symbol="triangle-up-open", size=8, color=NEUTRAL),
+                ),
+                row=row,
+                col=1,
+            )
     fig.update_xaxes(**_layer_ticks(layers))
     fig.update_xaxes(title_text="layer (residual stream after block)", row=len(present), col=1)
-    fig.update_layout(height=max(320, 230 * len(present)))
-    return _style(fig, title)
+    height = max(320, 230 * len(present))
+    fig.update_layout(height=height)
+    _style(fig, title)
+    if fig.layout.legend.orientation == "h":
+        # A legend on top sits above the first panel's title, not on it (30 px above the plot area).
+        fig.update_layout(margin_t=110, legend_y=1 + 30 / (height - 160))
+    return fig
+
+
+def _rel_error_axis(values: pd.Series) -> dict:
+    """Relative error: a log axis when the curves span more than two decades (an 8-bit run beside a removed
+    block), so the small one is not a flat line at 0; else linear from 0."""
+    positive = values[values > 0].dropna()
+    if len(positive) > 1 and positive.max() / positive.min() > 100:
+        return _log_axis(positive)
+    return dict(rangemode="tozero")
+
+
+def _cosine_axis(values: pd.Series) -> dict:
+    """Cosine similarity up to 1 (the original), down to at least 0.9999: an unchanged layer's 1 ± float noise
+    (1e-9) is not drawn as a slope, while an 8-bit run's 0.9995 and a collapse's 0.5 both fill the axis. Ticks
+    are the axis' own (never synchronised with a primary axis, which gives values such as 0.96381)."""
+    low = min(0.9999, float(values.min()) if not values.dropna().empty else 0.9999)
+    span = 1 - low
+    return dict(range=[low - span * 0.08, 1 + span * 0.08], tickformat=".5~f", tickmode="auto", nticks=6)
+
+
+def _panel_axis(metric: str, values: pd.Series) -> tuple[dict, float]:
+    """The y axis of one cascade panel and where ∞ markers go (the top of the finite values). The store's
+    finite stand-in for ∞ (SQNR of an unchanged layer, 200 dB) never sets the range: it would squash the real
+    curves into the bottom of the panel."""
+    cap = infinite_at(metric)
+    finite = values[values < cap].dropna() if cap is not None else values.dropna()
+    if metric == "hidden_cosine":
+        return _cosine_axis(finite), 1.0
+    if metric == "hidden_rel_error":
+        return _rel_error_axis(finite), float(finite.max()) if not finite.empty else 1.0
+    if finite.empty:  # every layer unchanged: the ∞ markers alone, on a nominal axis
+        return dict(range=[0, 1], showticklabels=False), 0.9
+    lo, hi = float(finite.min()), float(finite.max())
+    if log_scale(metric) and lo > 0:
+        return _log_axis(finite), hi * 1.3
+    span = (hi - lo) or max(abs(hi), 1.0)
+    top = hi + span * 0.12
+    return dict(range=[lo - span * 0.08, top + span * 0.08]), top
 
 
 def module_ranking_chart(
@@ -241,13 +335,30 @@ def attention_maps_chart(
     fig = make_subplots(
         rows=1,
         cols=3,
-        horizontal_spacing=0.07,
+        horizontal_spacing=0.09,  # room for each panel's colour bar
         shared_yaxes=True,
         subplot_titles=("original", "modified", "modified − original"),
     )
     common = dict(x=labels, y=labels, hovertemplate="query %{y}<br>key %{x}<br>%{z:.4f}<extra></extra>")
-    fig.add_trace(go.Heatmap(z=base, colorscale="Blues", zmin=0, zmax=1, showscale=False, **common), 1, 1)
-    fig.add_trace(go.Heatmap(z=modified, colorscale="Reds", zmin=0, zmax=1, showscale=False, **common), 1, 2)
+    # Each panel its own colour bar, just right of it: weights (0-1) for the original and the modified map, the
+    # signed change for the difference.
+    domains = [fig.layout[f"xaxis{'' if i == 1 else i}"].domain for i in (1, 2, 3)]
+
+    def bar(col: int, text: str) -> dict:
+        return dict(title=dict(text=text, side="right"), x=domains[col][1] + 0.004, len=0.9, thickness=10)
+
+    fig.add_trace(
+        go.Heatmap(z=base, colorscale="Blues", zmin=0, zmax=1, colorbar=bar(0, "attention weight"), **common),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=modified, colorscale="Reds", zmin=0, zmax=1, colorbar=bar(1, "attention weight"), **common
+        ),
+        1,
+        2,
+    )
     fig.add_trace(
         go.Heatmap(
             z=diff,
@@ -255,7 +366,7 @@ def attention_maps_chart(
             zmid=0,
             zmin=-lim,
             zmax=lim,
-            colorbar=dict(title=dict(text="Δ attention weight", side="right")),
+            colorbar=bar(2, "Δ attention weight"),
             **common,
         ),
         1,
@@ -295,10 +406,9 @@ def kl_distribution_chart(
     )
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:
-        note = f"mean {metrics.get('kl_mean', float('nan')):.4g} · p99 {metrics.get('kl_p99', float('nan')):.4g} nats"
-        fig.add_annotation(
-            text=note, xref="paper", yref="paper", x=0.99, y=0.98, showarrow=False, align="right"
-        )
+        # Under the title, not over the bars: the peak can sit anywhere along the axis.
+        mean, p99 = metrics.get("kl_mean", float("nan")), metrics.get("kl_p99", float("nan"))
+        title = f"{title}<br><sup>mean {mean:.4g} · p99 {p99:.4g} nats</sup>"
     return _style(fig, title, legend=False)
 
 
@@ -342,19 +452,127 @@ def kl_cdf_chart(kl_hist: pd.DataFrame, title: str | None = None) -> go.Figure:
     return _style(fig, title, legend=len(runs) > 1)
 
 
-def perplexity_chart(metrics: dict[str, float], title: str | None = None) -> go.Figure:
-    """Original vs modified perplexity as two bars (log axis: collapsed models reach thousands)."""
+def perplexity_chart(
+    metrics: dict[str, float], title: str | None = None, *, modified_label: str = "modified"
+) -> go.Figure:
+    """Original vs modified perplexity as two labelled bars on a log axis (collapsed models reach thousands).
+
+    The axis always holds both bars. An infinite perplexity (a truncating sampler gave a reference token
+    probability 0) is drawn as a hatched bar up to the top of the axis, labelled ∞ with the reason, never left
+    out (which would leave one bar on an axis fitted to the other).
+    """
+    base, mod = float(metrics.get("ppl_base", math.nan)), float(metrics.get("ppl", math.nan))
+    finite = [v for v in (base, mod) if math.isfinite(v) and v > 0]
+    title = title or "Perplexity, original vs modified"
+    if not finite:
+        return _empty(title, "no finite perplexity for this run")
+    low, high = min(finite), max(finite)
+    # From half the lower bar (bars need a floor on a log axis) to room above the higher one for its label.
+    axis = _log_axis([low / 2, high * 1.6])
+    top = 10 ** axis["range"][1]
+    heights, texts, patterns = [], [], []
+    for value in (base, mod):
+        if math.isfinite(value):
+            heights.append(value)
+            texts.append(f"{value:.2f}")
+            patterns.append("")
+        else:
+            heights.append(top / 1.25)  # to just under the top: its label stays inside the axis
+            texts.append("∞" if value > 0 else "not measured")
+            patterns.append("/")
     fig = go.Figure(
         go.Bar(
-            x=["original", "modified"],
-            y=[metrics["ppl_base"], metrics["ppl"]],
+            x=["original", wrap(modified_label)],
+            y=heights,
             marker_color=[ORIGINAL, MODIFIED],
-            text=[f"{metrics['ppl_base']:.2f}", f"{metrics['ppl']:.2f}"],
+            marker_pattern_shape=patterns,
+            text=texts,
             textposition="outside",
+            textfont=dict(size=[13 if t != "∞" else 20 for t in texts]),
             cliponaxis=False,
+            # The hatched bar's height means nothing: ∞ (some actual next token got probability 0) has no height.
+            hovertemplate="%{x}<br>perplexity %{text}<extra></extra>",
         )
     )
-    low, top = min(metrics["ppl_base"], metrics["ppl"]), max(metrics["ppl_base"], metrics["ppl"])
-    # From half the lower bar (bars need a floor on a log axis) to room above the higher one for its label.
-    fig.update_yaxes(title_text="perplexity (log scale)", **_log_axis([low / 2, top * 1.6]))
-    return _style(fig, title or "Perplexity, original vs modified", legend=False)
+    fig.update_yaxes(title_text="perplexity (log scale)", **axis)
+    fig.update_xaxes(title_text=None)
+    return _style(fig, title, legend=False)
+
+
+# Panels of the decoding chart: (metric of the modified model, the original's value: a metric, a number, or
+# "top_k" for the reference size), in reading order. The original keeps its whole top-K, cuts nothing and
+# diverges from itself by 0.
+DECODING_PANELS: tuple[tuple[str, str | float], ...] = (
+    ("entropy_mean", "entropy_base_mean"),
+    ("ece", "ece_base"),
+    ("support_topk_mean", "top_k"),
+    ("kl_reverse_mean", 0.0),
+    ("mass_cut_mean", 0.0),
+    ("target_cut_share", 0.0),
+)
+
+
+def decoding_chart(
+    metrics: dict[str, float],
+    title: str | None = None,
+    *,
+    top_k: int | None = None,
+    modified_label: str = "modified",
+) -> go.Figure:
+    """What a decoding change does to the distribution a user samples from, one small panel per measure, each
+    with the original (blue) and the modified (red) bar: entropy, calibration error, support, reverse KL,
+    probability mass cut, next token cut (probes/decoding.py). Panels whose measure the run lacks are left out."""
+    title = title or "What the sampler changes"
+    panels = []
+    for name, reference in DECODING_PANELS:
+        value = metrics.get(name)
+        if value is None or not math.isfinite(value):
+            continue
+        if reference == "top_k":
+            base = float(top_k) if top_k else None
+        elif isinstance(reference, str):
+            base = metrics.get(reference)
+        else:
+            base = reference
+        panels.append((name, base, float(value)))
+    if not panels:
+        return _empty(title, "this run has no decoding measures (measured before they existed)")
+    fig = make_subplots(
+        rows=1,
+        cols=len(panels),
+        # The unit in the panel title (no per-panel axis titles: they collide with the neighbouring panel).
+        subplot_titles=[header_with_unit(n) for n, _, _ in panels],
+        horizontal_spacing=0.05,
+    )
+    for col, (name, base, value) in enumerate(panels, start=1):
+        share = unit(name) == "share"
+        fmt = "{:.1%}" if share else ("{:.1f}" if unit(name) == "tokens" else "{:.3g}")
+        ys = [base if base is not None else math.nan, value]
+        fig.add_trace(
+            go.Bar(
+                x=["original", wrap(modified_label, 14)],
+                y=ys,
+                marker_color=[ORIGINAL, MODIFIED],
+                text=["—" if base is None else fmt.format(base), fmt.format(value)],
+                textposition="outside",
+                cliponaxis=False,
+                showlegend=False,
+                hovertemplate="%{x}<br>" + label(name) + " %{text}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        # Room above the taller bar for its label; a measure that is 0 on both sides gets a small nominal axis
+        # (0-5 % for a share) rather than a 0-1 axis that suggests a scale the value never approaches.
+        peak = max((v for v in ys if v == v), default=0.0)
+        fig.update_yaxes(
+            range=[0, peak * 1.25 if peak > 0 else (0.05 if share else 0.01)],
+            tickformat=".0%" if share else None,
+            nticks=5,
+            row=1,
+            col=col,
+        )
+    fig.update_annotations(font_size=12, yshift=6)  # the panel titles, clear of the top tick labels
+    fig.update_xaxes(tickangle=0, tickfont=dict(size=10))
+    fig.update_layout(height=380)
+    return _style(fig, title, legend=False)

@@ -24,7 +24,25 @@ FAMILY_COLORS = {
 }
 MITIGATED = FAMILY_COLORS["mitigation"]
 TEMPLATE = "plotly_white"
+# The template per app theme (Streamlit reports "light" or "dark"); backgrounds stay transparent in both.
+TEMPLATES = {"light": "plotly_white", "dark": "plotly_dark"}
+# Reference lines, thresholds and outlines: a mid grey reads on white and on Streamlit's dark background alike.
+NEUTRAL = "#8C8C8C"
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
+# The paper's methods when our runs are drawn beside them: told apart from each other by colour (seven greys were
+# not), and from ours by thin dashed lines and small circles (ours: bold, diamonds, the family colour). Dark2
+# without its orange, which reads as the quant family's.
+PAPER_PALETTE = (
+    "#1b9e77",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
+    "#17becf",
+    "#bcbd22",
+)
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (docs/metrics.md §4)
 
@@ -49,6 +67,30 @@ def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
     return fig
 
 
+def wrap(text: str, width: int = 22) -> str:
+    """A long category label (a chain of modifications) broken into lines for plotly (<br>), at spaces."""
+    lines, line = [], ""
+    for word in str(text).split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
+
+
+def themed(fig: go.Figure, theme: str | None) -> go.Figure:
+    """A copy of `fig` in the template of the app's theme ("light" / "dark"; unknown: light), backgrounds kept
+    transparent so the page's own background shows through. Exports take the figure as drawn for print."""
+    out = go.Figure(fig)
+    out.update_layout(
+        template=TEMPLATES.get(theme or "light", TEMPLATE),
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return out
+
+
 def _empty(title: str, message: str) -> go.Figure:
     """A figure that says why there is nothing to draw (instead of an empty grid)."""
     fig = go.Figure()
@@ -66,7 +108,7 @@ def _reference_line(
     """A labelled horizontal reference (the original's 1×, a threshold). Drawn as a shape plus an annotation
     placed by hand: plotly places an hline's own label at 10**y on a log axis (annotations use log units there),
     which sends a 10× label to 10^10 and stretches the axis."""
-    line = dict(color=ORIGINAL, width=1.5) if original else dict(color="#888888", width=1, dash="dash")
+    line = dict(color=ORIGINAL, width=1.5) if original else dict(color=NEUTRAL, width=1, dash="dash")
     fig.add_hline(y=y, line=line)
     fig.add_annotation(
         x=1,
@@ -77,7 +119,7 @@ def _reference_line(
         showarrow=False,
         xanchor="right",
         yanchor="top" if below else "bottom",
-        font=dict(size=11, color=ORIGINAL if original else "#888888"),
+        font=dict(size=11, color=ORIGINAL if original else NEUTRAL),
     )
 
 

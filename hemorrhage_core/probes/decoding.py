@@ -14,6 +14,12 @@ inequality), exact when the modified support lies inside the base top-K. `mass_c
 lies inside the top-K or covers the whole tail, and a lower bound when a tail is only partly cut (the base
 probabilities of individual tail tokens are not kept). generation.py measures both exactly from full logits.
 
+Entropy and support (what a sampler leaves to draw from), on the same K + 1 outcomes:
+- `entropy_mean` / `entropy_base_mean`: H = -sum q log q of the modified / original distribution, the tail counted
+  as one outcome: a lower bound of the full-vocabulary entropy, exact when the support lies inside the top-K;
+- `support_topk_mean`: how many of the original's top-K tokens keep a probability above 0 (K when none is cut);
+  `support_tail_share`: the share of positions where some token outside the top-K keeps probability.
+
 Expected calibration error (ECE) uses 15 equal-width bins of the modified model's top-1 probability:
 ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|, accuracy being the share of positions whose argmax is the
 reference (next) token (`ece`); `ece_base` is the original model's own ECE on the same tokens. (Accuracy against
@@ -74,6 +80,15 @@ def expected_calibration_error(
     return float((hit_sum - conf_sum).abs().sum() / conf.numel())
 
 
+def _entropy(top_lp: torch.Tensor, tail_lp: torch.Tensor) -> torch.Tensor:
+    """-sum q log q over the K + 1 outcomes (top-K [N, K] and tail [N] log-probabilities), 0 log 0 = 0."""
+
+    def plogp(lp: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.isfinite(lp), lp.exp() * lp, torch.zeros_like(lp))
+
+    return -(plogp(top_lp).sum(-1) + plogp(tail_lp))
+
+
 class PredictionStats:
     """Streams the decoding metrics above over position chunks; keeps O(N) scalars, never a distribution."""
 
@@ -86,6 +101,10 @@ class PredictionStats:
         "hit",
         "base_conf",
         "base_hit",
+        "entropy",
+        "entropy_base",
+        "support",
+        "tail_kept",
     )
 
     def __init__(self):
@@ -117,6 +136,10 @@ class PredictionStats:
             "hit": summary.best_ids[:, 0] == targets,
             "base_conf": base_top_lp[:, 0].exp(),
             "base_hit": summary.top_ids[:, 0].long() == targets,
+            "entropy": _entropy(summary.top_lp, summary.tail_lp),
+            "entropy_base": _entropy(base_top_lp, base_tail_lp),
+            "support": torch.isfinite(summary.top_lp).sum(-1),
+            "tail_kept": torch.isfinite(summary.tail_lp),
         }
         for k, v in values.items():
             self._parts[k].append(v.detach().cpu())
@@ -133,4 +156,8 @@ class PredictionStats:
             "target_cut_share": float(cat["target_cut"].double().mean()),
             "ece": expected_calibration_error(cat["conf"], cat["hit"]),
             "ece_base": expected_calibration_error(cat["base_conf"], cat["base_hit"]),
+            "entropy_mean": float(cat["entropy"].double().mean()),
+            "entropy_base_mean": float(cat["entropy_base"].double().mean()),
+            "support_topk_mean": float(cat["support"].double().mean()),
+            "support_tail_share": float(cat["tail_kept"].double().mean()),
         }

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..metric_names import METRICS
+
 LN2 = math.log(2.0)
 
 
@@ -54,6 +56,9 @@ class VocabSummary:
     best_lp: torch.Tensor  # [R, n] the n most likely tokens' log-probabilities, descending
     best_ids: torch.Tensor  # [R, n]
     infinite: torch.Tensor  # [R] bool: some token has probability 0 (only a truncating sampler does that)
+
+
+SQNR_INFINITE_DB = METRICS["hidden_sqnr_db"].infinite_at  # the store's ∞ for an unchanged layer
 
 
 def logsumexp_(x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +235,7 @@ class LayerAccumulator:
         sqnr = torch.where(
             self.sq_diff > 0,
             10 * torch.log10(self.sq_ref / self.sq_diff.clamp(min=1e-30)),
-            torch.full_like(rel, 200.0),
+            torch.full_like(rel, SQNR_INFINITE_DB),
         )
         cos = self.cos_sum / self.count.clamp(min=1)
         # A layer never added (removed by a depth change: no counterpart) is NaN, not a perfect 0 error.

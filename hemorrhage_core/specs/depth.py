@@ -96,7 +96,7 @@ class InsertIdentity(DepthChange):
         check(self.every >= 0, f"insert_identity: every must be >= 0, got {self.every}")
         check(
             bool(self.after) != bool(self.every),
-            "insert_identity needs exactly one of after=i+j+... (block indices) or every=N",
+            "insert_identity needs exactly one of: the blocks to copy (after) or an interval (every)",
         )
 
     def label(self) -> str:
@@ -114,7 +114,7 @@ class RemoveLayers(DepthChange):
 
     def __post_init__(self):
         object.__setattr__(self, "layers", layer_list(self.layers, "remove_layers.layers"))
-        check(bool(self.layers), "remove_layers needs layers=i+j+... (at least one block index)")
+        check(bool(self.layers), "remove_layers needs at least one block index to remove")
 
     def label(self) -> str:
         return "remove " + "+".join(map(str, self.layers))

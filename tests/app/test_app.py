@@ -214,6 +214,24 @@ def test_our_runs_land_on_the_paper_axes():
     assert list(paper.our_points(history, "prune").x) == [0.5]
 
 
+def test_our_runs_on_other_budgets_are_other_curves():
+    spec = RunSpec("m", (QuantizeRTN(bits=4),)).to_json()
+    history = pd.DataFrame(
+        [{"run_key": k, "model": "m", "corpus": "news", "family": "quant", "label": "RTN w4", "ppl_ratio": 1.2,
+          "token_budget": budget, "window_tokens": 512, "spec_json": spec}
+         for k, budget in (("a", 1024), ("b", 4096))]
+    )  # fmt: skip
+    assert paper.our_points(history, "quant").series.nunique() == 2
+
+
+def test_generations_show_special_tokens_as_markers_and_escape_the_rest():
+    from dashboard import render
+
+    page = render.side_by_side_html("Hi", ["there", "<|im_end|>"], ["<b>x</b>", "</s>"], 0, "RTN w4")
+    assert "<|im_end|>" not in page and ">im_end</span>" in page and ">s</span>" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page, "ordinary text that looks like HTML stays text"
+
+
 def test_sweep_specs_vary_one_field_and_name_the_refused_value():
     specs = sweeps.sweep_specs(
         "m", ProbeSettings(), QuantizeRTN(granularity="group", group_size=64), "bits", [8, 4]
@@ -431,6 +449,24 @@ def test_decode_page_and_stacking_chains_the_other_pages(app_env):
     assert any("Chain: RTN w6 sym channel → T=1.5" in c.value for c in at.caption)
 
 
+def test_decode_page_shows_what_a_sampler_changes_and_explains_infinity(app_env):
+    at = _app("pages/decode.py")
+    at.selectbox(key="decode.method").set_value("top_k").run()
+    _ok(at)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(specs) == 2, "the decoding measures and the perplexity bars, nothing per layer or head"
+    assert "What the sampler changes" in specs[0] and "Attention disruption" not in " ".join(specs)
+    assert any("Why ∞" in i.value for i in at.info)
+    labels = [m.label for m in at.metric]
+    assert "Reverse KL mean (nats)" in labels and "Probability mass cut" in labels, labels
+    measures = at.dataframe[0].value
+    assert "entropy (nats)" in set(measures.measure) and "mass cut" in set(measures.measure), (
+        "registry headers"
+    )
+    at.switch_page("pages/quantize.py").run()
+    assert len(at.get("plotly_chart")) == 4, "a weight change keeps the per-layer and attention charts"
+
+
 def test_impossible_settings_are_shown_not_raised(app_env):
     at = _app("pages/depth.py")
     _ok(at)
@@ -461,7 +497,9 @@ def test_cancelled_run_is_not_restarted_or_stored(app_env):
     assert Store(app_env["HEMLAB_DB"]).has_run(key)
 
 
-def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path):
+def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env, tmp_path, monkeypatch):
+    # The checkbox exists only where the operator allows it.
+    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")
     at = _app("pages/model.py")
     _ok(at)
     assert any(m.label == "Parameters" for m in at.metric)
@@ -473,6 +511,46 @@ def test_model_page_refuses_outside_folders_and_warns_about_remote_code(app_env,
     at.text_input(key="model.custom").set_value(str(outside)).run()
     _ok(at)
     assert "outside the folders" in at.error[0].value
+
+
+def test_remote_code_is_offered_only_where_the_operator_allows_it(app_env, monkeypatch):
+    from dashboard.state import _SELECTION, Selection
+
+    monkeypatch.delenv("HEMLAB_ALLOW_REMOTE_CODE", raising=False)
+    at = _app("pages/model.py")
+    _ok(at)
+    assert not any(c.key == "model.trust" for c in at.checkbox), "off by default: no checkbox"
+    assert any("HEMLAB_ALLOW_REMOTE_CODE" in c.value for c in at.caption)
+    # A session that chose remote code before the operator turned it off no longer has it.
+    sel = at.session_state[_SELECTION]
+    at.session_state[_SELECTION] = Selection(**{**sel.__dict__, "trust_remote_code": True})
+    at.run()
+    assert not at.session_state[_SELECTION].trust_remote_code
+    monkeypatch.setenv("HEMLAB_ALLOW_REMOTE_CODE", "1")
+    at.run()
+    assert any(c.key == "model.trust" for c in at.checkbox)
+
+
+def test_model_policy_turns_unreadable_names_into_messages(tmp_path):
+    allowed = [tmp_path]
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    assert "cannot be read" in model_problem(str(loop), allowed)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").symlink_to(folder / "config.json")  # a link to itself
+    assert model_problem(str(folder), allowed)  # a message, whichever one, never an exception
+    assert "characters long" in model_problem("x" * 5000, allowed)
+    assert "characters long" in model_problem("/" + "y" * 5000, allowed)
+
+
+def test_sidebar_shows_the_budget_just_chosen_on_the_model_page(app_env):
+    at = _app("pages/model.py")
+    at.select_slider(key="model.tokens").set_value(512).run()
+    _ok(at)
+    assert any("512 tokens" in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    at.select_slider(key="model.tokens").set_value(256).run()
 
 
 def test_model_page_edits_the_attention_probe_set_and_refuses_one_too_large(app_env):
@@ -668,6 +746,20 @@ def test_paper_page_draws_every_table_with_its_citation(app_env):
         at.radio(key="paper.table").set_value(key).run()
         _ok(at)
         assert len(at.get("plotly_chart")) >= 1, key
+
+
+def test_mitigate_page_repairs_one_explicit_chain_and_names_what_each_remedy_runs(app_env):
+    at = _app()  # the Quantize page remembers its setting ...
+    at.switch_page("pages/prune.py").run()  # ... and so does Prune
+    at.switch_page("pages/mitigate.py").run()
+    _ok(at)
+    source = at.selectbox(key="mitigate.source")
+    assert source.value == "page:prune", "one page's own setting by default, never every page stacked"
+    assert any(o.startswith("all pages stacked: ") for o in source.options), "stacking is an explicit choice"
+    source.set_value("RTN 4-bit per-channel").run()
+    _ok(at)
+    remedies = next(m for m in at.multiselect if m.key.startswith("mitigate.remedies."))
+    assert any("dynamic quantization scaling — runs AWQ w4" in o for o in remedies.options), remedies.options
 
 
 def test_mitigate_page_measures_a_remedy_and_headlines_the_recovery(app_env):

@@ -265,3 +265,90 @@ def test_the_progress_bar_advances_block_by_block_through_a_calibrated_modificat
     values = [value for value, _ in seen if value is not None]
     assert values == sorted(values) and values[-1] > values[0], values
     assert any("left" in text for _, text in seen), "an estimate of the time left was shown"
+
+
+def _pages_in_theme(page, theme: str) -> dict[str, float]:
+    """Open every page by its link, check it drew without an exception, and save a full-page screenshot under
+    artifacts/screenshots/<theme>/; returns the seconds each page took."""
+    folder = SHOTS / theme
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for label, title in PAGES.items():
+        t0 = time.monotonic()
+        page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
+        _wait_drawn(page, title)
+        assert not page.locator('[data-testid="stException"]').count(), f"{label} raised ({theme})"
+        _screenshot(page, folder / f"{label.split()[0].lower()}.png")
+        seconds[label] = round(time.monotonic() - t0, 1)
+    return seconds
+
+
+def test_attention_click_through_keeps_the_chosen_cell_when_the_maps_are_shown(server, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(server + "/attention")
+    _wait_drawn(page, "Attention disruption", charts=1)
+    heading = page.get_by_text("Attention maps — layer").first
+    # Click the least disrupted cell: the page starts on the most disrupted one, so a page that forgets the click
+    # and falls back to its default shows a different cell.
+    # plotly.py sends arrays base64-encoded; plotly.js's full data holds them decoded.
+    z = page.evaluate(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')[0]._fullData[0].z, r => Array.from(r))"
+    )
+    n_layers, n_heads = len(z), len(z[0])
+    layer, head = min(((i, j) for i in range(n_layers) for j in range(n_heads)), key=lambda c: z[c[0]][c[1]])
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    x = area["x"] + area["width"] * (head + 0.5) / n_heads
+    page.mouse.click(x, area["y"] + area["height"] * (layer + 0.5) / n_layers)
+    _wait_drawn(page, "Attention disruption", charts=1)
+    chosen = f"Attention maps — layer {layer}, head {head}"
+    assert heading.inner_text() == chosen
+    page.get_by_role("button", name="Show the maps").click()
+    _wait_drawn(page, "Attention disruption", charts=2)
+    assert heading.inner_text() == chosen, "Show the maps kept the clicked cell"
+    title = page.evaluate("document.querySelectorAll('.js-plotly-plot')[1].layout.title.text")
+    assert f"layer {layer}, head {head}" in title, title
+    # Another interaction (a metric) keeps it too.
+    page.get_by_test_id("stRadioGroup").get_by_text("sink mass (modified)", exact=True).click()
+    _wait_drawn(page, "Attention disruption", charts=2)
+    assert heading.inner_text() == chosen
+    page.close()
+
+
+def _luminance(css_colour: str) -> float:
+    r, g, b = (int(v) for v in css_colour[css_colour.index("(") + 1 : css_colour.index(")")].split(",")[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_dark_theme_follows_the_browser_and_charts_stay_readable(server, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, color_scheme="dark")
+    page.goto(server + "/")
+    _wait_drawn(page, "Quantize", charts=4)
+    app = page.evaluate("getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor")
+    assert _luminance(app) < 0.3, f"the app is dark when the browser prefers dark ({app})"
+    tick = page.evaluate("getComputedStyle(document.querySelector('.js-plotly-plot .xtick text')).fill")
+    assert _luminance(tick) > 0.5, f"chart text is light on the dark page ({tick})"
+    paper = page.evaluate("document.querySelectorAll('.js-plotly-plot')[0].layout.paper_bgcolor")
+    assert paper == "rgba(0,0,0,0)", "charts are transparent: the page's own background shows"
+    seconds = _pages_in_theme(page, "dark")
+    print(f"\ndark screenshots: {SHOTS / 'dark'}\nseconds per page: {seconds}")
+    page.close()
+
+
+def test_report_opens_with_its_summary(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    page.goto(server + "/compare")
+    _wait_drawn(page, "Compare & history")
+    page.locator('[data-testid="stMultiSelect"]').filter(has_text="pick runs by name").click()
+    page.get_by_role("option").first.click()
+    page.keyboard.press("Escape")
+    _wait_drawn(page, "Compare & history", charts=3)
+    with page.expect_download(timeout=120_000) as download:
+        page.locator('[data-testid="stDownloadButton"]').filter(has_text="Report (HTML)").click()
+    path = tmp_path / "report.html"
+    download.value.save_as(path)
+    page.goto(path.as_uri())
+    headings = page.locator("h2").all_inner_texts()
+    assert headings[0] == "Summary" and headings.index("Charts") < len(headings) - 1, headings
+    assert page.locator(".verdict").inner_text().strip(), "the summary says a verdict"
+    assert "Appendix" in headings[-1], headings
+    page.close()

@@ -377,6 +377,36 @@ def test_identity_insertion_has_no_module_error_blocks_matched_through_the_layer
     assert df.empty, df
 
 
+def test_a_removed_block_ranks_as_the_block_and_float_noise_does_not_rank(runner, tiny_llama_dir, text_file):
+    from hemorrhage_core.analysis.modules import from_rows, rank_modules, to_rows
+    from hemorrhage_core.specs import MODIFICATIONS
+
+    if "remove_layers" not in MODIFICATIONS:
+        pytest.skip("depth changes have not landed")
+    spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["remove_layers"](layers=(1,)))
+    df = rank_modules(runner, spec, n=2, length=32)
+    top = df.iloc[0]
+    assert top["rank"] == 1 and top.module == "model.layers.1" and top.kind == "block (removed)", df
+    assert top.rel_error > 1e-3, "skipping a block of a random model changes its stream"
+    assert "lm_head" not in set(df.module), "an unchanged module is not ranked at float noise"
+    ranked = df[df.comparable]
+    assert list(ranked.kind) == ["block (removed)"], "the removed block's own Linears have no counterpart"
+    runner.store.save_analysis("d", "module_errors", to_rows(df))
+    back = from_rows(runner.store.analysis("d", "module_errors"))
+    assert back.iloc[0].kind == "block (removed)" and back.iloc[0].layer == 1
+
+
+def test_added_blocks_rank_by_what_they_write(runner, tiny_llama_dir, text_file):
+    from hemorrhage_core.analysis.modules import rank_modules
+    from hemorrhage_core.specs import MODIFICATIONS
+
+    if "duplicate_layers" not in MODIFICATIONS:
+        pytest.skip("depth changes have not landed")
+    spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["duplicate_layers"](start=0, end=1, times=1))
+    df = rank_modules(runner, spec, n=2, length=32)
+    assert (df.kind == "block (added)").sum() == 1 and df.iloc[0].kind == "block (added)", df
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Attention maps for a prompt
 # ------------------------------------------------------------------------------------------------------------

@@ -146,6 +146,22 @@ def test_sweep_chart_draws_thresholds_zone_and_knee_with_bits_reversed():
     assert sparsity.layout.xaxis.autorange is True
 
 
+def test_paper_overlay_tells_the_papers_methods_apart_by_colour():
+    from hemorrhage_core import paper
+
+    rows, _ = paper.normalised("quant")
+    overlay = charts.paper_overlay_chart(rows, pd.DataFrame(columns=["series", "x", "ratio", "family"]),
+                                         x_label="bits", title="t")  # fmt: skip
+    colours = [t.line.color for t in overlay.data if t.name.startswith("paper")]
+    assert len(colours) >= 5 and len(set(colours)) == len(colours), colours
+
+
+def test_sweep_chart_shades_a_one_setting_robust_zone_visibly():
+    fig = charts.sweep_chart(_sweep(), "x", x_label="bits", zones={"rtn": (8, 8)})
+    (rect,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert rect.x1 - rect.x0 > 0, "a zone of one setting is still a visible band"
+
+
 def test_quality_memory_chart_places_runs_by_bytes():
     pts = pd.DataFrame({"label": ["w8", "w4"], "memory_mb": [300.0, 160.0], "ppl_ratio": [1.0, 1.3],
                         "family": ["quant", "quant"], "series": ["rtn", "rtn"]})  # fmt: skip
@@ -205,6 +221,65 @@ def test_static_exports_are_real_png_svg_and_pdf():
     assert pdf.startswith(b"%PDF") and len(pdf) > 1000
 
 
+def test_perplexity_bars_hold_both_sides_and_draw_infinity_as_a_labelled_bar():
+    fig = charts.perplexity_chart({"ppl_base": 31.48, "ppl": float("inf")}, modified_label="top-p 0.9")
+    lo, hi = fig.layout.yaxis.range
+    assert lo < np.log10(31.48) < hi, "the axis holds the original"
+    assert list(fig.data[0].text) == ["31.48", "∞"] and np.isfinite(fig.data[0].y[1])
+    assert fig.data[0].x[1] == "top-p 0.9"
+    finite = charts.perplexity_chart({"ppl_base": 31.48, "ppl": 16.0})
+    lo, hi = finite.layout.yaxis.range
+    assert lo < np.log10(16.0) and np.log10(31.48) < hi
+
+
+def test_decoding_chart_has_a_panel_per_measure_the_run_has():
+    m = {"entropy_mean": 2.4, "entropy_base_mean": 2.7, "ece": 0.09, "ece_base": 0.06, "support_topk_mean": 100.0,
+         "kl_reverse_mean": 0.08, "mass_cut_mean": 0.07, "target_cut_share": 0.12}  # fmt: skip
+    fig = charts.decoding_chart(m, top_k=256, modified_label="top-p 0.9")
+    assert len(fig.data) == 6 and fig.data[2].y[0] == 256, "support of the original: its whole top-K"
+    assert list(fig.data[3].y) == [0.0, 0.08], "the original's reverse KL to itself is 0"
+    old = charts.decoding_chart({"kl_reverse_mean": 0.08, "mass_cut_mean": 0.07})
+    assert len(old.data) == 2, "a run measured before entropy and support existed draws what it has"
+
+
+def test_cascade_keeps_the_sqnr_of_unchanged_layers_off_the_axis():
+    layers = _layers((("w8", "quant"),))
+    layers.loc[(layers.metric == "hidden_sqnr_db") & (layers.layer == 0), "value"] = 200.0  # stored ∞
+    fig = charts.cascade_chart(layers, ["hidden_sqnr_db"])
+    assert fig.layout.yaxis.range[1] < 100, "200 dB (∞) does not set the range"
+    assert any("∞" in (t.name or "") for t in fig.data), "unchanged layers are marked and named"
+
+
+def test_relative_error_axis_goes_log_when_runs_span_decades():
+    layers = _layers()
+    layers.loc[(layers.run == "50%") & (layers.metric == "hidden_rel_error"), "value"] *= 1000
+    fig = charts.cascade_chart(layers, ["hidden_rel_error", "hidden_cosine"])
+    assert fig.layout.yaxis.type == "log"
+    ticks = fig.layout.yaxis2.tickformat
+    assert ticks == ".5~f" and 1 < fig.layout.yaxis2.range[1] < 1.01, "cosine: at most five decimals, up to 1"
+
+
+def test_clicked_cell_comes_from_customdata_not_axis_labels():
+    fig = charts.attention_heatmap(_heads(), clickable=True)
+    assert list(fig.data[1].customdata[5][:2]) == [1, 1]
+    assert charts.clicked_cell({"x": "h9", "y": "L9", "customdata": [2, 3, 0.1]}) == (2, 3)
+    assert charts.clicked_cell({"x": "h0", "y": "L0"}) is None
+
+
+@needs_chrome
+def test_png_exports_carry_the_caption_and_scale():
+    fig = charts.perplexity_chart({"ppl_base": 30.0, "ppl": 31.0})
+    assert _png_size(charts.export_bytes(fig, "png", scale=2, caption="RTN w4 on m")) == (2000, 1120)
+    svg = charts.export_bytes(fig, "svg", caption="RTN w4 on m · corpus news").decode()
+    assert "RTN w4 on m · corpus news" in svg
+
+
+def test_themed_figures_keep_transparent_backgrounds():
+    dark = charts.themed(charts.perplexity_chart({"ppl_base": 30.0, "ppl": 31.0}), "dark")
+    assert dark.layout.paper_bgcolor == "rgba(0,0,0,0)", "the page's background shows through"
+    assert dark.layout.template.layout.paper_bgcolor != "white", "the dark template, not the light one"
+
+
 def test_html_export_is_standalone():
     page = charts.export_bytes(charts.perplexity_chart({"ppl_base": 30.0, "ppl": 31.0}), "html").decode()
     assert "<html>" in page[:100] and "Plotly.newPlot" in page
@@ -244,6 +319,25 @@ def test_report_html_carries_specs_settings_and_code_version(two_runs):
     assert re.search(r"git_commit|hemorrhage_lab_code", page)
     assert page.count("<script type='text/javascript'>") == 1, "plotly.js inlined once"
     assert page.count('class="plotly-graph-div"') == len(report.default_figures(two_runs))
+
+
+def test_report_opens_with_its_summary_and_ends_with_settings_and_versions(two_runs):
+    page = report.build_html(two_runs, title="Two runs")
+    summary, charts_, appendix = (page.index(t) for t in ("<h2>Summary</h2>", "<h2>Charts</h2>", "Appendix"))
+    assert summary < charts_ < appendix, "summary first, the charts, then the appendix"
+    assert page.index("hemorrhage_lab_code") > appendix and page.index("window / stride") > appendix
+    head = page[summary:charts_]
+    assert "Of 2 runs" in head and "perplexity ratio" in head
+    assert "kl_mean" not in head and "ppl_ratio" not in head, "no raw metric keys in the summary"
+    assert page.count("class='caption'") == len(report.default_figures(two_runs)), "every chart captioned"
+
+
+@needs_chrome
+def test_report_chart_images_are_twice_the_pixels_with_the_settings(two_runs):
+    images = report.chart_images(two_runs[:1])
+    assert len(images) == len(report.default_figures(two_runs[:1]))
+    first = next(iter(images.values()))
+    assert _png_size(first)[0] == 2000
 
 
 def test_report_refuses_an_empty_selection():

@@ -172,6 +172,13 @@ def test_dynamic_scaling_keeps_bits_and_groups():
         assert "dynamic quantization scaling" not in _names((other,)), other.label()
 
 
+def test_each_remedy_says_which_method_it_runs():
+    rtn = (QuantizeRTN(bits=4, granularity="group", group_size=128),)
+    assert mitigation.what_runs("dynamic quantization scaling", rtn).startswith("AWQ w4")
+    assert mitigation.what_runs("decoding calibration", rtn) == "calibrate T"
+    assert mitigation.what_runs("gradient-aware pruning", rtn) == "", "does not apply: says nothing"
+
+
 def test_smoothquant_is_prepended_to_each_activation_quantizer_once():
     chain = (Prune(sparsity=0.3), ActQuant(a_mode="static"))
     smoothed = mitigate(chain, ["SmoothQuant migration"], CalibrationSet("bible"))
@@ -326,3 +333,41 @@ def test_cli_mitigate_measures_before_and_each_remedy(
     assert "+ decoding calibration" in text and "recovered: perplexity" in text
     assert main([*argv, "--remedy", "gradient-aware pruning"]) == 2  # no pruning to repair: a clear error
     assert "does not apply" in capsys.readouterr().err
+
+
+# -- the report's summary -------------------------------------------------------------------------------------
+
+
+def test_report_summary_finds_the_mitigation_pair_the_sweep_and_says_a_verdict():
+    from hemorrhage_core import report_summary
+
+    chain = (Prune(sparsity=0.5),)
+    before = _result(chain, ppl_ratio=3.0, kl=0.4, top1=0.8)
+    after = _result(mitigate(chain, ["gradient-aware pruning"]), ppl_ratio=1.5, kl=0.1)
+    sweep = [
+        _result((QuantizeRTN(bits=b),), ppl_ratio=r, kl=0.01) for b, r in ((8, 1.0), (6, 1.05), (4, 1.8))
+    ]
+    names = ["magnitude 50%", "gblm 50%", "w8", "w6", "w4"]
+    s = report_summary.summarise([before, after, *sweep], names)
+    assert [c.level for c in s.changes] == [
+        "serious damage",
+        "noticeable damage",
+        "robust",
+        "robust",
+        "noticeable damage",
+    ]
+    (rec,) = s.recoveries
+    assert rec.before == "magnitude 50%" and rec.remedies == ("gradient-aware pruning",)
+    assert rec.ppl_recovered == pytest.approx(0.75)
+    (sweep_line,) = s.thresholds
+    assert "robust down to 6 bits" in sweep_line and "between 6 and 4" in sweep_line
+    assert s.verdict.startswith("Of 5 runs, 2 stay robust") and "recovered 75%" in s.verdict
+
+
+def test_report_summary_of_one_sampler_run_explains_the_infinite_ratio():
+    from hemorrhage_core import report_summary
+
+    run = _result((TopK(k=5),), ppl_ratio=math.inf, kl=math.inf)
+    s = report_summary.summarise([run], ["top-k 5"])
+    assert s.changes[0].level == "∞ by definition"
+    assert "∞ by definition" in s.verdict
