@@ -47,7 +47,8 @@ def navigation():
                 for path, title, icon in pages
             ]
             for section, pages in SECTIONS.items()
-        }
+        },
+        expanded=True,  # every page listed: Streamlit otherwise folds a long menu behind "View more"
     )
     sidebar()
     return nav

@@ -16,8 +16,8 @@ RTN w8 per channel and RTN w3 per channel (the setting where perplexity collapse
 from __future__ import annotations
 
 import pytest
-from hemorrhage_core.cli.tasks import describe
 
+from hemorrhage_core.cli.tasks import describe
 from hemorrhage_core.paths import PROJECT_ROOT
 from hemorrhage_core.runner import Runner
 from hemorrhage_core.specs import QuantizeRTN, RunSpec
