@@ -62,6 +62,11 @@ class RunResult:
         """What the measurement skipped because it could not change (from the spec, so stored runs say it too)."""
         return [] if self.spec.touches_weights else [SHARED_BASE_NOTE]
 
+    @classmethod
+    def from_stored(cls, spec: RunSpec, run_key: str, stored, settings: dict[str, Any]) -> RunResult:
+        """A result read back from the store (`Store.load_run`), marked cached."""
+        return cls(spec, run_key, True, stored.metrics, stored.layers, stored.heads, stored.kl_hist, settings)
+
     def layer_table(self) -> pd.DataFrame:
         return Profile(self.metrics, self.layers, self.heads, self.kl_hist).layer_table()
 
@@ -275,16 +280,7 @@ class Runner:
         stored = self.store.load_run(key)
         if stored is None:
             return None
-        return RunResult(
-            spec=spec,
-            run_key=key,
-            cached=True,
-            metrics=stored.metrics,
-            layers=stored.layers,
-            heads=stored.heads,
-            kl_hist=stored.kl_hist,
-            settings=self._settings(spec, corpus),
-        )
+        return RunResult.from_stored(spec, key, stored, self._settings(spec, corpus))
 
     def run(
         self,
@@ -442,13 +438,4 @@ def stored_result(store: Store, run_key: str) -> RunResult | None:
         raise HemlabError(
             f"stored run {run_key[:12]} cannot be read by this version of the code: {exc}"
         ) from exc
-    return RunResult(
-        spec=spec,
-        run_key=run_key,
-        cached=True,
-        metrics=stored.metrics,
-        layers=stored.layers,
-        heads=stored.heads,
-        kl_hist=stored.kl_hist,
-        settings=settings_from_row(stored.row),
-    )
+    return RunResult.from_stored(spec, run_key, stored, settings_from_row(stored.row))
