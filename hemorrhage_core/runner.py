@@ -352,7 +352,9 @@ class Runner:
             spec.model
         ).model  # the logit lens reads through the base's norm and unembedding
         if partial is not None and _worth_a_preview(spec):
-            partial(preview(modified, reference, windows, progress=steps.step("preview")))
+            partial(
+                preview(modified, reference, windows, progress=steps.step("preview"), base_model=base_model)
+            )
         t1 = time.perf_counter()
         profile = profile_model(
             modified,

@@ -37,6 +37,17 @@ def context_transform(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
     return fn
 
 
+# The attribute of a LogitTransform that is exactly `logits * scale` (a temperature): the profile's exact KL stays
+# on its cheap path for such transforms (probes/exact_kl.py); any other transform is treated as non-linear.
+LINEAR_SCALE = "logit_scale"
+
+
+def linear_transform(fn: LogitTransform, scale: float) -> LogitTransform:
+    """Mark `fn` as computing `logits * scale` (see `LINEAR_SCALE`)."""
+    setattr(fn, LINEAR_SCALE, float(scale))
+    return fn
+
+
 CalibrationSource = Callable[[str, int, int], torch.Tensor]  # (corpus, n, length) -> LongTensor [n, length]
 
 

@@ -13,13 +13,18 @@ import torch
 
 from ..specs import Temperature
 from ..specs.decode import MinP, RepetitionPenalty, Sampler, TopK, TopP
-from .base import ModContext, ModifiedModel, context_transform, handles
+from .base import ModContext, ModifiedModel, context_transform, handles, linear_transform
 
 NEG_INF = float("-inf")
 
 
 def scale_temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
     return logits / t
+
+
+def temperature_transform(t: float) -> Callable:
+    """logits / t, marked as the linear scaling 1 / t (the exact KL's cheap path, probes/exact_kl.py)."""
+    return linear_transform(partial(scale_temperature, t=t), 1.0 / t)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -82,7 +87,7 @@ def sampler_transforms(mod: Sampler) -> list[Callable]:
     if mod.repetition_penalty != 1.0:
         transforms.append(_penalty_transform(mod.repetition_penalty, mod.repetition_last_n))
     if mod.temperature != 1.0:
-        transforms.append(partial(scale_temperature, t=mod.temperature))
+        transforms.append(temperature_transform(mod.temperature))
     if mod.top_k:
         transforms.append(partial(top_k_filter, k=mod.top_k))
     if mod.top_p < 1.0:
@@ -94,7 +99,7 @@ def sampler_transforms(mod: Sampler) -> list[Callable]:
 
 @handles(Temperature)
 def apply_temperature(state: ModifiedModel, mod: Temperature, ctx: ModContext) -> None:
-    state.logit_transforms.append(partial(scale_temperature, t=mod.value))
+    state.logit_transforms.append(temperature_transform(mod.value))
     state.report["temperature"] = mod.value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -79,6 +80,35 @@ OUTPUT_TRANSFORMS = (_logit_scale, _logits_scaling, _lm_head_multiplier, _softca
 OWN_LOGITS = (
     "_hemlab_own_logits"  # set on a model (by the self-check) whose logits `unembed` cannot reproduce
 )
+_SCALINGS = (_logit_scale, _logits_scaling, _lm_head_multiplier)  # the linear ones of OUTPUT_TRANSFORMS
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A head whose float32 logits are `scale * (hidden @ weight.T + bias)`, so that any expectation of them over
+    the vocabulary is an expectation of `weight`'s rows dotted with `hidden` (probes/exact_kl.py)."""
+
+    weight: torch.Tensor  # [V, d] float32
+    bias: torch.Tensor | None  # [V] float32
+    scale: float
+
+
+def linear_head(model: nn.Module) -> LinearHead | None:
+    """The model's unembedding as a `LinearHead`, or None when `unembed` does more than a float32 linear map and
+    constant scalings (a soft-cap, another head type, a bf16 head whose logits are rounded to bf16, a model on
+    `own_logits`)."""
+    head = model.get_output_embeddings()
+    if model.__dict__.get(OWN_LOGITS) or type(head) is not nn.Linear or head.weight.dtype != torch.float32:
+        return None
+    if _softcap(model) is not None:
+        return None
+    scale = 1.0
+    probe = torch.ones(1)
+    for transform in _SCALINGS:
+        fn = transform(model)
+        if fn is not None:
+            scale *= float(fn(probe))  # each is x * c or x / c: its value at 1 is its factor
+    return LinearHead(head.weight, head.bias, scale)
 
 
 def unembed(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

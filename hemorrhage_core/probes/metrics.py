@@ -56,20 +56,27 @@ class VocabSummary:
     best_lp: torch.Tensor  # [R, n] the n most likely tokens' log-probabilities, descending
     best_ids: torch.Tensor  # [R, n]
     infinite: torch.Tensor  # [R] bool: some token has probability 0 (only a truncating sampler does that)
+    log_z: torch.Tensor  # [R] float64: the log-normaliser log sum_v exp(logit_v) (probes/exact_kl.py)
 
 
 SQNR_INFINITE_DB = METRICS["hidden_sqnr_db"].infinite_at  # the store's ∞ for an unchanged layer
 
 
-def logsumexp_(x: torch.Tensor) -> torch.Tensor:
+def logsumexp_(x: torch.Tensor, *, double: bool = False) -> torch.Tensor:
     """log-sum-exp over the last dimension of `x` [R, V], computed in place (x is destroyed).
 
     torch.logsumexp allocates two [R, V] temporaries; on CPU that costs more than the arithmetic (2.5x here on
-    1024 x 49k floats). Rows that are all -inf give -inf, as torch.logsumexp does.
+    1024 x 49k floats). Rows that are all -inf give -inf, as torch.logsumexp does. `double`: the result in
+    float64, the log and the shift taken in float64 (the sum itself stays float32: a float64 sum is 10x slower),
+    so a log-normaliser near 20 keeps ~1e-7 of its precision instead of float32's 1e-6 spacing there, which the
+    exact KL needs (it subtracts two of them).
     """
     m = x.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # an all -inf row: exp(-inf - 0) = 0 -> log 0
-    return x.sub_(m).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
+    total = x.sub_(m).exp_().sum(dim=-1)
+    if double:
+        return total.double().log_().add_(m.squeeze(-1).double())
+    return total.log_().add_(m.squeeze(-1))
 
 
 def summarize_logits(
@@ -107,16 +114,19 @@ def summarize_logits(
         else torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     )
     with torch.inference_mode():  # unembed's logits are inference tensors: only updated in place in this mode
-        tail = logsumexp_(logits.scatter_(1, top_ids, float("-inf")))
-    log_z = torch.logaddexp(torch.logsumexp(top_logits, dim=-1), tail)
+        tail = logsumexp_(logits.scatter_(1, top_ids, float("-inf")), double=True)
+    # The normaliser in float64 (the exact KL subtracts two of them); log-probabilities are stored as float32.
+    log_z = torch.logaddexp(torch.logsumexp(top_logits.double(), dim=-1), tail)
+    z = log_z[:, None]
     return VocabSummary(
         top_ids=top_ids,
-        top_lp=top_logits - log_z[:, None],
-        tail_lp=tail - log_z,
-        target_lp=target_logit - log_z,
-        best_lp=best_logits - log_z[:, None],
+        top_lp=(top_logits.double() - z).float(),
+        tail_lp=(tail - log_z).float(),
+        target_lp=(target_logit.double() - log_z).float(),
+        best_lp=(best_logits.double() - z).float(),
         best_ids=best_ids,
         infinite=infinite,
+        log_z=log_z,
     )
 
 
@@ -145,6 +155,40 @@ def kl_topk_parts(
     # A KL between two distributions over the same K + 1 outcomes is >= 0 (Gibbs); float32 rounding leaves
     # values like -5e-9 for nearly identical rows, which read as impossible numbers. inf and NaN pass unchanged.
     return (head + tail).clamp(min=0.0)
+
+
+def expected_logit(
+    mu: torch.Tensor, hidden: torch.Tensor, scale: float, bias_mean: torch.Tensor
+) -> torch.Tensor:
+    """E_P[logit] per row [R] (float64) of a linear head, logits = scale * (hidden @ W.T + bias), from
+    mu = sum_v p_v W_v [R, d] and bias_mean = sum_v p_v bias_v [R]: the expectation of a linear map is the map of
+    the expectation, so no vocabulary-sized pass is needed. float64 products of float32 factors are exact, so
+    two calls on the same `mu` differ only by mu . (h1 - h2), and identical `hidden` gives identical results."""
+    return scale * (torch.einsum("nd,nd->n", mu.double(), hidden.double()) + bias_mean.double())
+
+
+def cross_from_logits_(
+    p_logits: torch.Tensor, log_z_p: torch.Tensor, q_logits: torch.Tensor, work: torch.Tensor
+) -> torch.Tensor:
+    """E_P[a - b] per row [R] (float64) for logits a = `p_logits`, b = `q_logits` [R, V] and P's float64
+    log-normaliser `log_z_p` [R]: the cross term of `kl_from_cross`. `p_logits` is overwritten (it becomes P);
+    `work` [R, V] float32 receives a - b (a buffer reused across chunks: see lens.LENS_CHUNK on fresh pages).
+    Where b is -inf and p > 0 the result is inf (an infinite KL)."""
+    with torch.inference_mode():
+        diff = torch.sub(p_logits, q_logits, out=work)
+        p = p_logits.sub_(log_z_p.float()[:, None]).exp_()
+        # 0 * (+-inf) is NaN; a token P gives probability 0 adds nothing.
+        cross = torch.einsum("nv,nv->n", p, torch.where(p > 0, diff, 0.0) if diff.isinf().any() else diff)
+    return cross.double()
+
+
+def kl_from_cross(cross: torch.Tensor, log_z_p: torch.Tensor, log_z_q: torch.Tensor) -> torch.Tensor:
+    """Exact KL(P || Q) per row [R] from the cross term E_P[a - b] and the two log-normalisers (all float64):
+    KL = sum_v p_v (log p_v - log q_v) = E_P[a - b] - log Z_a + log Z_b for logits a, b.
+
+    Identical models give cross = 0 and equal normalisers, so exactly 0. Rounding can leave a tiny negative for
+    nearly identical rows: clamped to 0 (KL >= 0); inf passes unchanged."""
+    return (cross + (log_z_q - log_z_p)).clamp(min=0.0)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:

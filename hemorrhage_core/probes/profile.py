@@ -29,11 +29,11 @@ from ..memory import release_freed_memory
 from ..modify.base import ModifiedModel
 from . import partial as partial_mod
 from .decoding import PredictionStats
+from .exact_kl import ExactKL
 from .lens import lens_kl, lens_rows, predicting_rows
 from .metrics import (
     LayerAccumulator,
     histogram,
-    kl_topk_parts,
     quantile_summary,
     summarize_logits,
 )
@@ -116,6 +116,7 @@ def profile_model(
     lens_count = 0
     kl_parts, base_t, mod_t, agree, top5 = [], [], [], [], []
     decoding = PredictionStats()  # support cut by samplers, reverse KL, ECE
+    exact = ExactKL(mod, reference.meta, base_model)  # how the per-position KL is made exact (exact_kl.py)
 
     # A decoding-only chain works on the base model itself (no copy): its maps and states are the reference's.
     shares_base = base_model is not None and mod.model is base_model
@@ -144,9 +145,12 @@ def profile_model(
         )
         probe_maps.add(maps)
         targets = ids[:, 1:].reshape(-1)
+        flat = final[:, :-1].reshape(-1, final.shape[-1])  # the rows `position_logits` unembeds
         context = ids if mod.needs_context else None  # a repetition penalty reads the preceding tokens
         for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
-            s, base_top, base_tail, kl = _compare_chunk(mod, ref, rows, logits, targets, device)
+            s, base_top, base_tail, kl = _compare_chunk(
+                mod, exact, ref, rows, logits, flat[rows], targets, device
+            )
             decoding.add(base_top, base_tail, s, targets[rows])
             kl_parts.append(kl.cpu())
             mod_t.append(s.target_lp.cpu())
@@ -216,6 +220,9 @@ def profile_model(
         "dp_mean": float(dp.mean()),
         "dp_rms": float(dp.pow(2).mean().sqrt()),
         "evaluated_tokens": float(kl.numel()),
+        "kl_exact": float(
+            exact.exact
+        ),  # 1: full-vocabulary KL; 0: the top-K + tail lower bound (exact_kl.py)
         **decoding.results(),
     }
 
@@ -264,12 +271,22 @@ def profile_model(
     return Profile(metrics=metrics, layers=layers, heads=heads, kl_hist=kl_hist, report=dict(mod.report))
 
 
-def _compare_chunk(mod: ModifiedModel, ref: dict, rows: slice, logits: torch.Tensor, targets, device):
+def _compare_chunk(
+    mod: ModifiedModel,
+    exact: ExactKL,
+    ref: dict,
+    rows: slice,
+    logits: torch.Tensor,
+    hidden: torch.Tensor,
+    targets,
+    device,
+):
     """(summary, base top-k log-probs, base tail, KL per position) of one chunk of the modified model's logits
-    against the reference rows `rows` of its batch."""
+    [R, V] (from its final hidden states `hidden` [R, d]) against the reference rows `rows` of its batch."""
     # One summary per chunk (a top-k and one log-sum-exp, metrics.summarize_logits) serves every metric: on CPU
     # these passes over R x V floats cost as much as the unembedding itself.
     base_top, base_tail = ref["top_lp"][rows].to(device), ref["tail_lp"][rows].to(device)
+    cross = exact.cross(ref, rows, logits, hidden)  # before the summary overwrites the logits
     # Only a logit transform (a truncating sampler) can make a finite logit -inf.
     s = summarize_logits(
         logits,
@@ -277,7 +294,7 @@ def _compare_chunk(mod: ModifiedModel, ref: dict, rows: slice, logits: torch.Ten
         top_ids=ref["top_ids"][rows].to(device),
         check_infinite=bool(mod.logit_transforms),
     )
-    kl = kl_topk_parts(base_top, base_tail, s.top_lp, s.tail_lp)
+    kl = exact.kl(cross, ref, rows, s, base_top, base_tail)
     # A truncating sampler gives probability 0 to tokens the base can emit: KL(base || mod) is infinite there by
     # definition (kl_topk would give inf, or NaN through 0 * inf).
     kl = torch.where(s.infinite, torch.full_like(kl, math.inf), kl)
@@ -291,6 +308,7 @@ def preview(
     *,
     n_windows: int = 1,
     progress: Progress | None = None,
+    base_model: torch.nn.Module | None = None,
 ) -> PartialMetrics:
     """First estimates of the headline numbers from the first `n_windows` evaluation windows (a prefix of the
     reference's first batch), before the profile: one pass over 1/8 of the default budget. Only the final
@@ -310,10 +328,12 @@ def preview(
     final, _resid, _ = corpus_pass(model, ids, 0, 0, on_block)
     del _resid
     targets = ids[:, 1:].reshape(-1)
+    flat = final[:, :-1].reshape(-1, final.shape[-1])
     context = ids if mod.needs_context else None
+    exact = ExactKL(mod, reference.meta, base_model)
     kl_parts, mod_t, agree = [], [], []
     for rows, logits in position_logits(model, final, mod.transform_logits, context_ids=context):
-        s, _, _, kl = _compare_chunk(mod, ref, rows, logits, targets, device)
+        s, _, _, kl = _compare_chunk(mod, exact, ref, rows, logits, flat[rows], targets, device)
         kl_parts.append(kl.cpu())
         mod_t.append(s.target_lp.cpu())
         agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())

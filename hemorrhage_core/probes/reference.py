@@ -39,7 +39,8 @@ from ..errors import CacheError
 from ..memory import release_freed_memory
 from ..specs import CODE_VERSION, ProbeSettings
 from ..structure import attention_of, find_blocks
-from .capture import attention_patterns, forward_sites, unembed
+from .capture import attention_patterns, forward_sites, linear_head, unembed
+from .exact_kl import reference_moments
 from .kernels import capture_prefix, fast_attention
 from .metrics import summarize_logits
 
@@ -134,7 +135,11 @@ def position_logprobs(
         yield rows, torch.log_softmax(logits, dim=-1)
 
 
-FORMAT = 2  # meta.json with per-file sha256; references without them are rebuilt
+# 3: per-position log-normaliser, final hidden states and the exact-KL moments (exact_kl.py); 2: meta.json with
+# per-file sha256. A reference of another format is moved aside and rebuilt, never read.
+FORMAT = 3
+PREDICTION_PARTS = ("top_ids", "top_lp", "tail_lp", "target_lp", "log_z", "final")
+MOMENT_PARTS = ("mu", "bias_mean", "mean_logit")  # only when the base head is linear (meta "moments")
 
 
 def _sha256(path: Path) -> str:
@@ -216,8 +221,10 @@ def _problem(path: Path) -> tuple[dict | None, str | None]:
         return None, "meta.json is missing"
     except (OSError, ValueError) as exc:
         return None, f"meta.json is unreadable ({exc})"
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
         return None, "it has no checksums (written by an older version)"
+    if meta.get("format") != FORMAT:
+        return None, f"it is of format {meta.get('format')}, not {FORMAT} (written by another version)"
     expected = {f"batch_{i:05d}.safetensors" for i in range(meta.get("n_batches", -1))} | {
         "attention.safetensors"
     }
@@ -385,21 +392,34 @@ def build_reference(
         store_dtype = hidden_storage_dtype(next(model.parameters()).dtype)
         slices = batch_slices(windows.shape[0], probe.batch_size)
         probe_maps = ProbeMaps(windows, *attention_probe_shape(windows, probe))
+        head = linear_head(model)  # None: profiles recompute the base logits for the exact KL (exact_kl.py)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        buffer = torch.empty(LOGIT_CHUNK, vocab, device=device) if head is not None else None
         for i, sl in enumerate(slices):
             ids = windows[sl].to(device)
             on_block = batch_block_reporter(progress, i, len(slices), "base reference")
             final, resid, maps = corpus_pass(model, ids, probe_maps.rows_in(sl), probe_maps.length, on_block)
             probe_maps.add(maps)
             targets = ids[:, 1:].reshape(-1)
-            parts = {"top_ids": [], "top_lp": [], "tail_lp": [], "target_lp": []}
+            flat = final[:, :-1].reshape(-1, final.shape[-1])  # the rows `position_logits` unembeds
+            parts = {k: [] for k in PREDICTION_PARTS + (MOMENT_PARTS if head is not None else ())}
             for rows, logits in position_logits(model, final):
+                if head is not None:  # P needs the logits, which the summary overwrites
+                    probs = buffer[: logits.shape[0]].copy_(logits)
                 # The profile summarises the modified model's logits with the same function (exact zero).
                 s = summarize_logits(logits, targets[rows], k=probe.top_k)
                 parts["top_ids"].append(s.top_ids.to(torch.int32).cpu())
                 parts["top_lp"].append(s.top_lp.cpu())
                 parts["tail_lp"].append(s.tail_lp.cpu())
                 parts["target_lp"].append(s.target_lp.cpu())
-            tensors = {k: torch.cat(v) for k, v in parts.items()}
+                parts["log_z"].append(s.log_z.cpu())
+                parts["final"].append(flat[rows].cpu())
+                if head is not None:
+                    with torch.inference_mode():
+                        probs.sub_(s.log_z.float()[:, None]).exp_()
+                    for k, v in reference_moments(head, probs, flat[rows]).items():
+                        parts[k].append(v.cpu())
+            tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
             tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
             save_file(tensors, str(tmp / f"batch_{i:05d}.safetensors"))
             del tensors, parts, final, resid, maps
@@ -418,6 +438,7 @@ def build_reference(
             "probe": [probe_maps.rows, probe_maps.length],
             "n_blocks": len(per_block),
             "attn_blocks": attn_blocks,
+            "moments": head is not None,
             "format": FORMAT,
             "files": {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))},
         }

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ..errors import SpecError
 
 # Bump when a metric definition or a modification's numerics change: old cached rows then stop matching.
-CODE_VERSION = "4"  # 4: per-position KL clamped at 0 (rounding); 3: attention probes are window prefixes
+CODE_VERSION = "5"  # 5: exact full-vocabulary KL (probes/exact_kl.py); 4: per-position KL clamped at 0; 3: attention probes are window prefixes
 
 
 MODIFICATIONS: dict[str, type[Modification]] = {}
