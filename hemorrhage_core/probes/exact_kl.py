@@ -9,11 +9,15 @@ Both normalisers are known exactly: log Z_b from the profile's own summary of th
 needs P over the whole vocabulary, which is not stored; it is obtained exactly in one of two ways:
 
 - `MOMENTS`, the common case: when both heads compute scale * (h @ W.T + c) with the same W and c (every
-  modification leaves lm_head alone unless `include_lm_head`; a temperature changes only the scale), then
-  E_P[b] = scale_b * (mu . h_b + c_bar) with mu = sum_v p_v W_v and c_bar = sum_v p_v c_v. The reference stores
-  mu (one d-vector per position, float32), c_bar and E_P[a] (float64), computed once when it is built; the profile
-  then pays one d-length dot product per position. An unmodified model has h_b = h_a bit for bit, so the cross term
-  and the normaliser difference are both exactly 0.
+  modification leaves lm_head alone unless `include_lm_head`; a temperature changes only the scale), the KL is
+  split at the base's top-K ids S (`metrics.kl_head_tail`). On S both models' log-probabilities are in the
+  summaries already. Over the tail, sum_{v not in S} p_v b_v = scale_b * (mu . h_b + c_bar) with
+  mu = sum_{v not in S} p_v W_v and c_bar = sum_{v not in S} p_v c_v, because an expectation of a linear map is the
+  map of the expectation. The reference stores mu (one d-vector per position, float32), c_bar and the base's own
+  tail term (float64), computed once when it is built; the profile then pays one d-length dot product per
+  position. Splitting at S (rather than taking mu over the whole vocabulary) keeps the float32 rounding of the
+  logits where it cancels, as it does in any KL of rounded logits: only the tail's share of it is left. An
+  unmodified model has h_b = h_a bit for bit, so every term is exactly 0.
 - `LOGITS`, everything else (a modified or quantized lm_head, a soft-capped or bf16 head, a model the self-check put
   on its own forward, a non-linear logit transform: top-k/p, min-p, a repetition penalty): the base logits are
   recomputed from the base's final hidden states (stored in the reference in the model's dtype) through the base
@@ -28,39 +32,44 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..modify.base import LINEAR_SCALE, ModifiedModel
 from .capture import LinearHead, linear_head, unembed
 from .metrics import (
     VocabSummary,
     cross_from_logits_,
     expected_logit,
     kl_from_cross,
+    kl_head_tail,
     kl_topk_parts,
 )
+
+if TYPE_CHECKING:  # modify/ imports probes/ (the reference's helpers): no import of it at load time
+    from ..modify.base import ModifiedModel
 
 log = logging.getLogger(__name__)
 
 MOMENTS, LOGITS, TOPK = "moments", "logits", "topk"
 
 
-def reference_moments(head: LinearHead, probs: torch.Tensor, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What the reference stores for the `MOMENTS` path, for one chunk: P [R, V] float32 (as computed from the
-    stored log-normaliser) and the final hidden states [R, d] that produced it."""
+def reference_moments(
+    head: LinearHead, probs: torch.Tensor, top_ids: torch.Tensor, hidden: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """What the reference stores for the `MOMENTS` path, for one chunk: the moments of P's tail (outside its top-K
+    ids [R, K]) from P [R, V] float32 (as computed from the stored log-normaliser; overwritten) and the final
+    hidden states [R, d] that produced it. The top-K part of the KL is read from the summaries instead
+    (`metrics.kl_head_tail`)."""
     with torch.inference_mode():
-        mu = torch.mm(probs, head.weight)  # [R, d]: sum_v p_v W_v
-        bias_mean = (
+        probs.scatter_(1, top_ids.long(), 0.0)
+        mu = torch.mm(probs, head.weight)  # [R, d]: sum over the tail of p_v W_v
+        bias = (
             torch.mv(probs, head.bias).double()
             if head.bias is not None
             else torch.zeros(probs.shape[0], dtype=torch.float64, device=probs.device)
         )
-    return {
-        "mu": mu,
-        "bias_mean": bias_mean,
-        "mean_logit": expected_logit(mu, hidden, head.scale, bias_mean),
-    }
+    return {"mu_tail": mu, "bias_tail": bias, "mean_tail": expected_logit(mu, hidden, head.scale, bias)}
 
 
 def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -72,6 +81,8 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
 def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | None:
     """The modified logits' scale when they are scale * (h @ W.T + c) with the base head's W and c (the `MOMENTS`
     path applies), else None."""
+    from ..modify.base import LINEAR_SCALE  # see TYPE_CHECKING above
+
     base, head = linear_head(base_model), linear_head(mod.model)
     if base is None or head is None:
         return None
@@ -110,12 +121,12 @@ class ExactKL:
         """E_P[a - b] [R] float64 for the modified logits [R, V] of the reference rows `rows` and the modified
         model's final hidden states [R, d] that produced them. Call before the logits are summarised (the
         summary overwrites them)."""
-        if self.path == MOMENTS:
+        if self.path == MOMENTS:  # the tail's part of E_P[a - b]
             device = hidden.device
             mean_b = expected_logit(
-                ref["mu"][rows].to(device), hidden, self.scale, ref["bias_mean"][rows].to(device)
+                ref["mu_tail"][rows].to(device), hidden, self.scale, ref["bias_tail"][rows].to(device)
             )
-            return ref["mean_logit"][rows].to(device) - mean_b
+            return ref["mean_tail"][rows].to(device) - mean_b
         if self.path == LOGITS:
             n, device = logits.shape[0], logits.device
             if self._buffers is None or self._buffers[0].shape[0] < n:
@@ -138,4 +149,7 @@ class ExactKL:
         """KL(P_base || P_mod) per row [R]: exact (float64) on the `MOMENTS` and `LOGITS` paths."""
         if cross is None:
             return kl_topk_parts(base_top, base_tail, summary.top_lp, summary.tail_lp)
-        return kl_from_cross(cross, ref["log_z"][rows].to(cross.device), summary.log_z)
+        log_z = ref["log_z"][rows].to(cross.device)
+        if self.path == MOMENTS:
+            return kl_head_tail(base_top, summary.top_lp, cross, base_tail, log_z, summary.log_z)
+        return kl_from_cross(cross, log_z, summary.log_z)

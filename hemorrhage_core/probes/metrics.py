@@ -191,6 +191,28 @@ def kl_from_cross(cross: torch.Tensor, log_z_p: torch.Tensor, log_z_q: torch.Ten
     return (cross + (log_z_q - log_z_p)).clamp(min=0.0)
 
 
+def kl_head_tail(
+    base_top_lp: torch.Tensor,
+    mod_top_lp: torch.Tensor,
+    tail_cross: torch.Tensor,
+    base_tail_lp: torch.Tensor,
+    log_z_p: torch.Tensor,
+    log_z_q: torch.Tensor,
+) -> torch.Tensor:
+    """Exact KL(P || Q) per row [R] (float64) split at P's top-K ids S:
+
+        KL = sum_{v in S} p_v (log p_v - log q_v) + E_P[(a - b) 1_{v not in S}] - p_tail (log Z_a - log Z_b)
+
+    from both log-probabilities on S [R, K], the tail's cross term `tail_cross` (exp_kl.py: from the moments of
+    P's tail) and P's log tail mass [R]. The top-K part reads the summaries of the actual float32 logits, so their
+    rounding cancels there as it does in a KL of rounded logits; only the tail's share of it is left (p_tail x
+    ~1e-6 nats). Identical models give exactly 0; tiny negatives from rounding are clamped to 0; inf passes."""
+    lp = base_top_lp.double()
+    head = (lp.exp() * (lp - mod_top_lp.double())).sum(-1)
+    tail = tail_cross - base_tail_lp.double().exp() * (log_z_p - log_z_q)
+    return (head + tail).clamp(min=0.0)
+
+
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Jensen-Shannon divergence between probability vectors along `dim` (nats, in [0, ln 2]); 0 log 0 = 0."""
     m = 0.5 * (p + q)

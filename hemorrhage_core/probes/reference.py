@@ -139,7 +139,7 @@ def position_logprobs(
 # per-file sha256. A reference of another format is moved aside and rebuilt, never read.
 FORMAT = 3
 PREDICTION_PARTS = ("top_ids", "top_lp", "tail_lp", "target_lp", "log_z", "final")
-MOMENT_PARTS = ("mu", "bias_mean", "mean_logit")  # only when the base head is linear (meta "moments")
+MOMENT_PARTS = ("mu_tail", "bias_tail", "mean_tail")  # only when the base head is linear (meta "moments")
 
 
 def _sha256(path: Path) -> str:
@@ -417,7 +417,7 @@ def build_reference(
                 if head is not None:
                     with torch.inference_mode():
                         probs.sub_(s.log_z.float()[:, None]).exp_()
-                    for k, v in reference_moments(head, probs, flat[rows]).items():
+                    for k, v in reference_moments(head, probs, s.top_ids, flat[rows]).items():
                         parts[k].append(v.cpu())
             tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
             tensors["hidden"] = torch.stack(resid).to(store_dtype).cpu().contiguous()  # [L, B, T, d]
