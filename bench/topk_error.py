@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/topk_error.py [--model smollm2-135m] [--tokens 2048] [--k 64,256,1024]
 
-The base reference keeps, per position, the base model's top-K log-probabilities and one merged tail bucket
-(reference.py); KL is then computed on those K + 1 outcomes (`metrics.kl_topk`), a lower bound of the exact KL.
+Before CODE_VERSION 5 the profile computed KL from the base model's top-K log-probabilities and one merged tail
+bucket (`metrics.kl_topk`, K + 1 outcomes), a lower bound of the exact KL; it now computes the exact KL
+(probes/exact_kl.py) and the coarsening is only its fallback without a base model. bench/exact_kl.py compares the
+two inside the real profile; this script keeps the coarsening's error as a function of K.
 The alternative is to recompute the base model in lockstep with every run (exact, full vocabulary, but a second
 forward pass per run). This script runs both models over the same windows, computes the exact per-position KL
 and the top-K KL for each K from the same log-probabilities, and prints their difference: the error the default

@@ -2,10 +2,11 @@
 
 Storing the base model's full next-token distributions is not an option (tokens x vocabulary floats: 805 MB per
 4k tokens for SmolLM2's 49k vocabulary). Instead each position keeps the base top-K log-probabilities, their token
-ids, the log of the remaining tail mass, the log-probability of the reference token, and the residual stream after
-every block (fp16, or bf16 for bf16 models). KL is then computed on the top-K + tail coarsening (see
-`metrics.kl_topk`): exact for identical models, a lower bound otherwise; its error against the exact KL is measured
-in bench/ and tests/.
+ids, the log of the remaining tail mass, the log-normaliser (float64), the log-probability of the reference token,
+the final hidden states (model dtype), the moments of the tail that make the profile's KL exact (exact_kl.py:
+`mu_tail` [d] float32, `bias_tail`, `mean_tail`, only when the head is linear, meta "moments"), and the residual
+stream after every block (fp16, or bf16 for bf16 models). Against the top-K-only format 2 that is 2 d-vectors per
+position more (+12 % on disk for SmolLM2-135M's 30 layers; bench/exact_kl.py).
 
 Files live in one folder per key, one safetensors file per batch (streamed: memory does not grow with the corpus),
 written to a temporary folder and renamed at the end, so a killed build never leaves a half reference behind (its
@@ -78,7 +79,7 @@ def reference_key(
         # The corpus pass runs the sdpa branch of the "hemlab" kernel (kernels.py) and summarises logits with
         # summarize_logits; profiles must match both bit for bit.
         "kernel": "hemlab-sdpa-causal/window-prefix-probes",
-        "summary": "logaddexp-normaliser",  # metrics.summarize_logits
+        "summary": "logaddexp-normaliser-f64",  # metrics.summarize_logits
     }
     if paths != DEFAULT_PATHS:  # only then: references of models on the fast paths keep their keys
         payload["paths"] = paths
@@ -175,8 +176,8 @@ class BaseReference:
         return self._load(f"batch_{i:05d}.safetensors")
 
     def first_predictions(self) -> dict[str, torch.Tensor]:
-        """Batch 0 without its hidden states (top-K ids and log-probs, tail, target log-probs: ~8 MB at the
-        default budget), read and checked once, then kept: every preview of this reference starts from it, and
+        """Batch 0 without its residual streams (top-K ids and log-probs, tail, target log-probs, the exact KL's
+        moments and final states: ~27 MB at the default budget for SmolLM2-135M), read and checked once, then kept: every preview of this reference starts from it, and
         reading the 140 MB batch file again would cost the first numbers a second. Only previews read it (nothing
         stored depends on it); profiles read and check every batch file each time."""
         if self._first is None:
