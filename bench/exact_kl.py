@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(
             f"| {r['mod']} | {r['path']} | {r['kl_exact']:.5f} | {r['kl_old']:.5f} | {r['err_old']:+.2%} | "
-            f"{r['kl_new']:.5f} | {r['err_new']:+.5%} | {r['maxabs_old']:.1e} / {r['maxabs_new']:.1e} | "
+            f"{r['kl_new']:.5f} | {r['err_new']:+.1e} | {r['maxabs_old']:.1e} / {r['maxabs_new']:.1e} | "
             f"{r['t_old']:.1f} / {r['t_new']:.1f} | {r['ratio']:.3f} | {r['kl_s_old']:.2f} / {r['kl_s_new']:.2f} | "
             f"{r['ratio_parts']:.3f} |"
         )
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
             print(
                 f"\nmean |relative error| ({label}, {len(group)} runs): before "
                 f"{statistics.mean(abs(r['err_old']) for r in group):.2%}, now "
-                f"{statistics.mean(abs(r['err_new']) for r in group):.5%}; profile cost ratio now/before: "
+                f"{statistics.mean(abs(r['err_new']) for r in group):.1e} (relative); profile cost ratio now/before: "
                 f"median {statistics.median(r['ratio'] for r in group):.3f}, "
                 f"max {max(r['ratio'] for r in group):.3f}; by parts: median "
                 f"{statistics.median(r['ratio_parts'] for r in group):.3f}, max "
