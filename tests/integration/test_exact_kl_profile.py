@@ -63,3 +63,27 @@ def test_profile_kl_is_the_full_vocabulary_kl(runner, tiny_llama_dir, tiny_gpt2_
             loaded.model(input_ids=windows).logits[:, :-1].reshape(truth.shape[0], -1).double(), -1
         )
         assert expected["kl_mean"] > 0 and p.exp().topk(4, -1).values.sum(-1).mean() < 0.9
+
+
+def test_a_reference_of_the_old_format_is_moved_aside_and_rebuilt(runner, tiny_llama_dir, text_file):
+    import json
+
+    from hemorrhage_core.probes.reference import FORMAT, open_reference
+
+    spec = RunSpec(
+        model=str(tiny_llama_dir),
+        mods=(parse_mod("quant_rtn:bits=3"),),
+        probe=ProbeSettings(corpus=text_file, **PROBE),
+    )
+    _, reference = runner._inputs_for(spec, runner.corpus(text_file), None)
+    meta = json.loads((reference.path / "meta.json").read_text())
+    assert meta["format"] == FORMAT and meta["moments"]
+    meta["format"] = (
+        FORMAT - 1
+    )  # what a format-2 reference (top-K only) would say: its files pass their checksums
+    (reference.path / "meta.json").write_text(json.dumps(meta))
+    assert open_reference(reference.path) is None  # refused, not read
+    assert not reference.path.exists()
+    assert [
+        p for p in reference.path.parent.iterdir() if p.name.startswith(reference.path.name + ".damaged-")
+    ]
