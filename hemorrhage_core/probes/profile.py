@@ -2,7 +2,9 @@
 
 Per batch the modified model runs once (sdpa kernel, see kernels.py); hooks collect the residual stream after
 every block, the final hidden states are unembedded in position chunks, and all prediction metrics come from one
-summary of each chunk's logits (`metrics.summarize_logits`: a top-k and one log-sum-exp, shared). The
+summary of each chunk's logits (`metrics.summarize_logits`: a top-k and one log-sum-exp, shared); the KL is the
+exact full-vocabulary KL (exact_kl.py: from the summary, the reference's tail moments and the final hidden
+states, or from the base logits recomputed when the head or the logit transform is not linear). The
 residual streams give the per-layer errors, the cascade ratio e(l)/e(l-1) and the logit lens (a fixed subset of
 positions read through the base model's final norm and unembedding; no extra pass). The attention probe set is
 the prefix of the first windows: its maps are computed during the same pass (kernels.capture_prefix; maps are
