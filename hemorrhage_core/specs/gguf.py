@@ -76,7 +76,7 @@ class GGUFQuant(Calibrated):
     tokens of `calib_corpus` (the IQ types marked so in GGUF_TYPES need it).
     """
 
-    family: ClassVar[str] = "quant"
+    family: ClassVar[str] = "gguf"
     ui_choices: ClassVar[dict] = {"qtype": tuple(GGUF_TYPES), "export": EXPORT_TYPES}
 
     qtype: str = "Q4_K_M"
