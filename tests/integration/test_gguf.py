@@ -141,3 +141,33 @@ def test_a_sweep_over_types_is_ordered_by_measured_bits():
     assert s.thresholds is not None and s.thresholds.direction == "descending"
     assert s.thresholds.first_over["2"] == 2.9 and "measured bits per weight" in s.note
     assert s.values == ("Q8_0", "Q4_0", "Q2_K")
+
+
+def _claim10(runner, model):
+    from hemorrhage_core.analysis.claims import check_claims
+
+    (result,) = check_claims(runner, model=str(model), tokens=512, only={10})
+    return result
+
+
+@needs_tools
+def test_claim_10_measures_q2k_against_2_bit_rtn_and_reports_the_stored_bits(runner, tiny_llama_dir):
+    result = _claim10(runner, tiny_llama_dir)
+    assert not result.error and result.testable, (result.error, result.note)
+    assert [c.statement.split(":")[0] for c in result.checks] == [
+        "Q2_K does not collapse",
+        "uniform 2-bit RTN (sym, group 128) collapses",
+        "the Q2_K file stores about 2.6 bits per block weight (2.4-3.0), the premise of the paper's statement",
+    ]
+    q2k = result.rows[0]
+    assert q2k["label"].startswith("GGUF Q2_K") and q2k["bits_per_weight"] > 2.0
+    # The tiny model's 64-wide rows fill no 256-value K-quant block: its "Q2_K" file is no 2.6-bit file, and the
+    # check says so instead of passing on the type's name.
+    assert q2k["bits_per_weight"] > 3.0 and not result.checks[2].passed
+    assert result.verdict in ("partly holds", "does not hold", "holds")
+
+
+def test_claim_10_is_not_testable_without_the_tools_and_says_why(runner, tiny_llama_dir, monkeypatch):
+    monkeypatch.setenv("HEMLAB_LLAMA_BIN", "/nonexistent")
+    result = _claim10(runner, tiny_llama_dir)
+    assert result.verdict == "not testable" and "make llama-tools" in result.note
