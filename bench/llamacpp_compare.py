@@ -222,7 +222,7 @@ def main() -> int:
           f"{rel(ours['base']['ppl'], theirs['base'].get('ppl', math.nan)):>12}")  # fmt: skip
     for t in qtypes:
         o, l = ours[t], theirs[t]  # noqa: E741
-        print(f"-- {t} ({files[t].stat().st_size / 2**20:.1f} MB file)")
+        print(f"-- {t} ({files[t].stat().st_size / 2**20:.1f} MiB file)")
         print(
             f"{'  PPL':18}{o['ppl']:12.4f}{l.get('ppl_q', math.nan):12.4f}{rel(o['ppl'], l.get('ppl_q', math.nan)):>12}"
         )
@@ -242,11 +242,11 @@ def main() -> int:
                   f"({'including the base reference' if ref['fresh'] and t == qtypes[0] else 'reference cached'}"
                   f"), ppl ratio {m['ppl_ratio']:.4f}, KL {m['kl_mean']:.5f}, top-1 {100 * m['top1_agreement']:.2f} %, "
                   f"bits per block weight {m['bits_per_weight']:.3f}")  # fmt: skip
-        print(f"disk: our base reference {ref['bytes'] / 2**20:.1f} MB"
+        print(f"disk: our base reference {ref['bytes'] / 2**20:.1f} MiB"
               + ("" if ref["fresh"] else " (already cached: not measured)")
-              + f"; llama.cpp's base logits file {kld.stat().st_size / 2**20:.1f} MB")  # fmt: skip
+              + f"; llama.cpp's base logits file {kld.stat().st_size / 2**20:.1f} MiB")  # fmt: skip
     else:
-        print(f"disk: llama.cpp's base logits file {kld.stat().st_size / 2**20:.1f} MB")
+        print(f"disk: llama.cpp's base logits file {kld.stat().st_size / 2**20:.1f} MiB")
     return 0
 
 
