@@ -541,9 +541,13 @@ def claim_gguf_q2k(lab: Lab, result: ClaimResult) -> None:
         for k, v in sorted(m.items())
         if k.startswith("gguf_share_")
     )
-    q2k = {"label": f"GGUF Q2_K ({how})", "ppl_ratio": m["ppl_ratio"], "kl_mean": m["kl_mean"],
+    q2k = {"label": "GGUF Q2_K", "ppl_ratio": m["ppl_ratio"], "kl_mean": m["kl_mean"],
            "top1_agreement": m["top1_agreement"], "bits_per_weight": stored}  # fmt: skip
-    rtn = {b: lab.point(_rtn(lab, b, 128), bits=b, group="128") for b in (2, 3, 4)}
+    rtn = {}
+    for b in (2, 3, 4):
+        r = lab.run(_rtn(lab, b, 128)).metrics
+        rtn[b] = {"label": f"RTN w{b} sym g128", "ppl_ratio": r["ppl_ratio"], "kl_mean": r["kl_mean"],
+                  "top1_agreement": r["top1_agreement"], "bits_per_weight": r.get("bits_per_weight")}  # fmt: skip
     result.rows += [q2k, *rtn.values()]
     result.checks.append(
         Check("Q2_K does not collapse: ppl ratio < 10", m["ppl_ratio"] < 10, f"x{_fmt(m['ppl_ratio'])}")
@@ -563,11 +567,23 @@ def claim_gguf_q2k(lab: Lab, result: ClaimResult) -> None:
             f"{_fmt(m.get('gguf_file_bits_per_weight'))}",
         )
     )
+    below = max((b for b in rtn if (rtn[b]["bits_per_weight"] or 99) <= stored), default=None)
+    if below is not None:
+        result.checks.append(
+            Check(
+                f"at the bits it stores, Q2_K's mix beats uniform RTN with no more bits ({below}-bit, group 128)",
+                m["ppl_ratio"] < rtn[below]["ppl_ratio"],
+                f"Q2_K x{_fmt(m['ppl_ratio'])} at {_fmt(stored)} bits; RTN w{below} x{_fmt(rtn[below]['ppl_ratio'])} "
+                f"at {_fmt(rtn[below]['bits_per_weight'])} bits",
+            )
+        )
     result.note = (
         "Bits per weight are what the file stores over the blocks' matrices. llama.cpp's K-quants need rows of "
         "256 values: rows that do not fill them (SmolLM2's 576-wide and Gemma 3 270M's 640-wide inputs) fall back "
         "to a legacy type (Q4_0 / Q5_0 ...), and the Q2_K mix keeps some tensors at Q3_K/Q4_K, so on these small "
-        "models 'Q2_K' is not a 2.6-bit file: compare it with RTN at the bits it does store."
+        "models 'Q2_K' is not a 2.6-bit file: compare it with RTN at the bits it does store. Q2_K file: "
+        + how
+        + "."
     )
 
 

@@ -154,7 +154,7 @@ def _claim10(runner, model):
 def test_claim_10_measures_q2k_against_2_bit_rtn_and_reports_the_stored_bits(runner, tiny_llama_dir):
     result = _claim10(runner, tiny_llama_dir)
     assert not result.error and result.testable, (result.error, result.note)
-    assert [c.statement.split(":")[0] for c in result.checks] == [
+    assert [c.statement.split(":")[0] for c in result.checks][:3] == [
         "Q2_K does not collapse",
         "uniform 2-bit RTN (sym, group 128) collapses",
         "the Q2_K file stores about 2.6 bits per block weight (2.4-3.0), the premise of the paper's statement",
