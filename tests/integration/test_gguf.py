@@ -16,7 +16,7 @@ from hemorrhage_core import llamacpp, models
 from hemorrhage_core.analysis.sweeps import summarize
 from hemorrhage_core.errors import ModelError, SpecError
 from hemorrhage_core.gguf_export import write_gguf
-from hemorrhage_core.modify.gguf import file_footprint, workdir_root
+from hemorrhage_core.modify.gguf import file_footprint
 from hemorrhage_core.specs import GGUF_TYPES, GGUFQuant, ProbeSettings, RunSpec, parse_mod
 
 PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
@@ -54,9 +54,14 @@ def test_spec_validation_and_labels():
     assert list(GGUF_TYPES) == sorted(GGUF_TYPES, key=lambda n: GGUF_TYPES[n].block_bits)
 
 
-def test_a_pure_q8_0_file_round_trips_at_near_zero_kl(runner, tiny_llama_dir, text_file, monkeypatch):
+def test_a_pure_q8_0_file_round_trips_at_near_zero_kl(
+    runner, tiny_llama_dir, text_file, monkeypatch, tmp_path
+):
     # Without any llama.cpp tool: the gguf Python package writes the file.
     monkeypatch.setenv("HEMLAB_LLAMA_BIN", "/nonexistent")
+    work = tmp_path / "gguf_tmp"
+    work.mkdir()
+    monkeypatch.setattr("hemorrhage_core.modify.gguf.workdir_root", lambda: work)
     r = runner.run(_spec(tiny_llama_dir, text_file, GGUFQuant(qtype="Q8_0", pure=True)))
     m = r.metrics
     assert m["gguf_quantizer_python"] == 1.0
@@ -64,7 +69,7 @@ def test_a_pure_q8_0_file_round_trips_at_near_zero_kl(runner, tiny_llama_dir, te
     # Q8_0: 32 int8 codes + one fp16 scale per block = 8.5 bits, in the blocks and in the embedding alike.
     assert m["bits_per_weight"] == 8.5 and m["gguf_embedding_bits"] == 8.5 and m["gguf_share_Q8_0"] == 1.0
     assert m["gguf_selfcheck_output_rel_diff"] < 1e-4
-    assert not any(workdir_root().glob("gguf-*")), "temporary GGUF files must be removed"
+    assert not any(work.iterdir()), "temporary GGUF files must be removed"
 
 
 def test_without_the_tools_a_mixed_type_says_how_to_build_them(
