@@ -78,6 +78,10 @@ class GGUFQuant(Calibrated):
 
     family: ClassVar[str] = "gguf"
     ui_choices: ClassVar[dict] = {"qtype": tuple(GGUF_TYPES), "export": EXPORT_TYPES}
+    # The calibration text is read only for an importance matrix.
+    ui_enabled_when: ClassVar[dict] = {
+        f: ("imatrix", True) for f in ("calib_corpus", "calib_samples", "calib_len")
+    }
 
     qtype: str = "Q4_K_M"
     pure: bool = False  # llama-quantize --pure: no mix, every matrix (embedding and output too) in qtype
