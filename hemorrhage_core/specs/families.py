@@ -38,6 +38,19 @@ FAMILIES: dict[str, Family] = {
             "pages/quantize.py",
         ),
         Family(
+            "gguf",
+            "GGUF",
+            "inventory_2",
+            "#EECA3B",
+            1,
+            True,
+            "llama.cpp's quantization types (Q2_K … Q8_0, IQ types), through real GGUF files: the model is "
+            "exported, quantized by llama-quantize (optionally with an importance matrix), read back and "
+            "measured. Bits per weight are what the file stores: llama.cpp keeps some tensors wider and falls "
+            "back to another type for rows that do not fill its 256-value K-quant blocks.",
+            "pages/gguf.py",
+        ),
+        Family(
             "prune",
             "Prune",
             "content_cut",

@@ -23,7 +23,15 @@ from dashboard.state import model_problem, save_upload
 from hemorrhage_core import paper
 from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.errors import CorpusError, SpecError
-from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import (
+    GGUFQuant,
+    Modification,
+    ProbeSettings,
+    Prune,
+    QuantizeRTN,
+    RunSpec,
+    Temperature,
+)
 from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
 
@@ -352,7 +360,7 @@ def test_quantize_page_profiles_the_default_and_sliders_drive_the_spec(app_env):
 
 
 FAMILY_PAGES = {"quant": "pages/quantize.py", "prune": "pages/prune.py", "decode": "pages/decode.py",
-                "depth": "pages/depth.py"}  # fmt: skip
+                "depth": "pages/depth.py", "gguf": "pages/gguf.py"}  # fmt: skip
 
 
 @pytest.fixture
@@ -414,6 +422,28 @@ def test_calibrated_settings_wait_for_measure_even_after_a_change(tmp_path, tiny
         _ok(at)
         assert counted == ["run", "compute"], "a calibrated setting never starts on a change"
         assert any("calibrates on text" in i.value for i in at.info)
+
+
+def test_gguf_page_says_how_to_build_the_tools_and_measures_a_pure_type(app_env, monkeypatch):
+    monkeypatch.setenv("HEMLAB_LLAMA_BIN", "/nonexistent")  # as on a machine where they were never built
+    at = _app("pages/gguf.py")
+    _ok(at)
+    assert at.title[0].value == "GGUF"
+    assert any("make llama-tools" in w.value for w in at.warning)
+    assert any(b.key == "gguf.build_tools" for b in at.button)
+    at.button(
+        key="gguf.measure"
+    ).click().run()  # the default Q4_K_M needs llama-quantize: a message, no traceback
+    _ok(at)
+    assert any("llama-quantize is not built" in e.value and "make llama-tools" in e.value for e in at.error)
+    at.selectbox(key="gguf.gguf.qtype").set_value("Q8_0")
+    at.checkbox(key="gguf.gguf.pure").check()
+    at.run()
+    _measured(at, "gguf")
+    assert any(m.label == "Bits per weight" for m in at.metric)
+    assert {"kind": "gguf", **GGUFQuant(qtype="Q8_0", pure=True).to_dict()} in [
+        m for s in _stored_specs(app_env) for m in s["mods"]
+    ]
 
 
 def test_group_size_is_disabled_unless_scales_are_per_group(app_env):
