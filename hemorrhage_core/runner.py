@@ -95,6 +95,21 @@ class RunResult:
         }
 
 
+@dataclass
+class Measurement:
+    """A new measurement of one spec, before it is stored: the rows `Store.save_run` writes. Plain data (it
+    crosses processes: a sweep worker measures, the driver stores)."""
+
+    spec: RunSpec
+    run_key: str
+    run_row: dict[str, Any]
+    metrics: dict[str, float]
+    layers: pd.DataFrame
+    heads: pd.DataFrame
+    kl_hist: pd.DataFrame
+    settings: dict[str, Any]
+
+
 _POSITION_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 # Never NaN for a measurement that worked (infinite is legitimate: a truncating sampler gives the reference token
 # probability 0, and KL(original || modified) is then infinite by definition).
@@ -329,17 +344,39 @@ class Runner:
         return (*steps, "profile")
 
     def sweep(self, specs: list[RunSpec], *, progress: Progress | None = None) -> list[RunResult]:
-        results = []
-        for i, spec in enumerate(specs):
-            sub = (
-                (lambda f, msg, i=i: progress((i + f) / len(specs), f"[{i + 1}/{len(specs)}] {msg}"))
-                if progress
-                else None
-            )
-            results.append(self.run(spec, progress=sub))
-        return results
+        """The points one after another in this process (the `serial` executor; executors/ for the others)."""
+        from .executors.serial import SerialExecutor
+
+        return SerialExecutor().run(self, specs, progress=progress)
+
+    def measure(self, spec: RunSpec, *, progress: Progress | None = None) -> Measurement:
+        """A new measurement of `spec`, not looked up and not stored: what a sweep worker of another process
+        sends back to the one process that writes the store (executors/ray_cluster.py). Waits its turn in the
+        compute queue like `run`."""
+        run_steps = RunSteps(self._plan(spec, None), progress=progress)
+        with self._compute.turn():
+            return self._measure(spec, run_steps, None)
+
+    def save(self, measurement: Measurement) -> RunResult:
+        """Write a measurement to the store (one transaction; a key already stored is left as it is) and return
+        it as a result."""
+        m = measurement
+        self.store.save_run(
+            run_key=m.run_key,
+            run_row=m.run_row,
+            metrics=m.metrics,
+            layers=m.layers,
+            heads=m.heads,
+            kl_hist=m.kl_hist,
+        )
+        return RunResult(m.spec, m.run_key, False, m.metrics, m.layers, m.heads, m.kl_hist, m.settings)
 
     def _compute_run(self, spec: RunSpec, steps: RunSteps, partial: PartialListener | None) -> RunResult:
+        result = self.save(self._measure(spec, steps, partial))
+        steps.done()
+        return result
+
+    def _measure(self, spec: RunSpec, steps: RunSteps, partial: PartialListener | None) -> Measurement:
         key, corpus = self.cache_key(spec)
         spec.check_model(self.facts(spec.model))  # before the reference or any modification is computed
         started = time.perf_counter()
@@ -369,29 +406,23 @@ class Runner:
         metrics = {**profile.metrics, **profile.report, **check, "modify_s": modify_s, "profile_s": profile_s}
         settings = self._settings(spec, corpus)
         _refuse_untrustworthy(spec, metrics)
-        self.store.save_run(
-            run_key=key,
-            run_row={
-                "model": spec.model,
-                "label": spec.label(),
-                "spec_json": spec.to_json(),
-                "corpus": settings["corpus"],
-                "corpus_sha256": corpus.sha256,
-                "window_tokens": spec.probe.window,
-                "stride": spec.probe.stride,
-                "token_budget": spec.probe.tokens,
-                "code_version": CODE_VERSION,
-                "created_at": datetime.now(UTC).replace(tzinfo=None),
-                "wall_s": time.perf_counter() - started,
-                "report_json": json.dumps(profile.report),
-            },
-            metrics=metrics,
-            layers=profile.layers,
-            heads=profile.heads,
-            kl_hist=profile.kl_hist,
+        run_row = {
+            "model": spec.model,
+            "label": spec.label(),
+            "spec_json": spec.to_json(),
+            "corpus": settings["corpus"],
+            "corpus_sha256": corpus.sha256,
+            "window_tokens": spec.probe.window,
+            "stride": spec.probe.stride,
+            "token_budget": spec.probe.tokens,
+            "code_version": CODE_VERSION,
+            "created_at": datetime.now(UTC).replace(tzinfo=None),
+            "wall_s": time.perf_counter() - started,
+            "report_json": json.dumps(profile.report),
+        }
+        return Measurement(
+            spec, key, run_row, metrics, profile.layers, profile.heads, profile.kl_hist, settings
         )
-        steps.done()
-        return RunResult(spec, key, False, metrics, profile.layers, profile.heads, profile.kl_hist, settings)
 
     @staticmethod
     def _settings(spec: RunSpec, corpus: corpora.Corpus) -> dict[str, Any]:
