@@ -180,7 +180,14 @@ class RayExecutor:
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "auto (this machine, or a new local cluster)"
-            raise HemlabError(f"cannot join the Ray cluster at {where}: {_first_line(exc)}") from exc
+            hint = (
+                ""
+                if self.address in (None, "auto") or os.environ.get("RAY_AUTH_MODE")
+                else ". A cluster started by `ray start` checks a token: export RAY_AUTH_MODE=token and give this "
+                "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN); Ray sends it to an explicit "
+                "address only then"
+            )
+            raise HemlabError(f"cannot join the Ray cluster at {where}: {_first_line(exc)}{hint}") from exc
         return True
 
     def _slots(self, ray, runner) -> tuple[bool, int]:

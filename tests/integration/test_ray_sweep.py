@@ -192,3 +192,27 @@ def test_bad_executor_options_are_one_line_errors(extra, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweeps_page_sends_the_sweep_to_the_configured_cluster(cluster, tiny_llama_dir, tmp_path, monkeypatch):
+    """HEMLAB_RAY_ADDRESS set: the page's sweep runs on the cluster (here the module's, which this process has
+    already joined), one line per point, every point stored by the app's process."""
+    from pathlib import Path
+
+    from dashboard_env import applied, make_env
+    from streamlit.testing.v1 import AppTest
+
+    env = make_env(tmp_path, tiny_llama_dir)
+    with applied({**env, "HEMLAB_RAY_ADDRESS": "auto"}):
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=180)
+        at.run()
+        at.switch_page("pages/sweeps.py").run()
+        at.text_input(key="sweep.quant_rtn.bits.values").set_value("8, 5").run()
+        at.button(key="sweep.go").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        lines = " ".join(c.value for c in at.caption)
+        assert lines.count(": stored on ") == 2, lines
+        bits = sorted(json.loads(s)["mods"][0]["bits"] for s in Store(env["HEMLAB_DB"]).runs().spec_json)
+        assert bits == [5, 8]
+        assert len(at.get("plotly_chart")) >= 1  # the curve of the stored points, as after a serial sweep
