@@ -252,6 +252,11 @@ def resolve_device(device: str | None = None) -> tuple[torch.device, torch.dtype
     return dev, torch.float32
 
 
+def resolve_dtype(device: str | None = None, dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """The precision `load_model(device=device, dtype=dtype)` loads in, decided without loading anything."""
+    return _as_dtype(dtype) or resolve_device(device)[1]
+
+
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype

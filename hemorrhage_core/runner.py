@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from . import corpora, models
 from .compute_queue import ComputeQueue
@@ -138,15 +139,19 @@ class Runner:
         store: Store,
         *,
         device: str | None = None,
+        dtype: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         allowed_dirs: list[Path] | None = None,
         compute_lock: ComputeQueue | None = None,
     ):
-        """`compute_lock`: share one queue between runners of a process (the app keeps a second runner when a
-        user allows remote code); default: a queue of its own."""
+        """`device`, `dtype`: where and in what precision base models run (default: `models.resolve_device`'s
+        choice: CUDA in bf16/fp16 when a GPU is visible, else CPU in float32). `compute_lock`: share one queue
+        between runners of a process (the app keeps a second runner when a user allows remote code); default: a
+        queue of its own."""
         self.store = store
         self.device = device
+        self.dtype = dtype
         self.trust_remote_code = trust_remote_code
         self.allow_pickle = (
             allow_pickle  # pickled weights (pytorch_model.bin) run code when read: off by default
@@ -166,6 +171,7 @@ class Runner:
             loaded = models.load_model(
                 name,
                 device=self.device,
+                dtype=self.dtype,
                 trust_remote_code=self.trust_remote_code,
                 allow_pickle=self.allow_pickle,
             )
@@ -285,9 +291,18 @@ class Runner:
         return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[1]
 
     # -- runs ---------------------------------------------------------------------------------------------
+    def precision(self) -> str | None:
+        """The dtype the base models run in, as it enters run keys: None for float32, else e.g. "torch.bfloat16"
+        (decided without loading a model)."""
+        dtype = models.resolve_dtype(self.device, self.dtype)
+        return None if dtype == torch.float32 else str(dtype)
+
     def cache_key(self, spec: RunSpec) -> tuple[str, corpora.Corpus]:
         corpus = self.corpus(spec.probe.corpus)
-        return spec.cache_key(corpus_sha256=corpus.sha256, model_identity=model_identity(spec.model)), corpus
+        key = spec.cache_key(
+            corpus_sha256=corpus.sha256, model_identity=model_identity(spec.model), dtype=self.precision()
+        )
+        return key, corpus
 
     def lookup(self, spec: RunSpec) -> RunResult | None:
         """The stored result of `spec`, or None. Never touches a model."""

@@ -207,6 +207,7 @@ class RayExecutor:
 
         options = {
             "device": runner.device,
+            "dtype": runner.dtype,
             "trust_remote_code": runner.trust_remote_code,
             "allow_pickle": runner.allow_pickle,
             "allowed_dirs": runner.allowed_dirs,

@@ -194,7 +194,9 @@ def test_bad_executor_options_are_one_line_errors(extra, message, capsys):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_sweeps_page_sends_the_sweep_to_the_configured_cluster(cluster, tiny_llama_dir, tmp_path, monkeypatch):
+def test_sweeps_page_sends_the_sweep_to_the_configured_cluster(
+    cluster, tiny_llama_dir, tmp_path, monkeypatch
+):
     """HEMLAB_RAY_ADDRESS set: the page's sweep runs on the cluster (here the module's, which this process has
     already joined), one line per point, every point stored by the app's process."""
     from pathlib import Path
@@ -216,3 +218,21 @@ def test_sweeps_page_sends_the_sweep_to_the_configured_cluster(cluster, tiny_lla
         bits = sorted(json.loads(s)["mods"][0]["bits"] for s in Store(env["HEMLAB_DB"]).runs().spec_json)
         assert bits == [5, 8]
         assert len(at.get("plotly_chart")) >= 1  # the curve of the stored points, as after a serial sweep
+
+
+def test_bench_ray_sweep_runs_on_the_tiny_model(cluster, tiny_llama_dir, word_text, tmp_path, capsys):
+    """bench/ray_sweep.py end to end on two points (the figures themselves: docs/performance.md)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench import ray_sweep
+
+    out = tmp_path / "bench.json"
+    argv = ["--models", str(tiny_llama_dir), "--points", "2", "--tokens", "256", "--window", "64",
+            "--corpus", word_text(WORDS, 4000), "--json-out", str(out)]  # fmt: skip
+    assert ray_sweep.main(argv) == 0
+    assert "| bit-identical |" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())
+    assert row["identical"] and row["points"] == 2 and row["workers_used"] == 2
+    assert row["serial_s"] > 0 and row["ray_s"] > 0 and row["first_ray_s"] <= row["ray_s"]
