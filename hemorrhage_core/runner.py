@@ -140,6 +140,7 @@ class Runner:
         *,
         device: str | None = None,
         dtype: str | None = None,
+        device_map: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         allowed_dirs: list[Path] | None = None,
@@ -148,10 +149,12 @@ class Runner:
         """`device`, `dtype`: where and in what precision base models run (default: `models.resolve_device`'s
         choice: CUDA in bf16/fp16 when a GPU is visible, else CPU in float32). `compute_lock`: share one queue
         between runners of a process (the app keeps a second runner when a user allows remote code); default: a
-        queue of its own."""
+        queue of its own. `device_map="auto"`: each base model spread over the GPUs, then the CPU (models.py).
+        """
         self.store = store
         self.device = device
         self.dtype = dtype
+        self.device_map = device_map
         self.trust_remote_code = trust_remote_code
         self.allow_pickle = (
             allow_pickle  # pickled weights (pytorch_model.bin) run code when read: off by default
@@ -172,6 +175,7 @@ class Runner:
                 name,
                 device=self.device,
                 dtype=self.dtype,
+                device_map=self.device_map,
                 trust_remote_code=self.trust_remote_code,
                 allow_pickle=self.allow_pickle,
             )

@@ -208,6 +208,7 @@ class RayExecutor:
         options = {
             "device": runner.device,
             "dtype": runner.dtype,
+            "device_map": runner.device_map,
             "trust_remote_code": runner.trust_remote_code,
             "allow_pickle": runner.allow_pickle,
             "allowed_dirs": runner.allowed_dirs,
