@@ -119,18 +119,23 @@ class RayExecutor:
             self.actors_started += n
             log.info("ray: %d worker(s), one per %s", n, "GPU" if use_gpu else "CPU slot")
             attempts = [0] * total
-            while todo or any(s.point is not None for s in slots):
-                for slot in slots:  # one point to each idle actor
+
+            def dispatch() -> None:  # one point to each idle actor
+                for slot in slots:
                     if slot.point is None and todo:
                         slot.point = todo.popleft()
                         slot.ref = slot.actor.measure.remote(specs[slot.point])
                         tell(PointEvent("started", slot.point, total, specs[slot.point].label()))
+
+            while todo or any(s.point is not None for s in slots):
+                dispatch()
                 busy = {s.ref: s for s in slots if s.point is not None}
                 ready, _ = ray.wait(list(busy), num_returns=1, timeout=WAIT_S)
                 if cancelled is not None and cancelled():
                     from ..errors import Cancelled
 
                     raise Cancelled("sweep cancelled")
+                arrived = []
                 for ref in ready:
                     slot = busy[ref]
                     i, slot.point = slot.point, None
@@ -162,6 +167,11 @@ class RayExecutor:
                             "process: its model files, corpus or code differ from the driver's. Install the "
                             "same project and data on every node; nothing of this point was stored"
                         )
+                    arrived.append((i, measurement, worker, seconds))
+                # The freed workers get their next point before the store write (0.1-1 s per point), so they
+                # never wait for the database.
+                dispatch()
+                for i, measurement, worker, seconds in arrived:
                     results[i] = runner.save(measurement)
                     done += 1
                     tell(PointEvent("stored", i, total, specs[i].label(), worker=worker, seconds=seconds))
