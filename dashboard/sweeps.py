@@ -24,7 +24,8 @@ MIN_SWEEP = 3  # settings a curve needs before its thresholds are more than two 
 def run_on_cluster(specs: list, address: str) -> None:
     """The sweep's points on the Ray cluster an operator configured (HEMLAB_RAY_ADDRESS): stored points return
     at once, the others are measured by the cluster's workers and stored by this process as each arrives, under
-    a bar with one line per point. Errors become a message."""
+    a bar with one line per point. The app stays in the cluster (its sessions share the connection). Errors
+    become a message."""
     bar = st.progress(0.0, text=f"Sending {len(specs)} points to the Ray cluster at {address}…")
     lines = st.empty()
     seen: list[str] = []
@@ -34,7 +35,7 @@ def run_on_cluster(specs: list, address: str) -> None:
         lines.caption("  \n".join(seen[-12:]))
 
     try:
-        make_executor("ray", address=address).run(
+        make_executor("ray", address=address, stay_connected=True).run(
             runner(), specs, progress=lambda f, msg: bar.progress(f, text=msg), on_point=on_point
         )
     except HemlabError as exc:

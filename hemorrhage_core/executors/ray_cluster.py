@@ -59,12 +59,14 @@ class RayExecutor:
         workers: int | None = None,
         worker_threads: int | None = None,
         max_attempts: int = 3,
+        stay_connected: bool = False,
     ):
         """`address`: the cluster (`ray.init`'s: None or "auto" finds the one started on this machine by
         `ray start --head`, else starts a local one; "HOST:PORT"; "ray://HOST:10001"); a cluster this process
         already joined (`ray.init` called before) is used as it is. `workers`: at most this many actors
         (default: one per device slot). `worker_threads`: torch threads of each CPU actor (default: this
-        process's own, so that CPU numbers are bit-identical to a serial run here)."""
+        process's own, so that CPU numbers are bit-identical to a serial run here). `stay_connected`: keep this
+        process in the cluster after the sweep (the app: its sessions may share the connection)."""
         if workers is not None and workers < 1:
             raise HemlabError(f"--workers must be at least 1, got {workers}")
         if worker_threads is not None and worker_threads < 1:
@@ -73,6 +75,7 @@ class RayExecutor:
         self.workers = workers
         self.worker_threads = worker_threads
         self.max_attempts = max_attempts
+        self.stay_connected = stay_connected
         self.actors_started = 0  # over this executor's life: what a test of "nothing to compute" checks
         self.retried = 0
 
@@ -179,7 +182,7 @@ class RayExecutor:
         finally:
             for slot in slots:
                 ray.kill(slot.actor, no_restart=True)
-            if joined_here:
+            if joined_here and not self.stay_connected:
                 ray.shutdown()
 
     def _connect(self, ray) -> bool:
@@ -213,10 +216,18 @@ class RayExecutor:
         return False, cpus
 
     def _actor_factory(self, ray, runner, use_gpu: bool):
+        import torch
+
         from .worker import SweepWorker
 
+        if use_gpu and runner.dtype is None and not torch.cuda.is_available():
+            raise HemlabError(
+                "the cluster's workers run on GPUs, whose precision this process (no GPU) cannot tell, and runs "
+                "are keyed by precision: pass --dtype bfloat16 (or float16, or float32)"
+            )
         options = {
-            "device": runner.device,
+            # A GPU worker sees only the GPU Ray gave it, so it takes the default device ("cuda"), never an index.
+            "device": None if use_gpu else runner.device,
             "dtype": runner.dtype,
             "device_map": runner.device_map,
             "trust_remote_code": runner.trust_remote_code,
@@ -226,8 +237,6 @@ class RayExecutor:
         if use_gpu:
             threads, resources = None, {"num_gpus": 1, "num_cpus": 1}
         else:
-            import torch
-
             threads = self.worker_threads or torch.get_num_threads()
             resources = {"num_cpus": 1}
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}

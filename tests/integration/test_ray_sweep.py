@@ -236,3 +236,25 @@ def test_bench_ray_sweep_runs_on_the_tiny_model(cluster, tiny_llama_dir, word_te
     (row,) = json.loads(out.read_text())
     assert row["identical"] and row["points"] == 2 and row["workers_used"] == 2
     assert row["serial_s"] > 0 and row["ray_s"] > 0 and row["first_ray_s"] <= row["ray_s"]
+
+
+class _FakeCluster:
+    """What the executor reads of a cluster before it starts actors: its resources (here 8 GPUs, 64 CPUs)."""
+
+    def cluster_resources(self):
+        return {"GPU": 8.0, "CPU": 64.0}
+
+
+def test_one_worker_per_gpu_and_gpu_workers_need_a_known_precision(tmp_path):
+    import torch
+
+    from hemorrhage_core.errors import HemlabError
+    from hemorrhage_core.executors.ray_cluster import RayExecutor
+
+    executor = RayExecutor()
+    on_gpus = Runner(Store(), device=None)
+    assert executor._slots(_FakeCluster(), on_gpus) == (True, 8)
+    assert executor._slots(_FakeCluster(), Runner(Store(), device="cpu")) == (False, 64)
+    if not torch.cuda.is_available():  # this process cannot tell the GPUs' precision
+        with pytest.raises(HemlabError, match="pass --dtype bfloat16"):
+            executor._actor_factory(ray, on_gpus, use_gpu=True)
