@@ -150,12 +150,13 @@ def compare(label: str, specs, folder: Path, workers: int, worker_threads: int |
     }
 
 
-def table(rows: list[dict], cluster_s: float | None, threads: int) -> str:
+def table(rows: list[dict], cluster_s: float | None, serial_threads: int, worker_threads: int) -> str:
     out = [
         f"Local Ray cluster started in {cluster_s:.1f} s (once, before both models)"
         if cluster_s is not None
         else "Ray cluster joined as it was (started before this run)",
-        f"torch threads: {threads} in the serial run and in each ray worker (2 workers share the cores)",
+        f"torch threads: {serial_threads} in the serial run, {worker_threads} in each ray worker "
+        f"({os.cpu_count()} cores on this machine)",
         "",
         "| model | points, tokens/window | serial | ray | ratio serial/ray | first stored: serial / ray | "
         "serial point | ray worker point | ray overhead per point | share of a serial point | store write | "
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 compare(name, specs, work / name.replace("/", "_"), args.workers, args.worker_threads)
             )
-        print(table(rows, cluster_s, args.worker_threads or torch.get_num_threads()))
+        threads = torch.get_num_threads()
+        print(table(rows, cluster_s, threads, args.worker_threads or threads))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(rows, indent=2))
     finally:
