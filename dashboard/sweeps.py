@@ -9,6 +9,8 @@ import streamlit as st
 from hemorrhage_core import charts
 from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.analysis import views
+from hemorrhage_core.errors import HemlabError
+from hemorrhage_core.executors import make_executor
 from hemorrhage_core.metric_names import label
 
 from .fields import FieldSpec
@@ -17,6 +19,27 @@ from .widgets import chart, pending, table
 
 MEASURES = ["ppl_ratio", "kl_mean", "top1_agreement"]
 MIN_SWEEP = 3  # settings a curve needs before its thresholds are more than two stored runs joined by a line
+
+
+def run_on_cluster(specs: list, address: str) -> None:
+    """The sweep's points on the Ray cluster an operator configured (HEMLAB_RAY_ADDRESS): stored points return
+    at once, the others are measured by the cluster's workers and stored by this process as each arrives, under
+    a bar with one line per point. The app stays in the cluster (its sessions share the connection). Errors
+    become a message."""
+    bar = st.progress(0.0, text=f"Sending {len(specs)} points to the Ray cluster at {address}…")
+    lines = st.empty()
+    seen: list[str] = []
+
+    def on_point(event) -> None:
+        seen.append(event.describe())
+        lines.caption("  \n".join(seen[-12:]))
+
+    try:
+        make_executor("ray", address=address, stay_connected=True).run(
+            runner(), specs, progress=lambda f, msg: bar.progress(f, text=msg), on_point=on_point
+        )
+    except HemlabError as exc:
+        st.error(f"The sweep on the cluster stopped: {exc}")
 
 
 def results_section(points: pd.DataFrame, own: list[str], kind: str, field: FieldSpec) -> None:

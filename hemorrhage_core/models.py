@@ -252,6 +252,11 @@ def resolve_device(device: str | None = None) -> tuple[torch.device, torch.dtype
     return dev, torch.float32
 
 
+def resolve_dtype(device: str | None = None, dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """The precision `load_model(device=device, dtype=dtype)` loads in, decided without loading anything."""
+    return _as_dtype(dtype) or resolve_device(device)[1]
+
+
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -295,6 +300,24 @@ def _check_memory(source: str, config: Any, folder: Path | None, device: torch.d
             f"but only {free / 2**30:.2f} GiB of {device.type} memory is available (limit "
             f"{_MEMORY_FRACTION:.0%}). Try a smaller model ({_embedded_list()}) or a half-precision dtype."
         )
+
+
+def _placement(source: str, config: Any, folder: Path | None, dtype, device_map: str) -> dict[str, Any]:
+    """from_pretrained's placement arguments for `device_map` ("auto"), planned before loading."""
+    from .placement import free_memory, plan_placement
+
+    if device_map != "auto":
+        raise ModelError(f"--device-map takes 'auto', got {device_map!r}")
+    need = _estimate_bytes(config, folder, dtype)
+    if need is None:
+        log.warning("%s: weight size unknown, so accelerate places it without a plan", source)
+        return {"device_map": "auto"}
+    try:
+        plan = plan_placement(need, free_memory(), fraction=_MEMORY_FRACTION)
+    except ModelError as exc:
+        raise ModelError(f"{source} cannot be placed in {dtype}: {exc}") from None
+    log.info("%s placement: %s", source, plan.describe())
+    return {"device_map": "auto", "max_memory": plan.max_memory()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -494,6 +517,7 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str = "eager",
     allow_pickle: bool = False,
+    device_map: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for measurement.
 
@@ -502,7 +526,8 @@ def load_model(
     ``device``/``dtype`` default to ``resolve_device``'s choice. Attention defaults to "eager" because the
     sdpa kernels return no attention weights. Raises ModelError for unknown names, bad folders, an
     unreachable hub, or a model estimated to need more than 80% of the available memory. Pickled weights are
-    refused unless ``allow_pickle``.
+    refused unless ``allow_pickle``. ``device_map="auto"``: weights spread over every visible GPU and then the
+    CPU (accelerate), as `placement.plan_placement` plans before loading (ModelError when they cannot fit).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -511,7 +536,10 @@ def load_model(
     source, folder, extra, common = _sources(name_or_path, trust_remote_code, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        _check_memory(name_or_path, config, folder, dev, dtype)
+        if device_map is None:
+            _check_memory(name_or_path, config, folder, dev, dtype)
+        else:
+            extra = {**extra, **_placement(name_or_path, config, folder, dtype, device_map)}
         t0 = time.perf_counter()
         if "gguf_file" in common:
             log.info("Reading %s: every tensor is dequantized to %s (seconds)", folder, dtype)
@@ -523,7 +551,11 @@ def load_model(
         raise _load_error(name_or_path, folder, exc) from exc
     if "gguf_file" in common:
         _plain(model)
-    model.to(dev).eval().requires_grad_(False)
+    if device_map is None:
+        model.to(dev)
+    else:  # where accelerate put the input embeddings: where every input goes
+        dev = model.get_input_embeddings().weight.device
+    model.eval().requires_grad_(False)
     log.info("Loaded %s on %s (%s) in %.1f s", name_or_path, dev, dtype, time.perf_counter() - t0)
 
     if folder is not None and folder.is_file():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from . import corpora, models
 from .compute_queue import ComputeQueue
@@ -95,6 +96,21 @@ class RunResult:
         }
 
 
+@dataclass
+class Measurement:
+    """A new measurement of one spec, before it is stored: the rows `Store.save_run` writes. Plain data (it
+    crosses processes: a sweep worker measures, the driver stores)."""
+
+    spec: RunSpec
+    run_key: str
+    run_row: dict[str, Any]
+    metrics: dict[str, float]
+    layers: pd.DataFrame
+    heads: pd.DataFrame
+    kl_hist: pd.DataFrame
+    settings: dict[str, Any]
+
+
 _POSITION_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 # Never NaN for a measurement that worked (infinite is legitimate: a truncating sampler gives the reference token
 # probability 0, and KL(original || modified) is then infinite by definition).
@@ -123,15 +139,22 @@ class Runner:
         store: Store,
         *,
         device: str | None = None,
+        dtype: str | None = None,
+        device_map: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         allowed_dirs: list[Path] | None = None,
         compute_lock: ComputeQueue | None = None,
     ):
-        """`compute_lock`: share one queue between runners of a process (the app keeps a second runner when a
-        user allows remote code); default: a queue of its own."""
+        """`device`, `dtype`: where and in what precision base models run (default: `models.resolve_device`'s
+        choice: CUDA in bf16/fp16 when a GPU is visible, else CPU in float32). `compute_lock`: share one queue
+        between runners of a process (the app keeps a second runner when a user allows remote code); default: a
+        queue of its own. `device_map="auto"`: each base model spread over the GPUs, then the CPU (models.py).
+        """
         self.store = store
         self.device = device
+        self.dtype = dtype
+        self.device_map = device_map
         self.trust_remote_code = trust_remote_code
         self.allow_pickle = (
             allow_pickle  # pickled weights (pytorch_model.bin) run code when read: off by default
@@ -151,6 +174,8 @@ class Runner:
             loaded = models.load_model(
                 name,
                 device=self.device,
+                dtype=self.dtype,
+                device_map=self.device_map,
                 trust_remote_code=self.trust_remote_code,
                 allow_pickle=self.allow_pickle,
             )
@@ -270,9 +295,18 @@ class Runner:
         return self._inputs_for(spec, self.corpus(spec.probe.corpus), None)[1]
 
     # -- runs ---------------------------------------------------------------------------------------------
+    def precision(self) -> str | None:
+        """The dtype the base models run in, as it enters run keys: None for float32, else e.g. "torch.bfloat16"
+        (decided without loading a model)."""
+        dtype = models.resolve_dtype(self.device, self.dtype)
+        return None if dtype == torch.float32 else str(dtype)
+
     def cache_key(self, spec: RunSpec) -> tuple[str, corpora.Corpus]:
         corpus = self.corpus(spec.probe.corpus)
-        return spec.cache_key(corpus_sha256=corpus.sha256, model_identity=model_identity(spec.model)), corpus
+        key = spec.cache_key(
+            corpus_sha256=corpus.sha256, model_identity=model_identity(spec.model), dtype=self.precision()
+        )
+        return key, corpus
 
     def lookup(self, spec: RunSpec) -> RunResult | None:
         """The stored result of `spec`, or None. Never touches a model."""
@@ -329,17 +363,39 @@ class Runner:
         return (*steps, "profile")
 
     def sweep(self, specs: list[RunSpec], *, progress: Progress | None = None) -> list[RunResult]:
-        results = []
-        for i, spec in enumerate(specs):
-            sub = (
-                (lambda f, msg, i=i: progress((i + f) / len(specs), f"[{i + 1}/{len(specs)}] {msg}"))
-                if progress
-                else None
-            )
-            results.append(self.run(spec, progress=sub))
-        return results
+        """The points one after another in this process (the `serial` executor; executors/ for the others)."""
+        from .executors.serial import SerialExecutor
+
+        return SerialExecutor().run(self, specs, progress=progress)
+
+    def measure(self, spec: RunSpec, *, progress: Progress | None = None) -> Measurement:
+        """A new measurement of `spec`, not looked up and not stored: what a sweep worker of another process
+        sends back to the one process that writes the store (executors/ray_cluster.py). Waits its turn in the
+        compute queue like `run`."""
+        run_steps = RunSteps(self._plan(spec, None), progress=progress)
+        with self._compute.turn():
+            return self._measure(spec, run_steps, None)
+
+    def save(self, measurement: Measurement) -> RunResult:
+        """Write a measurement to the store (one transaction; a key already stored is left as it is) and return
+        it as a result."""
+        m = measurement
+        self.store.save_run(
+            run_key=m.run_key,
+            run_row=m.run_row,
+            metrics=m.metrics,
+            layers=m.layers,
+            heads=m.heads,
+            kl_hist=m.kl_hist,
+        )
+        return RunResult(m.spec, m.run_key, False, m.metrics, m.layers, m.heads, m.kl_hist, m.settings)
 
     def _compute_run(self, spec: RunSpec, steps: RunSteps, partial: PartialListener | None) -> RunResult:
+        result = self.save(self._measure(spec, steps, partial))
+        steps.done()
+        return result
+
+    def _measure(self, spec: RunSpec, steps: RunSteps, partial: PartialListener | None) -> Measurement:
         key, corpus = self.cache_key(spec)
         spec.check_model(self.facts(spec.model))  # before the reference or any modification is computed
         started = time.perf_counter()
@@ -371,29 +427,23 @@ class Runner:
         metrics = {**profile.metrics, **profile.report, **check, "modify_s": modify_s, "profile_s": profile_s}
         settings = self._settings(spec, corpus)
         _refuse_untrustworthy(spec, metrics)
-        self.store.save_run(
-            run_key=key,
-            run_row={
-                "model": spec.model,
-                "label": spec.label(),
-                "spec_json": spec.to_json(),
-                "corpus": settings["corpus"],
-                "corpus_sha256": corpus.sha256,
-                "window_tokens": spec.probe.window,
-                "stride": spec.probe.stride,
-                "token_budget": spec.probe.tokens,
-                "code_version": CODE_VERSION,
-                "created_at": datetime.now(UTC).replace(tzinfo=None),
-                "wall_s": time.perf_counter() - started,
-                "report_json": json.dumps(profile.report),
-            },
-            metrics=metrics,
-            layers=profile.layers,
-            heads=profile.heads,
-            kl_hist=profile.kl_hist,
+        run_row = {
+            "model": spec.model,
+            "label": spec.label(),
+            "spec_json": spec.to_json(),
+            "corpus": settings["corpus"],
+            "corpus_sha256": corpus.sha256,
+            "window_tokens": spec.probe.window,
+            "stride": spec.probe.stride,
+            "token_budget": spec.probe.tokens,
+            "code_version": CODE_VERSION,
+            "created_at": datetime.now(UTC).replace(tzinfo=None),
+            "wall_s": time.perf_counter() - started,
+            "report_json": json.dumps(profile.report),
+        }
+        return Measurement(
+            spec, key, run_row, metrics, profile.layers, profile.heads, profile.kl_hist, settings
         )
-        steps.done()
-        return RunResult(spec, key, False, metrics, profile.layers, profile.heads, profile.kl_hist, settings)
 
     @staticmethod
     def _settings(spec: RunSpec, corpus: corpora.Corpus) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from dashboard.fields import default_sweep_values, family_kinds, method_title, s
 from dashboard.forms import mod_form
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.sweeps import memory_section, results_section
+from dashboard.sweeps import memory_section, results_section, run_on_cluster
 from dashboard.widgets import require_selection, run_with_progress
 from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.analysis import views
 from hemorrhage_core.errors import SpecError
+from hemorrhage_core.executors import cluster_address
 from hemorrhage_core.specs.families import FAMILIES
 
 through_app()
@@ -55,7 +56,9 @@ with st.container(border=True):
     )
 
 r = runner()
-if go:
+if go and (address := cluster_address()):
+    run_on_cluster(specs, address)
+elif go:
     st.caption("Changing any setting on this page stops the sweep after the point being measured.")
     for i, spec in enumerate(specs):
         st.caption(f"Point {i + 1} of {len(specs)}: {spec.label()}")

@@ -66,11 +66,15 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from ..analysis.sweeps import record_sweep
+    from ..executors import make_executor
 
     points = sweep_points(args)
     task_request(args)  # bad task options fail before any computation
+    executor = make_executor(
+        args.executor, address=args.address, workers=args.workers, worker_threads=args.worker_threads
+    )
     runner = runner_from_args(args)
-    results = runner.sweep([p.spec for p in points], progress=log_progress)
+    results = executor.run(runner, [p.spec for p in points], progress=log_progress)
     reports = [_tasks_of(args, runner, p.spec) for p in points]
     # thresholds, knee, robust zone (and accuracy-drop thresholds per task): stored
     summaries = record_sweep(args.param, args.direction, runner.store, points, results, reports)
@@ -189,6 +193,30 @@ def add_parsers(sub) -> None:
         choices=["auto", "ascending", "descending"],
         default="auto",
         help="direction of the knob in which damage grows (auto: where the ppl ratio is higher)",
+    )
+    from ..executors import EXECUTORS  # no torch and no ray at parse time
+
+    ex = sweep.add_argument_group("where the points are measured")
+    ex.add_argument(
+        "--executor",
+        choices=sorted(EXECUTORS),
+        default="serial",
+        help="serial: one after another in this process (default); ray: spread over a Ray cluster, one worker "
+        "per GPU or CPU slot, stored here as each point arrives (docs/performance.md#sweeps-on-a-ray-cluster)",
+    )
+    ex.add_argument(
+        "--address",
+        help="--executor ray: the cluster (auto: the one `ray start --head` runs here; HOST:6379; "
+        "ray://HOST:10001); default: auto, or a new local cluster when none runs",
+    )
+    ex.add_argument(
+        "--workers", type=int, help="--executor ray: at most this many workers (default: one per slot)"
+    )
+    ex.add_argument(
+        "--worker-threads",
+        type=int,
+        help="--executor ray: torch threads of each CPU worker (default: this process's, which keeps CPU numbers "
+        "bit-identical to a serial sweep here)",
     )
     sweep.add_argument(
         "--summary-json",

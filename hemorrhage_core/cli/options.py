@@ -92,6 +92,18 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     m.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="precision of the models (default: bfloat16 on a GPU, float16 where it lacks bf16, float32 on CPU); "
+        "runs in another precision are stored apart",
+    )
+    m.add_argument(
+        "--device-map",
+        choices=["auto"],
+        help="auto: a model larger than one GPU spread over every visible GPU, then offloaded to the CPU "
+        "(accelerate); the plan is checked against free memory before loading",
+    )
+    m.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow a hub model's own code to run (off by default)",
@@ -228,6 +240,8 @@ def runner_from_args(args):
     return Runner(
         Store(args.db or default_db_path()),
         device=args.device,
+        dtype=getattr(args, "dtype", None),
+        device_map=getattr(args, "device_map", None),
         trust_remote_code=args.trust_remote_code,
         allow_pickle=getattr(args, "allow_pickle", False),
     )

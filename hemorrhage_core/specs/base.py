@@ -310,18 +310,20 @@ class RunSpec:
     def with_mods(self, *mods: Modification) -> RunSpec:
         return dataclasses.replace(self, mods=tuple(mods))
 
-    def cache_key(self, *, corpus_sha256: str, model_identity: str) -> str:
-        """Content hash of everything that determines the numbers: spec, code version, corpus and model."""
-        payload = json.dumps(
-            {
-                # The corpus enters by content, the model by identity: two names for the same thing share rows.
-                "model": model_identity,
-                "mods": [m.to_dict() for m in self.mods],
-                "probe": dataclasses.asdict(self.probe) | {"corpus": corpus_sha256},
-                "code": CODE_VERSION,
-            },
-            sort_keys=True,
-        )
+    def cache_key(self, *, corpus_sha256: str, model_identity: str, dtype: str | None = None) -> str:
+        """Content hash of everything that determines the numbers: spec, code version, corpus and model, and the
+        precision the model runs in when it is not float32 (`dtype`, e.g. "torch.bfloat16": a GPU's half
+        precision gives other numbers; float32 runs keep the keys they always had)."""
+        payload = {
+            # The corpus enters by content, the model by identity: two names for the same thing share rows.
+            "model": model_identity,
+            "mods": [m.to_dict() for m in self.mods],
+            "probe": dataclasses.asdict(self.probe) | {"corpus": corpus_sha256},
+            "code": CODE_VERSION,
+        }
+        if dtype is not None:
+            payload["dtype"] = dtype
+        payload = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
