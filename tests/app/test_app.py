@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pandas as pd
 import pytest
@@ -23,7 +23,15 @@ from dashboard.state import model_problem, save_upload
 from hemorrhage_core import paper
 from hemorrhage_core.analysis import sweep_points as sweeps
 from hemorrhage_core.errors import CorpusError, SpecError
-from hemorrhage_core.specs import Modification, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import (
+    Modification,
+    ProbeSettings,
+    Prune,
+    QuantizeRTN,
+    RunSpec,
+    Temperature,
+    option,
+)
 from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
 
@@ -50,10 +58,8 @@ def test_form_fields_follow_types_hints_and_the_class_validation():
 class Knob(Modification):
     """A modification that only exists here: declared hints, a Literal, a tuple and an optional field."""
 
-    ui_choices: ClassVar[dict] = {"mode": lambda: ["a", "b"]}
-    ui_bounds: ClassVar[dict] = {"strength": (0.0, 2.0, 0.5)}
-    mode: str = "a"
-    strength: float = 1.0
+    mode: str = option("a", suggest=lambda: ["a", "b"])
+    strength: float = option(1.0, slider=(0.0, 2.0, 0.5))
     flavour: Literal["x", "y"] = "y"
     layers: tuple[int, ...] = ()
     cap: int | None = None
