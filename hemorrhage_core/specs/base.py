@@ -266,6 +266,12 @@ class Modification:
     def validate(self) -> None:
         """Checks that need code (one field against another); `check(condition, message)` for each."""
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether this setting reads calibration text (minutes, not seconds: the pages wait for Measure). A kind
+        whose calibration fields matter only for some settings says so (Prune: the calibrated methods)."""
+        return any(o.name == "calib_corpus" for o in options(type(self)))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for name, default in SCOPE_DEFAULTS.items():
