@@ -602,7 +602,7 @@ def test_a_model_too_big_for_the_machine_is_a_message(app_env, monkeypatch):
     copy = Path(app_env["HEMLAB_DEFAULT_MODEL"]).with_name("tiny-llama-copy")  # not yet loaded by the runner
     if not copy.exists():
         __import__("shutil").copytree(app_env["HEMLAB_DEFAULT_MODEL"], copy)
-    monkeypatch.setattr(models, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    monkeypatch.setattr(models.devices, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
     at = _app("pages/model.py")
     at.radio(key="model.source").set_value("local folder or hub id…").run()
     at.text_input(key="model.custom").set_value(str(copy)).run()

