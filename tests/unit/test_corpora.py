@@ -206,7 +206,10 @@ wrote ''notes'' on the [[Analytical Engine]]<ref name="a"/> ([http://example.org
 
 
 def test_an_unclosed_template_does_not_swallow_the_article():
-    assert corpora.cleaning._strip_nested("keep {{ broken and {{t}} this", "{{", "}}") == "keep  broken and  this"
+    assert (
+        corpora.cleaning._strip_nested("keep {{ broken and {{t}} this", "{{", "}}")
+        == "keep  broken and  this"
+    )
     assert corpora.cleaning._strip_nested("a {{b {{c}} d}} e", "{{", "}}") == "a  e"
 
 
