@@ -190,17 +190,17 @@ def run_styles(runs: Sequence[str], families: Sequence[str] | None = None) -> di
 
     A single run with no family is drawn in MODIFIED red (it is "the modified model").
     """
-    families = list(families) if families is not None else [None] * len(runs)
-    if len(runs) == 1 and families[0] is None:
+    named: list[str | None] = list(families) if families is not None else [None] * len(runs)
+    if len(runs) == 1 and named[0] is None:
         return {runs[0]: (MODIFIED, "solid")}
     by_family: dict[str, list[str]] = {}
-    for run, fam in zip(runs, families, strict=True):
+    for run, fam in zip(runs, named, strict=True):
         by_family.setdefault(fam or "other", []).append(run)
     out = {}
     palette = list(FAMILY_COLORS.values())
     for f_index, (fam, members) in enumerate(by_family.items()):
         base = FAMILY_COLORS.get(fam.split("+")[0], palette[f_index % len(palette)])
-        if fam == "other" and families[0] is None:
+        if fam == "other" and named[0] is None:
             base = MODIFIED
         for i, run in enumerate(members):
             out[run] = (shade(base, i, len(members)), DASHES[i % len(DASHES)])

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+from typing import Any
 
 from ..errors import SpecError
 from ..specs import MODIFICATIONS, Option, options
@@ -41,10 +42,10 @@ def _text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _field_row(opt: Option) -> dict:
+def _field_row(opt: Option) -> dict[str, Any]:
     """What `hemlab mods --json` says about one option: type, default, allowed values and bounds, help."""
     bounds = {b: getattr(opt, b) for b in ("ge", "gt", "le", "lt") if getattr(opt, b) is not None}
-    row = {
+    row: dict[str, Any] = {
         "name": opt.name,
         "type": getattr(opt.type, "__name__", str(opt.type)),
         "default": opt.default,
@@ -63,7 +64,7 @@ def _field_row(opt: Option) -> dict:
 
 
 def cmd_mods(args) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kind, cls in sorted(MODIFICATIONS.items()):
         opts = options(cls)
         rows.append(

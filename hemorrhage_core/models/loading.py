@@ -244,7 +244,7 @@ def load_model(
         t0 = time.perf_counter()
         if "gguf_file" in common:
             log.info("Reading %s: every tensor is dequantized to %s (seconds)", folder, dtype)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, attn_implementation=attn_implementation, **common, **extra
         )
         tokenizer = _tokenizer(AutoTokenizer.from_pretrained(source, **common))

@@ -16,7 +16,6 @@ calibration) are defined here once.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -151,17 +150,17 @@ class Option:
             return "a non-empty string"
         if not self.bounded:
             return ""
-        lo, hi = (self.ge, "[") if self.ge is not None else (self.gt, "(")
-        top, close = (self.le, "]") if self.le is not None else (self.lt, ")")
-        if lo is not None and top is not None:
-            if self.type is int and hi == "[" and close == "]":
-                text = f"an integer between {lo} and {top}"
+        lo, lo_closed = (self.ge, True) if self.ge is not None else (self.gt, False)
+        hi, hi_closed = (self.le, True) if self.le is not None else (self.lt, False)
+        if lo is not None and hi is not None:
+            if self.type is int and lo_closed and hi_closed:
+                text = f"an integer between {lo} and {hi}"
             else:
-                text = f"in {hi}{_number(lo)}, {_number(top)}{close}"
+                text = f"in {'[' if lo_closed else '('}{_number(lo)}, {_number(hi)}{']' if hi_closed else ')'}"
         elif lo is not None:
-            text = ("at least " if hi == "[" else "above ") + _number(lo)
-        else:
-            text = ("at most " if close == "]" else "below ") + _number(top)  # type: ignore[arg-type]
+            text = ("at least " if lo_closed else "above ") + _number(lo)
+        elif hi is not None:
+            text = ("at most " if hi_closed else "below ") + _number(hi)
         if self.type is int and not text.startswith("an integer"):
             text = "an integer " + ("of " if text.startswith("at ") else "") + text
         specials = [f"{v} ({why})" for v, why in self.special.items()]
@@ -186,13 +185,13 @@ class Option:
             return False
         if self.type is int and not isinstance(value, numbers.Integral):
             return False
-        # Written so that NaN fails every comparison, and so every bound.
+        x = float(value)
         return (
-            (self.ge is None or value >= self.ge)
-            and (self.gt is None or value > self.gt)
-            and (self.le is None or value <= self.le)
-            and (self.lt is None or value < self.lt)
-            and not (isinstance(value, float) and math.isnan(value))
+            not math.isnan(x)
+            and (self.ge is None or x >= self.ge)
+            and (self.gt is None or x > self.gt)
+            and (self.le is None or x <= self.le)
+            and (self.lt is None or x < self.lt)
         )
 
 
@@ -205,9 +204,17 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-@functools.cache
+_OPTIONS: dict[type, tuple[Option, ...]] = {}
+
+
 def options(cls: type) -> tuple[Option, ...]:
     """Every init field of a spec dataclass with its type, default, choices, bounds and help, in field order."""
+    if cls not in _OPTIONS:
+        _OPTIONS[cls] = _read_options(cls)
+    return _OPTIONS[cls]
+
+
+def _read_options(cls: type) -> tuple[Option, ...]:
     try:
         hints = typing.get_type_hints(cls)
     except (

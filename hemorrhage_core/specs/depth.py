@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import SpecError
 from .base import Modification, check, modification, option
@@ -39,6 +39,7 @@ def layer_list(value, what: str) -> tuple[int, ...]:
     """Normalise an int, a '3+7+12' / '3;7' / '3 7' string, or a sequence of ints to a sorted tuple of ints."""
     if isinstance(value, bool):
         raise SpecError(f"{what}: expected block indices, got {value!r}")
+    items: list[Any]
     if isinstance(value, int):
         items = [value]
     elif isinstance(value, str):

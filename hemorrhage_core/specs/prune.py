@@ -49,12 +49,12 @@ def parse_nm(pattern: str) -> tuple[int, int] | None:
     """'2:4' -> (2, 4): N zeros in every M consecutive input weights; 'unstructured' -> None. SpecError otherwise."""
     if pattern == "unstructured":
         return None
-    n, sep, m = pattern.partition(":")
+    n_text, sep, m_text = pattern.partition(":")
     check(
-        bool(sep) and n.isdigit() and m.isdigit(),
+        bool(sep) and n_text.isdigit() and m_text.isdigit(),
         f"pruning pattern must be 'unstructured' or 'N:M' (e.g. 2:4, 4:8), got {pattern!r}",
     )
-    n, m = int(n), int(m)
+    n, m = int(n_text), int(m_text)
     check(0 < n < m <= 64, f"N:M pattern needs 0 < N < M <= 64, got {pattern!r}")
     return n, m
 
