@@ -156,7 +156,9 @@ class Option:
             if self.type is int and lo_closed and hi_closed:
                 text = f"an integer between {lo} and {hi}"
             else:
-                text = f"in {'[' if lo_closed else '('}{_number(lo)}, {_number(hi)}{']' if hi_closed else ')'}"
+                text = (
+                    f"in {'[' if lo_closed else '('}{_number(lo)}, {_number(hi)}{']' if hi_closed else ')'}"
+                )
         elif lo is not None:
             text = ("at least " if lo_closed else "above ") + _number(lo)
         elif hi is not None:
