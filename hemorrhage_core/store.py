@@ -174,7 +174,7 @@ class Store:
         while True:
             try:
                 with self._lock:
-                    if self._memory:
+                    if self._memory_con is not None:  # a :memory: store keeps its one connection
                         return work(self._memory_con)
                     con = duckdb.connect(self.path)
                     try:

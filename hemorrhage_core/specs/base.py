@@ -173,7 +173,11 @@ class Option:
         if value is None and self.optional:
             return None
         if self.choices:
-            ok = any(value == c and type(value) is type(c) for c in self.choices)
+            # The value's type too: 1 is not the choice True, nor "64" the choice 64.
+            ok = any(
+                value == c and isinstance(value, type(c)) and isinstance(value, bool) == isinstance(c, bool)
+                for c in self.choices
+            )
         elif self.required:
             ok = isinstance(value, str) and bool(value.strip())
         elif self.bounded:
