@@ -170,7 +170,7 @@ def main() -> int:
     spec = models.EMBEDDED[args.model]
     work = data_dir() / "bench_llamacpp" / args.model
     work.mkdir(parents=True, exist_ok=True)
-    shipped = models._gguf_path(spec, work)
+    shipped = models.embedded._gguf_path(spec, work)
     base = work / "base-F32.gguf"
     if not base.exists():
         llamacpp.run_tool("llama-quantize", ["--allow-requantize", str(shipped), str(base), "F32"])

@@ -18,10 +18,11 @@ from hemorrhage_core.specs.families import with_pages
 
 from .state import sidebar
 
-# section -> (page script, title, Material icon); the first Modify page is where the app opens.
+# section -> (page script, title, Material icon); the Modify section is the family registry's pages, read when
+# the navigation is built (`sections()`), so a family registered by its spec module is listed without an edit here.
 SECTIONS: dict[str, list[tuple[str, str, str]]] = {
     "Set up": [("pages/model.py", "Model", "tune")],
-    "Modify": [(f.page, f.title, f.icon) for f in with_pages()],  # the family registry's pages
+    "Modify": [],
     "Analyse": [
         ("pages/layers.py", "Layers", "stacked_line_chart"),
         ("pages/attention.py", "Attention", "visibility"),
@@ -37,6 +38,12 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
 DEFAULT_PAGE = "pages/quantize.py"
 
 
+def sections() -> dict[str, list[tuple[str, str, str]]]:
+    """Every section's pages, the Modify section from the family registry (`FAMILIES` entries with a page)."""
+    modify = [(f.page, f.title, f.icon) for f in with_pages() if f.page]
+    return {name: modify if name == "Modify" else pages for name, pages in SECTIONS.items()}
+
+
 def navigation():
     """Page config, the navigation and the sidebar; returns the page to run (st.navigation's choice)."""
     st.set_page_config(page_title="Hemorrhage Lab", page_icon=":material/bloodtype:", layout="wide")
@@ -46,7 +53,7 @@ def navigation():
                 st.Page(path, title=title, icon=f":material/{icon}:", default=path == DEFAULT_PAGE)
                 for path, title, icon in pages
             ]
-            for section, pages in SECTIONS.items()
+            for section, pages in sections().items()
         },
         expanded=True,  # every page listed: Streamlit otherwise folds a long menu behind "View more"
     )

@@ -333,7 +333,7 @@ def _step_mods(step: str, corpus: str) -> tuple:
     """The modification chain of a step (calibrated steps calibrate on the end of the check's corpus)."""
     from .specs import GPTQ, DuplicateLayers, Prune, PruneHeads, QuantizeRTN, RemoveLayers
 
-    calib = dict(calib_corpus=corpus, **CALIB)
+    calib: dict[str, Any] = dict(calib_corpus=corpus, **CALIB)
     return {
         "identity": (),
         "rtn4": (QuantizeRTN(bits=4),),

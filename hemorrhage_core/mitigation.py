@@ -157,7 +157,8 @@ def _has(mods: Chain, kind: str) -> bool:
 
 def _gradient_aware(mods: Chain, calib: CalibrationSet) -> Chain | None:
     """Magnitude / Wanda → GBLM at the same sparsity and pattern; structured importance → Taylor."""
-    out, changed = [], False
+    out: list[Modification] = []
+    changed = False
     for m in mods:
         if isinstance(m, Prune) and m.method in UNINFORMED_PRUNE_METHODS:
             new = dataclasses.replace(m, method="gblm")
@@ -165,8 +166,8 @@ def _gradient_aware(mods: Chain, calib: CalibrationSet) -> Chain | None:
             out.append(calib.apply(new) if m.method == "magnitude" else new)
             changed = True
         elif isinstance(m, (PruneHeads, PruneChannels)) and m.importance != "taylor":
-            new = dataclasses.replace(m, importance="taylor")
-            out.append(calib.apply(new) if not m.calibrated else new)
+            structured = dataclasses.replace(m, importance="taylor")
+            out.append(calib.apply(structured) if not m.calibrated else structured)
             changed = True
         else:
             out.append(m)
@@ -192,7 +193,8 @@ def _dynamic_scaling(mods: Chain, calib: CalibrationSet) -> Chain | None:
     scaling. RTN per tensor (AWQ has no per-tensor grid) or with lm_head quantized (AWQ leaves it alone) cannot
     be matched at the same compression and is left as it is.
     """
-    out, changed = [], False
+    out: list[Modification] = []
+    changed = False
     for m in mods:
         if isinstance(m, ActQuant) and m.a_mode == "static":
             out.append(dataclasses.replace(m, a_mode="dynamic"))

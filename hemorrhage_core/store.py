@@ -174,7 +174,8 @@ class Store:
         while True:
             try:
                 with self._lock:
-                    if self._memory:
+                    if self._memory:  # a :memory: store keeps its one connection, opened in __init__
+                        assert self._memory_con is not None
                         return work(self._memory_con)
                     con = duckdb.connect(self.path)
                     try:

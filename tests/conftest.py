@@ -85,6 +85,15 @@ def word_text(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def text_file(word_text) -> str:
+    """The corpus of tiny-model runs: 8,000 words drawn (seeded) from one sentence's vocabulary (dashboard_env's,
+    which the dashboard tests use too)."""
+    from dashboard_env import SENTENCE
+
+    return word_text(SENTENCE.split(), 8000)
+
+
 @pytest.fixture
 def runner(tmp_path, monkeypatch):
     """A Runner on a fresh DuckDB file, its reference cache in the test's tmp folder (nothing shared)."""

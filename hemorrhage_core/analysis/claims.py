@@ -505,7 +505,7 @@ def _q2k(lab: Lab):
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{lab.model}-Q2_K.gguf"
     if not target.exists():
-        shipped = models._gguf_path(models.EMBEDDED[lab.model], folder)
+        shipped = models.embedded._gguf_path(models.EMBEDDED[lab.model], folder)
         partial = target.with_suffix(".part")
         llamacpp.run_tool(
             "llama-quantize",

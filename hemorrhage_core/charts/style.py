@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,14 +14,32 @@ from ..specs.families import FAMILIES
 
 ORIGINAL = "#4C78A8"
 MODIFIED = "#E45756"
-# Each family's colour is its registry entry's (specs/families.py); the rest name the sides of a comparison.
-FAMILY_COLORS = {
-    **{name: f.colour for name, f in FAMILIES.items()},
+# The sides of a comparison, beside the families' colours.
+SIDE_COLORS = {
     "original": ORIGINAL,
     "paper": "#8C8C8C",
     "other": "#7F7F7F",
     "modified": MODIFIED,  # the unmitigated side of a before / after comparison (Mitigate page)
 }
+
+
+class _FamilyColors(Mapping[str, str]):
+    """Each family's colour, read from its registry entry when asked (so a family registered after this module
+    was imported has its colour too), then the sides of a comparison."""
+
+    def __getitem__(self, name: str) -> str:
+        entry = FAMILIES.get(name)
+        return entry.colour if entry is not None else SIDE_COLORS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from FAMILIES
+        yield from (name for name in SIDE_COLORS if name not in FAMILIES)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+FAMILY_COLORS: Mapping[str, str] = _FamilyColors()
 MITIGATED = FAMILY_COLORS["mitigation"]
 TEMPLATE = "plotly_white"
 # The template per app theme (Streamlit reports "light" or "dark"); backgrounds stay transparent in both.
@@ -172,17 +190,17 @@ def run_styles(runs: Sequence[str], families: Sequence[str] | None = None) -> di
 
     A single run with no family is drawn in MODIFIED red (it is "the modified model").
     """
-    families = list(families) if families is not None else [None] * len(runs)
-    if len(runs) == 1 and families[0] is None:
+    named: list[str | None] = list(families) if families is not None else [None] * len(runs)
+    if len(runs) == 1 and named[0] is None:
         return {runs[0]: (MODIFIED, "solid")}
     by_family: dict[str, list[str]] = {}
-    for run, fam in zip(runs, families, strict=True):
+    for run, fam in zip(runs, named, strict=True):
         by_family.setdefault(fam or "other", []).append(run)
     out = {}
     palette = list(FAMILY_COLORS.values())
     for f_index, (fam, members) in enumerate(by_family.items()):
         base = FAMILY_COLORS.get(fam.split("+")[0], palette[f_index % len(palette)])
-        if fam == "other" and families[0] is None:
+        if fam == "other" and named[0] is None:
             base = MODIFIED
         for i, run in enumerate(members):
             out[run] = (shade(base, i, len(members)), DASHES[i % len(DASHES)])

@@ -6,11 +6,10 @@ import dataclasses
 import json
 import logging
 import time
+from typing import Any
 
 from ..errors import SpecError
-from ..specs import (
-    MODIFICATIONS,
-)
+from ..specs import MODIFICATIONS, Option, options
 
 log = logging.getLogger("hemlab")
 
@@ -29,23 +28,68 @@ def cmd_models(args) -> int:
     return 0
 
 
+# The one syntax of `--mod`, printed by `hemlab mods` and documented in docs/cli.md.
+MOD_SYNTAX = (
+    "--mod KIND:OPTION=VALUE,OPTION=VALUE  (options not given keep their defaults; booleans true/false; a value "
+    "holds no comma, so a list of block indices is joined by +: remove_layers:layers=3+4+5)"
+)
+
+
+def _text(value) -> str:
+    """An option's value as `--mod` takes it (a tuple of block indices joined by +)."""
+    if isinstance(value, tuple):
+        return "+".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _field_row(opt: Option) -> dict[str, Any]:
+    """What `hemlab mods --json` says about one option: type, default, allowed values and bounds, help."""
+    bounds = {b: getattr(opt, b) for b in ("ge", "gt", "le", "lt") if getattr(opt, b) is not None}
+    row: dict[str, Any] = {
+        "name": opt.name,
+        "type": getattr(opt.type, "__name__", str(opt.type)),
+        "default": opt.default,
+        "allowed": opt.allowed(),
+        "help": opt.help,
+    }
+    if opt.choices:
+        row["choices"] = list(opt.choices)
+    if bounds:
+        row["bounds"] = bounds
+    if opt.special:
+        row["special"] = {str(k): v for k, v in opt.special.items()}
+    if opt.suggest is not None:
+        row["suggested"] = list(opt.suggestions())
+    return row
+
+
 def cmd_mods(args) -> int:
-    rows = [
-        {
-            "kind": kind,
-            "doc": (cls.__doc__ or "").strip().splitlines()[0],
-            "options": {
-                f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
-            },
-        }
-        for kind, cls in sorted(MODIFICATIONS.items())
-    ]
+    rows: list[dict[str, Any]] = []
+    for kind, cls in sorted(MODIFICATIONS.items()):
+        opts = options(cls)
+        rows.append(
+            {
+                "kind": kind,
+                "doc": (cls.__doc__ or "").strip().splitlines()[0],
+                "options": {o.name: o.default for o in opts},
+                "fields": [_field_row(o) for o in opts],
+            }
+        )
     if args.json:
         print(json.dumps(rows, default=str))
-    else:
-        for r in rows:
-            opts = ",".join(f"{k}={v}" for k, v in r["options"].items())
-            print(f"{r['kind']:<16} {r['doc']}\n{'':<16} --mod {r['kind']}:{opts}")
+        return 0
+    print(f"Syntax: {MOD_SYNTAX}\n")
+    for r in rows:
+        line = ",".join(f"{f['name']}={_text(f['default'])}" for f in r["fields"])
+        print(f"{r['kind']:<16} {r['doc']}\n{'':<16} --mod {r['kind']}:{line}")
+        for f in r["fields"]:
+            allowed = f["allowed"] or ("true or false" if f["type"] == "bool" else "")
+            if "suggested" in f:
+                allowed = (
+                    (allowed + "; " if allowed else "") + "e.g. " + ", ".join(map(_text, f["suggested"]))
+                )
+            about = " — ".join(filter(None, [allowed, f["help"]]))
+            print(f"{'':<18}{f['name']:<20} {about}")
     return 0
 
 

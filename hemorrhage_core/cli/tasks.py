@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..errors import TaskError
 
@@ -80,7 +81,7 @@ def describe(reports, label: str = "") -> str:
 
 def footer(reports) -> str:
     """Data sources: each task's licence and citation (shown wherever its numbers are)."""
-    seen = {}
+    seen: dict[str, Any] = {}
     for r in reports:
         e = r.entry if hasattr(r, "entry") else r
         seen.setdefault(e.name, e)

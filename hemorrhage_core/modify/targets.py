@@ -23,6 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,9 +44,18 @@ ROUTER_NAMES = frozenset({"gate", "router", "shared_expert_gate"})
 _ROUTER_CLASS = re.compile(r"Router", re.IGNORECASE)
 
 
+def tensor_attr(module: nn.Module, name: str) -> torch.Tensor:
+    """A tensor attribute of a module (`weight`, `bias`, an experts parameter), checked to be one: nn.Module's
+    attribute lookup is typed Tensor | Module, and a module in its place would be a layout this code misreads."""
+    value = getattr(module, name)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.{name} is a {type(value).__name__}, not a tensor")
+    return value
+
+
 def weight_view(module: nn.Module) -> torch.Tensor:
     """The module's weight as an [out, in] tensor that shares storage with the parameter."""
-    w = module.weight.data
+    w = tensor_attr(module, "weight").data
     return w.t() if isinstance(module, Conv1D) else w
 
 
@@ -58,8 +68,11 @@ def set_weight(module: nn.Module, w_out_in: torch.Tensor) -> None:
 def untie_lm_head(model: nn.Module) -> None:
     """Give lm_head its own copy of the weight if it shares it with the input embedding."""
     head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is not None and emb is not None and head.weight.data_ptr() == emb.weight.data_ptr():
-        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    if head is None or emb is None:
+        return
+    weight = tensor_attr(head, "weight")
+    if weight.data_ptr() == tensor_attr(emb, "weight").data_ptr():
+        head.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         log.info("untied lm_head from the input embedding so only the output projection is modified")
 
 
@@ -105,8 +118,8 @@ class WeightTarget:
         return f"{self.module_name}.{self.param}" if self.module_name else self.param
 
     @property
-    def parameter(self) -> nn.Parameter:
-        return getattr(self.module, self.param)
+    def parameter(self) -> torch.Tensor:
+        return tensor_attr(self.module, self.param)
 
     def _orient(self, t: torch.Tensor) -> torch.Tensor:
         t = t[self.expert] if self.expert is not None else t
@@ -123,7 +136,10 @@ class WeightTarget:
 
     def grad_view(self) -> torch.Tensor:
         """The parameter's gradient for this matrix as fp32 [out, in]."""
-        return self._orient(self.parameter.grad).float()
+        grad = self.parameter.grad
+        if grad is None:
+            raise RuntimeError(f"{self.param_name} has no gradient: the backward pass did not reach it")
+        return self._orient(grad).float()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -273,7 +289,7 @@ def _classify(
 ) -> tuple[list[WeightTarget], str | None]:
     """The targets of one block parameter, or why no target kind describes it."""
     kind = "router" if id(module) in routers else None
-    where = dict(block=block, block_module=block_module)
+    where: dict[str, Any] = dict(block=block, block_module=block_module)
     if isinstance(module, LINEAR_TYPES) and pname == "weight":
         return [linear_target(module_name, module, kind=kind or "linear", **where)], None
     if is_experts(module):
@@ -380,20 +396,20 @@ def slice_layer(module: nn.Module, side: str, keep: torch.Tensor) -> None:
     place. New parameters replace the old (nothing outside the module may hold them: the runner works on a copy).
     """
     conv = isinstance(module, Conv1D)
-    w = module.weight.data  # Linear: [out, in]; Conv1D: [in, out]
+    weight = tensor_attr(module, "weight")
+    w = weight.data  # Linear: [out, in]; Conv1D: [in, out]
     dim = (1 if conv else 0) if side == "out" else (0 if conv else 1)
-    requires_grad = module.weight.requires_grad
+    requires_grad = weight.requires_grad
     keep = keep.to(w.device)
     module.weight = nn.Parameter(w.index_select(dim, keep).contiguous(), requires_grad=requires_grad)
     if side == "out" and getattr(module, "bias", None) is not None:
-        module.bias = nn.Parameter(module.bias.data[keep].contiguous(), requires_grad=requires_grad)
-    n = len(keep)
-    if conv:  # Conv1D(nf=out, nx=in) reads nf in forward
-        if side == "out":
-            module.nf = n
-        else:
-            module.nx = n
-    elif side == "out":
-        module.out_features = n
-    else:
-        module.in_features = n
+        bias = tensor_attr(module, "bias").data[keep].contiguous()
+        module.bias = nn.Parameter(bias, requires_grad=requires_grad)
+    # The size attribute forward reads: Conv1D(nf=out, nx=in), Linear(out_features, in_features).
+    size = {
+        ("out", True): "nf",
+        ("in", True): "nx",
+        ("out", False): "out_features",
+        ("in", False): "in_features",
+    }
+    setattr(module, size[side, conv], len(keep))

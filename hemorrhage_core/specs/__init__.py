@@ -1,18 +1,40 @@
-"""Every spec of the project: `specs/base.py` (the registry, RunSpec, ProbeSettings, the shared checks) and one
-module per modification family, each named like its handler in `hemorrhage_core/modify/`. No torch here.
+"""Every spec of the project: `specs/base.py` (the registry, RunSpec, ProbeSettings, the options and their one
+check), `specs/families.py` (the family registry) and one module per modification family, each named like its
+handler in `hemorrhage_core/modify/`. No torch here.
 
-The family modules are imported explicitly below, which registers every `@modification` kind; adding a family is
-one line here (see docs/extending.md). The import order is the registration order, which is the order kinds are
-offered in within a family (the dashboard's pickers, `hemlab mods`).
+Importing this package imports every module in it, which registers each `@modification` kind and each family
+entry (`register_family`), so a new family's spec module needs no line here (see docs/extending.md). Import
+order is registration order: the order families are listed in the Modify section and kinds are offered within a
+family (the dashboard's pickers, the first kind being a page's default). The modules below come first in this
+order; any other module follows in name order.
 """
 
-# isort: off
-from . import quantize, prune, decode, decoding_calibration, distill, checkpoint  # noqa: F401, I001
-from . import depth, structured, gptq, bnb, actquant, scaling, gguf  # noqa: F401, I001
+import importlib
+import pkgutil
 
-# isort: on
-from .actquant import ActQuant
-from .base import (
+_FIRST = (
+    "quantize",
+    "gguf",
+    "prune",
+    "decode",
+    "depth",
+    "decoding_calibration",
+    "distill",
+    "checkpoint",
+    "structured",
+    "gptq",
+    "bnb",
+    "actquant",
+    "scaling",
+)
+_OTHERS = sorted(
+    m.name for m in pkgutil.iter_modules(__path__) if m.name not in {*_FIRST, "base", "families"}
+)
+for _name in (*_FIRST, *_OTHERS):
+    importlib.import_module(f"{__name__}.{_name}")
+
+from .actquant import ActQuant  # noqa: E402
+from .base import (  # noqa: E402
     ATTN_CELLS_MAX,
     CODE_VERSION,
     DEFAULT_CALIBRATION,
@@ -21,38 +43,43 @@ from .base import (
     Calibrated,
     ModelFacts,
     Modification,
+    Option,
     ProbeSettings,
     RunSpec,
     calibration_label,
     check,
-    check_calibration,
     check_chain,
+    check_fields,
     check_group_size,
     mod_from_dict,
     modification,
+    option,
+    options,
     parse_mod,
     parse_value,
     scope_label,
 )
-from .bnb import Bnb4bit, BnbInt8
-from .checkpoint import Against
-from .decode import MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
-from .decoding_calibration import CalibrateDecoding
-from .depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers
-from .distill import KLDistill
-from .gguf import GGUF_TYPES, GGUFQuant
-from .gptq import GPTQ
-from .prune import CALIBRATED_PRUNE_METHODS, PRUNE_METHODS, Prune, parse_nm
-from .quantize import QuantizeRTN
-from .scaling import AWQ, SmoothQuant
-from .structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads
+from .bnb import Bnb4bit, BnbInt8  # noqa: E402
+from .checkpoint import Against  # noqa: E402
+from .decode import MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP  # noqa: E402
+from .decoding_calibration import CalibrateDecoding  # noqa: E402
+from .depth import DepthUpscale, DuplicateLayers, InsertIdentity, RemoveLayers  # noqa: E402
+from .distill import KLDistill  # noqa: E402
+from .gguf import GGUF_TYPES, GGUFQuant  # noqa: E402
+from .gptq import GPTQ  # noqa: E402
+from .prune import CALIBRATED_PRUNE_METHODS, PRUNE_METHODS, Prune, parse_nm  # noqa: E402
+from .quantize import QuantizeRTN  # noqa: E402
+from .scaling import AWQ, SmoothQuant  # noqa: E402
+from .structured import STRUCTURED_IMPORTANCE, PruneBlocks, PruneChannels, PruneHeads  # noqa: E402
 
 __all__ = [
-    "ATTN_CELLS_MAX", "AWQ", "GGUF_TYPES", "GGUFQuant", "CALIBRATED_PRUNE_METHODS", "CODE_VERSION", "DEFAULT_CALIBRATION", "GPTQ",
+    "ATTN_CELLS_MAX", "AWQ", "CALIBRATED_PRUNE_METHODS", "CODE_VERSION", "DEFAULT_CALIBRATION", "GGUF_TYPES",
+    "GGUFQuant", "GPTQ",
     "MODIFICATIONS", "PRUNE_METHODS", "SCOPE_DEFAULTS", "STRUCTURED_IMPORTANCE", "ActQuant", "Against",
     "Bnb4bit", "BnbInt8", "CalibrateDecoding", "Calibrated", "DepthUpscale", "DuplicateLayers", "InsertIdentity",
-    "KLDistill", "MinP", "ModelFacts", "Modification", "ProbeSettings", "Prune", "PruneBlocks", "PruneChannels",
-    "PruneHeads", "QuantizeRTN", "RemoveLayers", "RepetitionPenalty", "RunSpec", "Sampler", "SmoothQuant",
-    "Temperature", "TopK", "TopP", "calibration_label", "check", "check_calibration", "check_chain",
-    "check_group_size", "mod_from_dict", "modification", "parse_mod", "parse_nm", "parse_value", "scope_label",
+    "KLDistill", "MinP", "ModelFacts", "Modification", "Option", "ProbeSettings", "Prune", "PruneBlocks",
+    "PruneChannels", "PruneHeads", "QuantizeRTN", "RemoveLayers", "RepetitionPenalty", "RunSpec", "Sampler",
+    "SmoothQuant", "Temperature", "TopK", "TopP", "calibration_label", "check", "check_chain", "check_fields",
+    "check_group_size", "mod_from_dict", "modification", "option", "options", "parse_mod", "parse_nm",
+    "parse_value", "scope_label",
 ]  # fmt: skip

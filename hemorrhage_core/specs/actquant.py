@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import Calibrated, GroupChecked, check, check_bits, check_group, modification, scope_label
+from .base import (
+    Calibrated,
+    GroupChecked,
+    bits_field,
+    calib_samples_field,
+    modification,
+    option,
+    scope_label,
+)
 
 
 @modification("act_quant")
@@ -21,37 +29,25 @@ class ActQuant(GroupChecked, Calibrated):
     family: ClassVar[str] = "quant"
     group_field: ClassVar[str] = "w_group_size"
 
-    w_bits: int = 8
-    a_bits: int = 8
-    w_group_size: int = -1  # -1: one weight scale per output channel
-    a_mode: str = "dynamic"  # "static" (per tensor, calibrated) or "dynamic" (per token, at run time)
-    a_static_stat: str = "max"  # static scale from the calibration "max" or a "percentile" of |x|
-    a_percentile: float = 99.99
-    outlier_threshold: float = 0.0  # 0: off; e.g. 6.0 as LLM.int8()
-    calib_samples: int = 16  # static scales only need a range: fewer sequences than GPTQ
+    w_bits: int = bits_field(8)
+    a_bits: int = bits_field(8)
+    w_group_size: int = option(
+        -1, ge=2, special={-1: "one scale per output channel"}, help="input weights per weight scale"
+    )
+    a_mode: Literal["dynamic", "static"] = option(
+        "dynamic", help="static (per tensor, calibrated) or dynamic (per token, at run time)"
+    )
+    a_static_stat: Literal["max", "percentile"] = option(
+        "max", help="static scale from the calibration max or a percentile of |x|"
+    )
+    a_percentile: float = option(99.99, ge=50.0, lt=100.0, help="with a_static_stat=percentile")
+    outlier_threshold: float = option(0.0, ge=0.0, help="0: off; e.g. 6.0 as LLM.int8()")
+    calib_samples: int = calib_samples_field(16)  # static scales only need a range: fewer sequences than GPTQ
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_bits(self.w_bits, "w_bits")
-        check_bits(self.a_bits, "a_bits")
-        check_group(self.w_group_size)
-        check(
-            self.a_mode in ("static", "dynamic"), f"a_mode must be 'static' or 'dynamic', got {self.a_mode!r}"
-        )
-        check(
-            self.a_static_stat in ("max", "percentile"),
-            f"a_static_stat must be 'max' or 'percentile', got {self.a_static_stat!r}",
-        )
-        check(
-            50.0 <= self.a_percentile < 100.0, f"a_percentile must be in [50, 100), got {self.a_percentile}"
-        )
-        check(
-            self.outlier_threshold >= 0.0,
-            f"outlier_threshold must be >= 0 (0: off), got {self.outlier_threshold}",
-        )
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def label(self) -> str:
         mode = "dynamic/token" if self.a_mode == "dynamic" else f"static/tensor {self.a_static_stat}"

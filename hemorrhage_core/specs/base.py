@@ -6,8 +6,11 @@ everywhere: DuckDB primary key, Streamlit cache argument and CLI row.
 
 Each family's kinds live in `specs/<family>.py`, next to their handlers in `modify/<family>.py`, and register
 under a stable `kind` string with `@modification(...)`, so (de)serialisation and the handler registry never need
-if/elif chains. Validation has one path: `check(condition, message)` raises the SpecError the CLI and the
-dashboard show; the checks every family shares (bits, group sizes, calibration fields) are defined here once.
+if/elif chains. Validation has one path. What a field allows is data on the field: choices are its `Literal`
+type, bounds and help its `option(...)` metadata; `check_fields` reads them for every kind (one message format),
+and so do the dashboard's forms and `hemlab mods`. What needs code (one field against another) goes in the kind's
+`validate`, through `check(condition, message)`. The fields several families share (bits, group sizes,
+calibration) are defined here once.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..errors import SpecError
 
@@ -47,9 +55,213 @@ def modification(kind: str):
     return register
 
 
+# -- options: what each field allows, as metadata on the field ------------------------------------------------
+
+
+def option(
+    default: Any,
+    *,
+    help: str = "",
+    what: str = "",
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    special: dict[Any, str] | None = None,
+    required: bool = False,
+    suggest: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+    slider: tuple[float, float, float] | None = None,
+    layers_top: int | None = None,
+    enabled_when: tuple[str, Any] | None = None,
+) -> Any:
+    """A spec field with its rules. Choices are not given here: they are the field's `Literal[...]` type.
+
+    help: one line for the form and `hemlab mods`; what: the quantity's name in messages when the field name
+    alone does not say it ("group size", "top-p mass"); ge/gt/le/lt: bounds, checked by `check_fields`; special:
+    values allowed outside the bounds, with their meaning ({-1: "one scale per output channel"}); required: a
+    string that may not be empty. The rest only steer the dashboard's form: suggest (the values a select offers;
+    the spec accepts others), slider (lo, hi, step when the useful range is narrower than the valid one),
+    layers_top (a slider up to the model's block count plus this), enabled_when ((other field, value): the
+    widget is disabled otherwise). Metadata is not part of a spec's value: adding or changing it changes no hash.
+    """
+    meta = {
+        "help": help,
+        "what": what,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "special": special,
+        "required": required,
+        "suggest": suggest,
+        "slider": slider,
+        "layers_top": layers_top,
+        "enabled_when": enabled_when,
+    }
+    # Only what is given (0 and 0.0 are bounds; None, "" and False say nothing).
+    given = {k: v for k, v in meta.items() if v is not None and v is not False and v != ""}
+    return field(default=default, metadata=given)
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One field of a spec as the forms, `hemlab mods` and `check_fields` see it."""
+
+    name: str
+    type: Any  # int, float, str, bool, tuple or a Literal's value type (the annotation without `| None`)
+    default: Any
+    optional: bool = False  # `X | None`
+    choices: tuple[Any, ...] = ()  # the Literal's values
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    special: dict[Any, str] = field(default_factory=dict)
+    required: bool = False
+    help: str = ""
+    what: str = ""
+    suggest: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    slider: tuple[float, float, float] | None = None
+    layers_top: int | None = None
+    enabled_when: tuple[str, Any] | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
+
+    @property
+    def title(self) -> str:
+        """The field in messages: 'bits', or 'group size (group_size)' when `what` names it better."""
+        return f"{self.what} ({self.name})" if self.what else self.name
+
+    def suggestions(self) -> tuple[Any, ...]:
+        return tuple(self.suggest() if callable(self.suggest) else self.suggest or ())
+
+    def allowed(self) -> str:
+        """What the field allows, in words: "'sym' or 'asym'", 'an integer between 2 and 8', 'in [0, 1)'."""
+        if self.choices:
+            shown = [repr(c) if isinstance(c, str) else str(c) for c in self.choices]
+            return " or ".join(shown) if len(shown) == 2 else "one of " + ", ".join(shown)
+        if self.required:
+            return "a non-empty string"
+        if not self.bounded:
+            return ""
+        lo, lo_closed = (self.ge, True) if self.ge is not None else (self.gt, False)
+        hi, hi_closed = (self.le, True) if self.le is not None else (self.lt, False)
+        if lo is not None and hi is not None:
+            if self.type is int and lo_closed and hi_closed:
+                text = f"an integer between {lo} and {hi}"
+            else:
+                text = (
+                    f"in {'[' if lo_closed else '('}{_number(lo)}, {_number(hi)}{']' if hi_closed else ')'}"
+                )
+        elif lo is not None:
+            text = ("at least " if lo_closed else "above ") + _number(lo)
+        elif hi is not None:
+            text = ("at most " if hi_closed else "below ") + _number(hi)
+        if self.type is int and not text.startswith("an integer"):
+            text = "an integer " + ("of " if text.startswith("at ") else "") + text
+        specials = [f"{v} ({why})" for v, why in self.special.items()]
+        return " or ".join([*specials, text])
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is refused (a sentence naming the field, what it allows and the value), or None."""
+        if value is None and self.optional:
+            return None
+        if self.choices:
+            # The value's type too: 1 is not the choice True, nor "64" the choice 64.
+            ok = any(
+                value == c and isinstance(value, type(c)) and isinstance(value, bool) == isinstance(c, bool)
+                for c in self.choices
+            )
+        elif self.required:
+            ok = isinstance(value, str) and bool(value.strip())
+        elif self.bounded:
+            ok = value in self.special or self._in_bounds(value)
+        else:
+            return None
+        return None if ok else f"{self.title} must be {self.allowed()}, got {value!r}"
+
+    def _in_bounds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.type is int and not isinstance(value, numbers.Integral):
+            return False
+        x = float(value)
+        return (
+            not math.isnan(x)
+            and (self.ge is None or x >= self.ge)
+            and (self.gt is None or x > self.gt)
+            and (self.le is None or x <= self.le)
+            and (self.lt is None or x < self.lt)
+        )
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, allows None) for `X | None`; (tp, False) otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+_OPTIONS: dict[type, tuple[Option, ...]] = {}
+
+
+def options(cls: type) -> tuple[Option, ...]:
+    """Every init field of a spec dataclass with its type, default, choices, bounds and help, in field order."""
+    if cls not in _OPTIONS:
+        _OPTIONS[cls] = _read_options(cls)
+    return _OPTIONS[cls]
+
+
+def _read_options(cls: type) -> tuple[Option, ...]:
+    try:
+        hints = typing.get_type_hints(cls)
+    except (
+        Exception
+    ):  # an annotation that cannot be resolved (a class made in a function): the default's type
+        hints = {}
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        tp, optional = _unwrap_optional(hints.get(f.name, type(default)))
+        choices: tuple[Any, ...] = ()
+        if typing.get_origin(tp) is Literal:
+            choices = typing.get_args(tp)
+            tp = type(choices[0])
+        elif typing.get_origin(tp) in (tuple, list):
+            tp = tuple
+        meta = dict(f.metadata)
+        meta["special"] = dict(meta.get("special") or {})
+        out.append(Option(f.name, tp, default, optional, choices, **meta))
+    return tuple(out)
+
+
+def check_fields(spec: Any, kind: str | None = None) -> None:
+    """The one generic check: every field against its Literal choices and its `option` bounds (SpecError)."""
+    for opt in options(type(spec)):
+        problem = opt.problem(getattr(spec, opt.name))
+        if problem:
+            raise SpecError(f"{kind}: {problem}" if kind else problem)
+
+
 @dataclass(frozen=True)
 class Modification:
-    """Base of every modification. Subclasses are frozen dataclasses validated in __post_init__."""
+    """Base of every modification: a frozen dataclass whose fields are checked against their choices and bounds
+    (`check_fields`), then by the kind's own `validate` (checks between fields)."""
 
     kind: ClassVar[str] = "abstract"
     # Which dashboard page and chart colour the modification belongs to: quant, prune, decode, depth, mitigation.
@@ -59,6 +271,19 @@ class Modification:
     # Whether the handler replaces the whole model by another one (a checkpoint): it must then come first in a
     # chain, and no copy of the base model is made.
     replaces_model: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.kind)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks that need code (one field against another); `check(condition, message)` for each."""
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether this setting reads calibration text (minutes, not seconds: the pages wait for Measure). A kind
+        whose calibration fields matter only for some settings says so (Prune: the calibrated methods)."""
+        return any(o.name == "calib_corpus" for o in options(type(self)))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -115,16 +340,19 @@ def scope_label(mod: Modification) -> str:
     return text + (" partial" if getattr(mod, "partial", False) else "")
 
 
-def check_bits(bits: int, what: str = "weight bits") -> None:
-    check(
-        isinstance(bits, int) and 2 <= bits <= 8, f"{what} must be an integer between 2 and 8, got {bits!r}"
-    )
+def bits_field(default: int, what: str = "") -> Any:
+    """Weight or activation bits: every quantizer's grid has 2 to 8 bits."""
+    return option(default, ge=2, le=8, slider=(2, 8, 1), what=what, help="bits per value of the grid")
 
 
-def check_group(group_size: int) -> None:
-    check(
-        isinstance(group_size, int) and (group_size == -1 or group_size >= 2),
-        f"group_size must be -1 (one scale per output channel) or at least 2, got {group_size!r}",
+def group_field(default: int) -> Any:
+    """Inputs per scale for the kinds where -1 means one scale per output channel (GPTQ's convention)."""
+    return option(
+        default,
+        ge=2,
+        special={-1: "one scale per output channel"},
+        suggest=(-1, 16, 32, 64, 128, 256),
+        help="input weights sharing one scale (-1: one per output channel)",
     )
 
 
@@ -152,11 +380,32 @@ DEFAULT_CALIBRATION = (
 )  # corpus, sequences, tokens per sequence (CPU-sized; Wanda used 128 x 2048)
 
 
-def check_calibration(corpus: str, samples: int, length: int) -> None:
-    """Validate the calibration fields every calibrated modification carries."""
-    check(bool(corpus), "calibration corpus (calib_corpus) must be a built-in name or a text file path")
-    check(1 <= samples <= 4096, f"calib_samples must be in [1, 4096], got {samples}")
-    check(8 <= length <= 8192, f"calib_len must be in [8, 8192] tokens, got {length}")
+def _builtin_corpora() -> list[str]:
+    from ..corpora import CORPORA  # the form asks; importing the corpora here would pull torch into the specs
+
+    return list(CORPORA)
+
+
+# The three calibration fields every calibrated kind carries, defined once: each kind gives its own defaults.
+def calib_corpus_field(default: str = DEFAULT_CALIBRATION[0], **extra: Any) -> Any:
+    return option(
+        default,
+        required=True,
+        suggest=_builtin_corpora,
+        what="calibration corpus",
+        help="a built-in corpus or a text file; calibration sequences come from its end",
+        **extra,
+    )
+
+
+def calib_samples_field(default: int = DEFAULT_CALIBRATION[1], **extra: Any) -> Any:
+    return option(default, ge=1, le=4096, slider=(1, 256, 1), help="number of calibration sequences", **extra)
+
+
+def calib_len_field(default: int = DEFAULT_CALIBRATION[2], **extra: Any) -> Any:
+    return option(
+        default, ge=8, le=8192, slider=(16, 2048, 16), help="tokens per calibration sequence", **extra
+    )
 
 
 def calibration_label(corpus: str, samples: int, length: int) -> str:
@@ -172,16 +421,11 @@ def calibration_label(corpus: str, samples: int, length: int) -> str:
 
 @dataclass(frozen=True)
 class Calibrated(Modification):
-    """Base of every modification that reads calibration text (fields shared so every method spells them alike)."""
+    """Base of the weight quantizers and remedies that read calibration text (their fields come first)."""
 
-    calib_corpus: str = "news"  # built-in corpus name or a text file; sequences come from its end
-    calib_samples: int = 32  # number of calibration sequences
-    calib_len: int = 512  # tokens per sequence
-
-    def __post_init__(self):
-        check(bool(self.calib_corpus), "calib_corpus must name a corpus (news, wiki, bible) or a text file")
-        check(self.calib_samples >= 1, f"calib_samples must be at least 1, got {self.calib_samples}")
-        check(self.calib_len >= 8, f"calib_len must be at least 8 tokens, got {self.calib_len}")
+    calib_corpus: str = calib_corpus_field("news")
+    calib_samples: int = calib_samples_field(32)
+    calib_len: int = calib_len_field(512)
 
 
 def check_chain(mods: tuple[Modification, ...]) -> None:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import Modification, check, modification, scope_label
-
-BNB_4BIT_BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
-
-
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+from .base import Modification, modification, option, scope_label
 
 
 @modification("bnb_int8")
@@ -20,18 +15,17 @@ class BnbInt8(Modification):
 
     family: ClassVar[str] = "quant"
 
-    threshold: float = (
-        6.0  # |activation| at or above which a whole input column is computed in float (0: never)
+    threshold: float = option(
+        6.0,
+        ge=0.0,
+        what="LLM.int8() outlier threshold",
+        help="|activation| at or above which a whole input column is computed in float (0: never)",
     )
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        check(
-            self.threshold >= 0.0,
-            f"LLM.int8() threshold must be >= 0 (0 disables outliers), got {self.threshold}",
-        )
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def label(self) -> str:
         return f"LLM.int8() t={self.threshold:g}{scope_label(self)}"
@@ -44,27 +38,17 @@ class Bnb4bit(Modification):
 
     family: ClassVar[str] = "quant"
 
-    quant_type: str = "nf4"  # "nf4" (normal-float code book) or "fp4"
-    blocksize: int = 64  # weights per absmax
-    compute_dtype: str = "float32"  # dtype of the matmul after dequantization
-    double_quant: bool = False  # quantize the absmax values themselves (8-bit, blocks of 256)
+    quant_type: Literal["nf4", "fp4"] = option("nf4", help="nf4 (normal-float code book) or fp4")
+    blocksize: Literal[64, 128, 256, 512, 1024, 2048, 4096] = option(64, help="weights per absmax")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = option(
+        "float32", help="dtype of the matmul after dequantization"
+    )
+    double_quant: bool = option(False, help="quantize the absmax values themselves (8-bit, blocks of 256)")
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        check(
-            self.quant_type in ("nf4", "fp4"),
-            f"4-bit quant_type must be 'nf4' or 'fp4', got {self.quant_type!r}",
-        )
-        check(
-            self.blocksize in BNB_4BIT_BLOCKSIZES,
-            f"4-bit blocksize must be one of {', '.join(map(str, BNB_4BIT_BLOCKSIZES))}, got {self.blocksize}",
-        )
-        check(
-            self.compute_dtype in COMPUTE_DTYPES,
-            f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}",
-        )
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def label(self) -> str:
         dq = " dq" if self.double_quant else ""

@@ -11,7 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Modification, check, modification
+from .base import Modification, check, modification, option
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "checkpoint",
+        "Checkpoint",
+        "compare_arrows",
+        "#E377C2",
+        -1,
+        False,
+        "Another checkpoint of the model (a community quantization, a pruned or fine-tuned copy) measured "
+        "against the original; on the Model page.",
+    )
+)
 
 
 @modification("checkpoint")
@@ -27,10 +41,15 @@ class Against(Modification):
     family: ClassVar[str] = "checkpoint"
     replaces_model: ClassVar[bool] = True
 
-    source: str = ""  # a folder, a .gguf file (absolute paths), a hub id or an embedded name
-    identity: str = ""  # identity.model_identity(source) when the spec was made: the files it measures
+    source: str = option(
+        "", help="a model folder, a .gguf file (absolute paths), a hub id or an embedded name"
+    )
+    identity: str = option(
+        "",
+        help="the identity of the checkpoint's files when the spec was made (`hemlab run --against` computes it)",
+    )
 
-    def __post_init__(self):
+    def validate(self) -> None:
         check(
             bool(self.source.strip()),
             "checkpoint needs source=PATH_OR_HUB_ID: a model folder, a .gguf file or a hub id",

@@ -1,4 +1,4 @@
-"""Decoding changes: truncation samplers and repetition penalty and temperature. No torch here.
+"""Decoding changes: truncation samplers and repetition penalty and temperature, and the decode family. No torch.
 
 Each knob is its own kind, applied in the order given (`--mod top_k:k=40 --mod temperature:value=0.7` truncates
 first, then scales), and `sampler` bundles every knob in Hugging Face `generate`'s fixed order: repetition
@@ -13,26 +13,69 @@ definition; the profile reports it as such and adds KL(modified || original) and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Modification, check, modification
+from .base import Modification, modification, option
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "decode",
+        "Decode",
+        "casino",
+        "#B279A2",
+        4,
+        False,
+        "Change how the next token is chosen, not the weights. Every setting is compared with the original "
+        "model at its reference setting (temperature 1, no truncation). Truncation gives zero probability to "
+        "tokens the original can emit, so KL(original ‖ modified) is infinite by definition.",
+        "pages/decode.py",
+    )
+)
 
 
-def _check_top_k(k: int) -> None:
-    check(isinstance(k, int) and k >= 1, f"top-k needs k >= 1 tokens, got {k!r}")
+# Each knob's rules, shared by its own kind and by `sampler`. Below a temperature of 1e-3 the scaled logits of a
+# real model leave float32's range: NaN perplexities, not numbers.
+def _temperature(default: float) -> Any:
+    return option(
+        default,
+        ge=1e-3,
+        le=100.0,
+        slider=(0.05, 3.0, 0.05),
+        help="the logits are divided by it (1: unchanged)",
+    )
 
 
-def _check_top_p(p: float) -> None:
-    check(0.0 < p <= 1.0, f"top-p (nucleus) mass must be in (0, 1], got {p}")
+def _top_p(default: float, slider: tuple[float, float, float]) -> Any:
+    return option(
+        default,
+        gt=0.0,
+        le=1.0,
+        slider=slider,
+        what="top-p mass",
+        help="keep the most likely tokens up to this mass",
+    )
 
 
-def _check_min_p(p: float) -> None:
-    check(0.0 <= p < 1.0, f"min-p must be in [0, 1), got {p}")
+def _min_p(default: float, slider: tuple[float, float, float]) -> Any:
+    return option(
+        default,
+        ge=0.0,
+        lt=1.0,
+        slider=slider,
+        what="min-p ratio",
+        help="drop tokens below this share of the most likely token's probability",
+    )
 
 
-def _check_penalty(penalty: float, last_n: int) -> None:
-    check(1.0 <= penalty <= 10.0, f"repetition penalty must be in [1, 10] (1 = off), got {penalty}")
-    check(last_n >= 0, f"repetition window last_n must be >= 0 (0 = the whole context), got {last_n}")
+def _penalty(default: float) -> Any:
+    return option(default, ge=1.0, le=10.0, slider=(1.0, 2.0, 0.05), what="repetition penalty", help="1: off")
+
+
+def _last_n(default: int) -> Any:
+    return option(
+        default, ge=0, what="repetition window", help="the last n tokens only (0: the whole context)"
+    )
 
 
 @modification("temperature")
@@ -42,11 +85,7 @@ class Temperature(Modification):
 
     family: ClassVar[str] = "decode"
     touches_weights: ClassVar[bool] = False
-    value: float = 1.0
-
-    def __post_init__(self):
-        # Below 1e-3 the scaled logits of a real model leave float32's range: NaN perplexities, not numbers.
-        check(1e-3 <= self.value <= 100.0, f"temperature must be in [0.001, 100], got {self.value}")
+    value: float = _temperature(1.0)
 
     def label(self) -> str:
         return f"T={self.value:g}"
@@ -65,10 +104,7 @@ class DecodingChange(Modification):
 class TopK(DecodingChange):
     """Top-k truncation: only the k most likely tokens keep probability (ties at the k-th logit are kept)."""
 
-    k: int = 50
-
-    def __post_init__(self):
-        _check_top_k(self.k)
+    k: int = option(50, ge=1, slider=(1, 200, 1), what="top-k size", help="tokens kept")
 
     def label(self) -> str:
         return f"top-k {self.k}"
@@ -79,10 +115,7 @@ class TopK(DecodingChange):
 class TopP(DecodingChange):
     """Nucleus (top-p) truncation: keep the smallest most-likely set whose probability reaches p."""
 
-    p: float = 0.9
-
-    def __post_init__(self):
-        _check_top_p(self.p)
+    p: float = _top_p(0.9, (0.01, 1.0, 0.01))
 
     def label(self) -> str:
         return f"top-p {self.p:g}"
@@ -93,10 +126,7 @@ class TopP(DecodingChange):
 class MinP(DecodingChange):
     """Min-p truncation: drop tokens whose probability is below p times the most likely token's."""
 
-    p: float = 0.1
-
-    def __post_init__(self):
-        _check_min_p(self.p)
+    p: float = _min_p(0.1, (0.0, 0.99, 0.01))
 
     def label(self) -> str:
         return f"min-p {self.p:g}"
@@ -108,11 +138,8 @@ class RepetitionPenalty(DecodingChange):
     """Repetition penalty (CTRL / Hugging Face): logits of tokens already in the context are divided by the
     penalty when positive, multiplied when negative. `last_n` > 0 looks at the last n tokens only (llama.cpp)."""
 
-    penalty: float = 1.2
-    last_n: int = 0
-
-    def __post_init__(self):
-        _check_penalty(self.penalty, self.last_n)
+    penalty: float = _penalty(1.2)
+    last_n: int = _last_n(0)
 
     def label(self) -> str:
         window = f" last {self.last_n}" if self.last_n else ""
@@ -128,20 +155,14 @@ class Sampler(DecodingChange):
     all-neutral sampler is exactly the original distribution.
     """
 
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    repetition_last_n: int = 0
-
-    def __post_init__(self):
-        check(0.0 < self.temperature <= 100.0, f"temperature must be in (0, 100], got {self.temperature}")
-        if self.top_k:
-            _check_top_k(self.top_k)
-        _check_top_p(self.top_p)
-        _check_min_p(self.min_p)
-        _check_penalty(self.repetition_penalty, self.repetition_last_n)
+    temperature: float = _temperature(1.0)
+    top_k: int = option(
+        0, ge=1, special={0: "off"}, slider=(0, 200, 1), what="top-k size", help="tokens kept"
+    )
+    top_p: float = _top_p(1.0, (0.05, 1.0, 0.05))
+    min_p: float = _min_p(0.0, (0.0, 0.5, 0.01))
+    repetition_penalty: float = _penalty(1.0)
+    repetition_last_n: int = _last_n(0)
 
     def label(self) -> str:
         parts = []

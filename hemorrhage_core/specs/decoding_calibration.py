@@ -1,5 +1,5 @@
-"""Decoding calibration (`calibrate_decoding`), the paper's third mitigation; handler:
-modify/decoding_calibration.py. No torch.
+"""Decoding calibration (`calibrate_decoding`), the paper's third mitigation, and the mitigation family's entry;
+handler: modify/decoding_calibration.py. No torch.
 
 It reads calibration text from the end of `calib_corpus` (never the evaluation windows) and goes after the
 modifications it repairs: `--mod prune:sparsity=0.5 --mod calibrate_decoding:bias=true`.
@@ -10,7 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Modification, check, check_calibration, modification
+from .base import Modification, calib_corpus_field, calib_len_field, calib_samples_field, modification, option
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "mitigation",
+        "Mitigate",
+        "healing",
+        "#72B7B2",
+        3,
+        True,
+        "Pick a damaged chain and the remedies that apply; the recovered share of the damage is the headline.",
+        "pages/mitigate.py",
+    )
+)
 
 
 @modification("calibrate_decoding")
@@ -22,15 +36,13 @@ class CalibrateDecoding(Modification):
     family: ClassVar[str] = "mitigation"
     touches_weights: ClassVar[bool] = False
 
-    bias: bool = False
-    calib_corpus: str = "news"
-    calib_samples: int = 8
-    calib_len: int = 256
-    max_iter: int = 100  # L-BFGS iterations (the objective is convex in 1/T and b)
-
-    def __post_init__(self):
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
-        check(1 <= self.max_iter <= 10_000, f"max_iter must be in [1, 10000], got {self.max_iter}")
+    bias: bool = option(False, help="fit a per-token logit bias too")
+    calib_corpus: str = calib_corpus_field()
+    calib_samples: int = calib_samples_field(8)
+    calib_len: int = calib_len_field(256)
+    max_iter: int = option(
+        100, ge=1, le=10_000, help="L-BFGS iterations (the objective is convex in 1/T and b)"
+    )
 
     def label(self) -> str:
         return "calibrate T" + (" + bias" if self.bias else "")

@@ -1,7 +1,7 @@
 """Depth changes (architecture): duplicate blocks, insert identity blocks, remove blocks. No torch here.
 
 Block lists are tuples of ints. On the command line a value holds no comma (commas separate options), so lists
-are written with `+`, `;` or spaces: `--mod remove_layers:layers=20+21+22`. Indices refer to the model as it is
+are written with `+`: `--mod remove_layers:layers=20+21+22` (`;` and spaces are read too, for old scripts). Indices refer to the model as it is
 when the modification runs (after earlier depth changes in the chain); the handler checks them against it.
 """
 
@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import SpecError
-from .base import Modification, check, modification
+from .base import Modification, check, modification, option
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "depth",
+        "Depth",
+        "layers",
+        "#9D755D",
+        2,
+        True,
+        "Change the stack of blocks. Each original layer is compared with the layer it maps to in the changed "
+        "model; an identity block (zero output projections) must leave everything unchanged.",
+        "pages/depth.py",
+    )
+)
+
+# How a list of blocks is written in `--mod` (a value holds no comma: commas separate options).
+LAYER_LIST_HELP = "block indices joined by + (e.g. 3+7+12)"
 
 _SEPARATORS = re.compile(r"[+;\s]+")
 
@@ -21,6 +39,7 @@ def layer_list(value, what: str) -> tuple[int, ...]:
     """Normalise an int, a '3+7+12' / '3;7' / '3 7' string, or a sequence of ints to a sorted tuple of ints."""
     if isinstance(value, bool):
         raise SpecError(f"{what}: expected block indices, got {value!r}")
+    items: list[Any]
     if isinstance(value, int):
         items = [value]
     elif isinstance(value, str):
@@ -46,16 +65,15 @@ class DepthChange(Modification):
 class DuplicateLayers(DepthChange):
     """Repeat blocks [start, end) `times` more times, the copies inserted right after block end-1."""
 
-    start: int = 0
-    end: int = 1
-    times: int = 1
+    start: int = option(0, ge=0, layers_top=-1, help="first block repeated")
+    end: int = option(1, ge=1, layers_top=0, help="one past the last block repeated")
+    times: int = option(1, ge=1, le=8, slider=(1, 8, 1), help="extra copies of the range")
 
-    def __post_init__(self):
+    def validate(self) -> None:
         check(
             0 <= self.start < self.end,
             f"duplicate_layers needs 0 <= start < end, got [{self.start}, {self.end})",
         )
-        check(1 <= self.times <= 8, f"duplicate_layers: times must be in [1, 8], got {self.times}")
 
     def label(self) -> str:
         times = f" x{self.times + 1}" if self.times > 1 else ""
@@ -68,10 +86,7 @@ class DepthUpscale(DepthChange):
     """SOLAR depth up-scaling: two copies of the model, the last `overlap` blocks cut from the first and the first
     `overlap` blocks cut from the second, concatenated (L blocks -> 2L - 2*overlap; SOLAR: 32 -> 48, overlap 8)."""
 
-    overlap: int = 8
-
-    def __post_init__(self):
-        check(self.overlap >= 0, f"depth_upscale: overlap must be >= 0, got {self.overlap}")
+    overlap: int = option(8, ge=0, layers_top=-1, help="blocks cut from each copy at the seam")
 
     def label(self) -> str:
         return f"SOLAR upscale overlap {self.overlap}"
@@ -88,12 +103,11 @@ class InsertIdentity(DepthChange):
     blocks, every=4 -> 40 blocks); exactly one of the two.
     """
 
-    after: tuple[int, ...] = ()
-    every: int = 0
+    after: tuple[int, ...] = option((), help="blocks to copy as identity blocks: " + LAYER_LIST_HELP)
+    every: int = option(0, ge=0, help="or an identity block after every this many blocks (0: use after)")
 
-    def __post_init__(self):
+    def validate(self) -> None:
         object.__setattr__(self, "after", layer_list(self.after, "insert_identity.after"))
-        check(self.every >= 0, f"insert_identity: every must be >= 0, got {self.every}")
         check(
             bool(self.after) != bool(self.every),
             "insert_identity needs exactly one of: the blocks to copy (after) or an interval (every)",
@@ -110,9 +124,9 @@ class InsertIdentity(DepthChange):
 class RemoveLayers(DepthChange):
     """Remove the listed blocks (the residual stream skips them)."""
 
-    layers: tuple[int, ...] = ()
+    layers: tuple[int, ...] = option((), help="blocks to remove: " + LAYER_LIST_HELP)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         object.__setattr__(self, "layers", layer_list(self.layers, "remove_layers.layers"))
         check(bool(self.layers), "remove_layers needs at least one block index to remove")
 

@@ -7,11 +7,9 @@ It reads calibration text from the end of `calib_corpus` and goes after the modi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import Modification, check, check_calibration, modification
-
-DISTILL_PARAMS = ("norm", "lora")
+from .base import Modification, calib_corpus_field, calib_len_field, calib_samples_field, modification, option
 
 
 @modification("kl_distill")
@@ -22,26 +20,17 @@ class KLDistill(Modification):
 
     family: ClassVar[str] = "mitigation"
 
-    steps: int = 100
-    params: str = "norm"
-    lr: float = 1e-3
-    lora_rank: int = 4
-    batch_size: int = 2
-    calib_corpus: str = "news"
-    calib_samples: int = 16
-    calib_len: int = 256
+    steps: int = option(100, ge=1, le=100_000, help="optimiser steps")
+    params: Literal["norm", "lora"] = option(
+        "norm", help="norm: norm weights and biases; lora: rank-r adapters merged back"
+    )
+    lr: float = option(1e-3, gt=0.0, le=1.0, what="learning rate")
+    lora_rank: int = option(4, ge=1, le=256, help="with params=lora")
+    batch_size: int = option(2, ge=1, help="calibration sequences per step")
+    calib_corpus: str = calib_corpus_field()
+    calib_samples: int = calib_samples_field(16)
+    calib_len: int = calib_len_field(256)
     seed: int = 0
-
-    def __post_init__(self):
-        check(1 <= self.steps <= 100_000, f"kl_distill: steps must be in [1, 100000], got {self.steps}")
-        check(
-            self.params in DISTILL_PARAMS,
-            f"kl_distill: params must be one of {', '.join(DISTILL_PARAMS)}, got {self.params!r}",
-        )
-        check(0.0 < self.lr <= 1.0, f"kl_distill: learning rate must be in (0, 1], got {self.lr}")
-        check(1 <= self.lora_rank <= 256, f"kl_distill: lora_rank must be in [1, 256], got {self.lora_rank}")
-        check(self.batch_size >= 1, f"kl_distill: batch_size must be >= 1, got {self.batch_size}")
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
 
     def label(self) -> str:
         what = f"LoRA r{self.lora_rank}" if self.params == "lora" else "norms"

@@ -9,9 +9,35 @@ order of their main block format's bits, so sweeps over types have a direction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import Calibrated, calibration_label, check, modification
+from .base import (
+    Calibrated,
+    calib_corpus_field,
+    calib_len_field,
+    calib_samples_field,
+    calibration_label,
+    check,
+    modification,
+    option,
+)
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "gguf",
+        "GGUF",
+        "inventory_2",
+        "#EECA3B",
+        1,
+        True,
+        "llama.cpp's quantization types (Q2_K … Q8_0, IQ types), through real GGUF files: the model is "
+        "exported, quantized by llama-quantize (optionally with an importance matrix), read back and "
+        "measured. Bits per weight are what the file stores: llama.cpp keeps some tensors wider and falls "
+        "back to another type for rows that do not fill its 256-value K-quant blocks.",
+        "pages/gguf.py",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +88,11 @@ GGUF_TYPES: dict[str, GGUFType] = {
         GGUFType("F16", 16.0, python=True),
     )
 }
-EXPORT_TYPES = ("F32", "F16")  # the float file llama-quantize starts from
+
+
+# The Literal of the qtype field is built from the table (Literal[("a", "b")] is Literal["a", "b"]), so the table
+# stays the one list of types.
+GGUF_TYPE_NAMES = tuple(GGUF_TYPES)
 
 
 @modification("gguf")
@@ -77,27 +107,24 @@ class GGUFQuant(Calibrated):
     """
 
     family: ClassVar[str] = "gguf"
-    ui_choices: ClassVar[dict] = {"qtype": tuple(GGUF_TYPES), "export": EXPORT_TYPES}
+
     # The calibration text is read only for an importance matrix.
-    ui_enabled_when: ClassVar[dict] = {
-        f: ("imatrix", True) for f in ("calib_corpus", "calib_samples", "calib_len")
-    }
+    calib_corpus: str = calib_corpus_field("news", enabled_when=("imatrix", True))
+    calib_samples: int = calib_samples_field(32, enabled_when=("imatrix", True))
+    calib_len: int = calib_len_field(512, enabled_when=("imatrix", True))
 
-    qtype: str = "Q4_K_M"
-    pure: bool = False  # llama-quantize --pure: no mix, every matrix (embedding and output too) in qtype
-    imatrix: bool = False  # importance matrix from llama-imatrix on the calibration text
-    export: str = "F32"  # float type of the exported file that llama-quantize reads
+    qtype: Literal[GGUF_TYPE_NAMES] = option(  # type: ignore[valid-type]
+        "Q4_K_M", help="llama-quantize type, in order of bits (IQ1_S … Q8_0, F16)"
+    )
+    pure: bool = option(
+        False, help="llama-quantize --pure: no mix, every matrix (embedding and output too) in qtype"
+    )
+    imatrix: bool = option(False, help="importance matrix from llama-imatrix on the calibration text")
+    export: Literal["F32", "F16"] = option(
+        "F32", help="float type of the exported file that llama-quantize reads"
+    )
 
-    def __post_init__(self):
-        super().__post_init__()
-        check(
-            self.qtype in GGUF_TYPES,
-            f"gguf: unknown type {self.qtype!r}; llama-quantize types offered: {', '.join(GGUF_TYPES)}",
-        )
-        check(
-            self.export in EXPORT_TYPES,
-            f"gguf: export must be one of {', '.join(EXPORT_TYPES)}, got {self.export!r}",
-        )
+    def validate(self) -> None:
         check(
             self.imatrix or not GGUF_TYPES[self.qtype].needs_imatrix,
             f"gguf: {self.qtype} needs an importance matrix (llama-quantize refuses it without one): set "

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .base import (
     Calibrated,
     GroupChecked,
-    check,
-    check_bits,
-    check_group,
+    bits_field,
+    group_field,
     group_label,
     modification,
+    option,
     scope_label,
 )
 
@@ -24,24 +24,25 @@ class GPTQ(GroupChecked, Calibrated):
 
     family: ClassVar[str] = "quant"
 
-    bits: int = 4
-    group_size: int = 128  # -1: one scale per output channel
-    scheme: str = "sym"  # "sym" or "asym" (zero point per group)
-    damp: float = 0.01  # dampening added to the Hessian diagonal, as a share of its mean (GPTQ's percdamp)
-    block_size: int = 128  # columns updated together before the lazy batch update
-    act_order: bool = False  # quantize columns in order of decreasing Hessian diagonal
-    true_sequential: bool = True  # calibrate each sub-layer (qkv, o, gate/up, down) on quantized inputs
+    bits: int = bits_field(4)
+    group_size: int = group_field(128)
+    scheme: Literal["sym", "asym"] = option("sym", help="sym, or asym (a zero point per group)")
+    damp: float = option(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        help="dampening added to the Hessian diagonal, as a share of its mean (GPTQ's percdamp)",
+    )
+    block_size: int = option(128, ge=1, help="columns updated together before the lazy batch update")
+    act_order: bool = option(False, help="quantize columns in order of decreasing Hessian diagonal")
+    true_sequential: bool = option(
+        True, help="calibrate each sub-layer (qkv, o, gate/up, down) on quantized inputs"
+    )
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_bits(self.bits)
-        check_group(self.group_size)
-        check(self.scheme in ("sym", "asym"), f"GPTQ scheme must be 'sym' or 'asym', got {self.scheme!r}")
-        check(0.0 < self.damp <= 1.0, f"GPTQ damp must be in (0, 1], got {self.damp}")
-        check(self.block_size >= 1, f"GPTQ block_size must be at least 1, got {self.block_size}")
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def label(self) -> str:
         act = " act" if self.act_order else ""

@@ -1,23 +1,44 @@
-"""Unstructured and N:M pruning (`prune`); its handler and the score registry are modify/prune.py. No torch."""
+"""Unstructured and N:M pruning (`prune`) and the prune family; its handler and the score registry are
+modify/prune.py. No torch."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .base import (
-    DEFAULT_CALIBRATION,
     Modification,
+    calib_corpus_field,
+    calib_len_field,
+    calib_samples_field,
     calibration_label,
     check,
-    check_calibration,
     modification,
+    option,
     scope_label,
 )
+from .families import Family, register_family
 
-# Pruning score names. Each is implemented in hemorrhage_core/modify/prune.py's method registry (a test checks the two
-# agree); listed here so specs validate without importing torch or the handlers.
-PRUNE_METHODS: set[str] = {"magnitude", "wanda", "sparsegpt", "gblm", "taylor"}
+register_family(
+    Family(
+        "prune",
+        "Prune",
+        "content_cut",
+        "#54A24B",
+        0,
+        True,
+        "Zero a share of the weights. The headline shows the share of weights kept (1 − achieved sparsity); "
+        "the paper finds unstructured pruning holds far longer than structured pruning, and magnitude "
+        "collapses first.",
+        "pages/prune.py",
+    )
+)
+
+# Pruning score names. Each is implemented in hemorrhage_core/modify/prune.py's method registry (a test checks the
+# two agree); listed here so specs validate without importing torch or the handlers.
+PruneMethod = Literal["magnitude", "wanda", "sparsegpt", "gblm", "taylor"]
+PRUNE_METHODS: set[str] = set(typing.get_args(PruneMethod))
 
 
 # Methods that read calibration text (activations or gradients): the calib_* fields matter only for these.
@@ -28,12 +49,12 @@ def parse_nm(pattern: str) -> tuple[int, int] | None:
     """'2:4' -> (2, 4): N zeros in every M consecutive input weights; 'unstructured' -> None. SpecError otherwise."""
     if pattern == "unstructured":
         return None
-    n, sep, m = pattern.partition(":")
+    n_text, sep, m_text = pattern.partition(":")
     check(
-        bool(sep) and n.isdigit() and m.isdigit(),
+        bool(sep) and n_text.isdigit() and m_text.isdigit(),
         f"pruning pattern must be 'unstructured' or 'N:M' (e.g. 2:4, 4:8), got {pattern!r}",
     )
-    n, m = int(n), int(m)
+    n, m = int(n_text), int(m_text)
     check(0 < n < m <= 64, f"N:M pattern needs 0 < N < M <= 64, got {pattern!r}")
     return n, m
 
@@ -51,32 +72,38 @@ class Prune(Modification):
 
     family: ClassVar[str] = "prune"
 
-    sparsity: float = 0.5
-    method: str = "magnitude"
-    scope: str = (
-        "row"  # "row": the same share in every output row (as Wanda); "tensor": one threshold per matrix
+    sparsity: float = option(
+        0.5, ge=0.0, lt=1.0, slider=(0.0, 0.95, 0.05), help="share of the weights zeroed"
+    )
+    method: PruneMethod = option("magnitude", help="the score that ranks the weights")
+    scope: Literal["row", "tensor"] = option(
+        "row", help="row: the same share in every output row (as Wanda); tensor: one threshold per matrix"
     )
     include_lm_head: bool = False
-    pattern: str = "unstructured"  # or "N:M": N zeros in every M consecutive inputs (sparsity must equal N/M)
-    calib_corpus: str = DEFAULT_CALIBRATION[0]
-    calib_samples: int = DEFAULT_CALIBRATION[1]
-    calib_len: int = DEFAULT_CALIBRATION[2]
-    sequential: bool = (
-        True  # calibrate block i on the outputs of the pruned blocks < i (False: all on the dense model)
+    pattern: str = option(
+        "unstructured",
+        suggest=("unstructured", "2:4", "4:8", "8:16"),
+        help="unstructured, or N:M: N zeros in every M consecutive inputs (sparsity must equal N/M)",
     )
-    damp: float = 0.01  # sparsegpt: Hessian damping, as a share of its mean diagonal
-    blocksize: int = 128  # sparsegpt: columns pruned and compensated together
-    grad_alpha: float = 100.0  # gblm: weight of the gradient term (GBLM-Pruner's default)
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be pruned (coverage reported)
+    calib_corpus: str = calib_corpus_field()
+    calib_samples: int = calib_samples_field()
+    calib_len: int = calib_len_field()
+    sequential: bool = option(
+        True, help="calibrate block i on the outputs of the pruned blocks < i (False: all on the dense model)"
+    )
+    damp: float = option(
+        0.01, gt=0.0, lt=1.0, help="sparsegpt: Hessian damping, as a share of its mean diagonal"
+    )
+    blocksize: int = option(128, ge=1, help="sparsegpt: columns pruned and compensated together")
+    grad_alpha: float = option(
+        100.0, ge=0.0, help="gblm: weight of the gradient term (GBLM-Pruner's default)"
+    )
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be pruned (coverage reported)"
+    )
 
-    def __post_init__(self):
-        check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
-        check(self.scope in ("row", "tensor"), f"pruning scope must be 'row' or 'tensor', got {self.scope!r}")
-        check(
-            self.method in PRUNE_METHODS,
-            f"unknown pruning method {self.method!r}; available: {', '.join(sorted(PRUNE_METHODS))}",
-        )
+    def validate(self) -> None:
         nm = parse_nm(self.pattern)
         if nm is not None:
             n, m = nm
@@ -89,10 +116,6 @@ class Prune(Modification):
                 self.blocksize % m == 0,
                 f"sparsegpt blocksize ({self.blocksize}) must be a multiple of M ({m}) for pattern {self.pattern}",
             )
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
-        check(0.0 < self.damp < 1.0, f"damp must be in (0, 1), got {self.damp}")
-        check(self.blocksize >= 1, f"blocksize must be at least 1, got {self.blocksize}")
-        check(self.grad_alpha >= 0.0, f"grad_alpha must be >= 0, got {self.grad_alpha}")
 
     @property
     def nm(self) -> tuple[int, int] | None:

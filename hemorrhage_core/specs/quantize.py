@@ -1,11 +1,27 @@
-"""Round-to-nearest weight quantization (`quant_rtn`); its handler is modify/quantize.py. No torch."""
+"""Round-to-nearest weight quantization (`quant_rtn`) and the quant family; its handler is modify/quantize.py.
+No torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import ModelFacts, Modification, check, check_group_size, modification, scope_label
+from .base import ModelFacts, Modification, bits_field, check_group_size, modification, option, scope_label
+from .families import Family, register_family
+
+register_family(
+    Family(
+        "quant",
+        "Quantize",
+        "grid_on",
+        "#F58518",
+        1,
+        True,
+        "Store the weights on a coarser grid. Fewer bits save memory; watch where the perplexity ratio and "
+        "the KL start to climb. The embedded baselines already sit on a 4-bit GGUF grid (see the Model page).",
+        "pages/quantize.py",
+    )
+)
 
 
 @modification("quant_rtn")
@@ -15,25 +31,26 @@ class QuantizeRTN(Modification):
 
     family: ClassVar[str] = "quant"
 
-    bits: int = 8
-    scheme: str = "sym"  # "sym": zero-centred grid; "asym": min/max grid with a zero point
-    granularity: str = "channel"  # one scale per "tensor", per output "channel", or per "group" of inputs
-    group_size: int = 128
+    bits: int = bits_field(8)
+    scheme: Literal["sym", "asym"] = option(
+        "sym", help="sym: zero-centred grid; asym: min/max grid with a zero point"
+    )
+    granularity: Literal["channel", "group", "tensor"] = option(
+        "channel", help="one scale per tensor, per output channel, or per group of inputs"
+    )
+    group_size: int = option(
+        128,
+        ge=2,
+        what="group size",
+        suggest=(16, 32, 64, 128, 256),
+        enabled_when=("granularity", "group"),
+        help="input weights sharing one scale (with granularity=group)",
+    )
     include_lm_head: bool = False
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        check(2 <= self.bits <= 8, f"quantization bits must be between 2 and 8, got {self.bits}")
-        check(
-            self.scheme in ("sym", "asym"),
-            f"quantization scheme must be 'sym' or 'asym', got {self.scheme!r}",
-        )
-        check(
-            self.granularity in ("tensor", "channel", "group"),
-            f"quantization granularity must be tensor, channel or group, got {self.granularity!r}",
-        )
-        check(self.group_size >= 2, f"group size must be at least 2, got {self.group_size}")
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def check_model(self, facts: ModelFacts) -> None:
         super().check_model(facts)

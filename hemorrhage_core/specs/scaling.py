@@ -7,16 +7,17 @@ come before the `act_quant` (or `quant_rtn`) it prepares.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from .base import (
     Calibrated,
     GroupChecked,
-    check,
-    check_bits,
-    check_group,
+    bits_field,
+    calib_samples_field,
+    group_field,
     group_label,
     modification,
+    option,
     scope_label,
 )
 
@@ -28,17 +29,19 @@ class SmoothQuant(Calibrated):
 
     family: ClassVar[str] = "mitigation"
 
-    alpha: float = (
-        0.5  # migration strength: 0 leaves activations alone, 1 moves all of their range into weights
+    alpha: float = option(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        slider=(0.0, 1.0, 0.05),
+        help="migration strength: 0 leaves activations alone, 1 moves all of their range into weights",
     )
-    calib_samples: int = 16
+    calib_samples: int = calib_samples_field(16)
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be smoothed (coverage reported)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(0.0 <= self.alpha <= 1.0, f"SmoothQuant alpha must be in [0, 1], got {self.alpha}")
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be smoothed (coverage reported)"
+    )
 
     def label(self) -> str:
         return f"SmoothQuant α={self.alpha:g}{scope_label(self)}"
@@ -51,21 +54,16 @@ class AWQ(GroupChecked, Calibrated):
 
     family: ClassVar[str] = "mitigation"
 
-    bits: int = 4
-    group_size: int = 128  # -1: one scale per output channel
-    scheme: str = "asym"  # AWQ's usual zero-point grid
-    grid: int = 20  # α in {0, 1/grid, ..., (grid-1)/grid}
-    calib_samples: int = 16
+    bits: int = bits_field(4)
+    group_size: int = group_field(128)
+    scheme: Literal["sym", "asym"] = option("asym", help="asym: AWQ's usual zero-point grid")
+    grid: int = option(20, ge=1, help="α in {0, 1/grid, ..., (grid-1)/grid}")
+    calib_samples: int = calib_samples_field(16)
 
-    include_router: bool = False  # MoE routers too (excluded by default)
-    partial: bool = False  # run even if some block weight matrices cannot be quantized (coverage reported)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_bits(self.bits)
-        check_group(self.group_size)
-        check(self.scheme in ("sym", "asym"), f"AWQ scheme must be 'sym' or 'asym', got {self.scheme!r}")
-        check(self.grid >= 1, f"AWQ grid must be at least 1, got {self.grid}")
+    include_router: bool = option(False, help="MoE routers too (excluded by default)")
+    partial: bool = option(
+        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
+    )
 
     def label(self) -> str:
         return f"AWQ w{self.bits} {self.scheme} {group_label(self.group_size)}{scope_label(self)}"

@@ -6,36 +6,41 @@ model gets faster; every handler reports `params_before`, `params_after` and `pa
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from .base import DEFAULT_CALIBRATION, Modification, calibration_label, check, check_calibration, modification
+from .base import (
+    Modification,
+    calib_corpus_field,
+    calib_len_field,
+    calib_samples_field,
+    calibration_label,
+    modification,
+    option,
+)
 
 # How a head or channel group is ranked (implemented in hemorrhage_core/modify/structured.py, which checks it
 # covers these): "magnitude" = squared l2 norm of the group's weights (LLM-Pruner's L2 baseline),
 # "activation" = Σ |W|·‖X_j‖ over the group's weights (Wanda's score summed), "taylor" = Σ |W ⊙ Ḡ| over the
 # group's weights (LLM-Pruner's element-wise first-order Taylor importance).
-STRUCTURED_IMPORTANCE: frozenset[str] = frozenset({"magnitude", "activation", "taylor"})
-HEAD_UNITS = ("query", "kv")
+Importance = Literal["magnitude", "taylor", "activation"]
+STRUCTURED_IMPORTANCE: frozenset[str] = frozenset(typing.get_args(Importance))
 
 
 @dataclass(frozen=True)
 class _StructuredPrune(Modification):
     family: ClassVar[str] = "prune"
 
-    fraction: float = 0.25
-    importance: str = "magnitude"
-    calib_corpus: str = DEFAULT_CALIBRATION[0]
-    calib_samples: int = DEFAULT_CALIBRATION[1]
-    calib_len: int = DEFAULT_CALIBRATION[2]
-
-    def __post_init__(self):
-        check(0.0 <= self.fraction < 1.0, f"{self.kind}: fraction must be in [0, 1), got {self.fraction}")
-        check(
-            self.importance in STRUCTURED_IMPORTANCE,
-            f"{self.kind}: unknown importance {self.importance!r}; available: {', '.join(sorted(STRUCTURED_IMPORTANCE))}",
-        )
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
+    fraction: float = option(
+        0.25, ge=0.0, lt=1.0, slider=(0.0, 0.9, 0.05), help="share of the heads or channels removed"
+    )
+    importance: Importance = option(
+        "magnitude", help="magnitude (weights only), activation or taylor (calibrated)"
+    )
+    calib_corpus: str = calib_corpus_field()
+    calib_samples: int = calib_samples_field()
+    calib_len: int = calib_len_field()
 
     @property
     def calibrated(self) -> bool:
@@ -61,14 +66,9 @@ class PruneHeads(_StructuredPrune):
     only the query unit.
     """
 
-    unit: str = "query"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(
-            self.unit in HEAD_UNITS,
-            f"prune_heads: unit must be one of {', '.join(HEAD_UNITS)}, got {self.unit!r}",
-        )
+    unit: Literal["query", "kv"] = option(
+        "query", help="query heads within each KV group, or whole KV groups"
+    )
 
     def label(self) -> str:
         unit = " kv-groups" if self.unit == "kv" else ""
@@ -96,14 +96,10 @@ class PruneBlocks(Modification):
 
     family: ClassVar[str] = "prune"
 
-    n_blocks: int = 1
-    calib_corpus: str = DEFAULT_CALIBRATION[0]
-    calib_samples: int = DEFAULT_CALIBRATION[1]
-    calib_len: int = DEFAULT_CALIBRATION[2]
-
-    def __post_init__(self):
-        check(self.n_blocks >= 1, f"prune_blocks: n_blocks must be at least 1, got {self.n_blocks}")
-        check_calibration(self.calib_corpus, self.calib_samples, self.calib_len)
+    n_blocks: int = option(1, ge=1, layers_top=-1, help="blocks removed")
+    calib_corpus: str = calib_corpus_field()
+    calib_samples: int = calib_samples_field()
+    calib_len: int = calib_len_field()
 
     def label(self) -> str:
         cal = calibration_label(self.calib_corpus, self.calib_samples, self.calib_len)

@@ -78,7 +78,7 @@ def paired_difference_ci(t: PairedTable, z: float = Z95) -> tuple[float, float]:
     l2, u2 = wilson(c1, n, z)
     phi = 0.0
     if min(r1, r2, c1, c2) > 0:
-        cross = t.a * t.d - t.b * t.c
+        cross: float = t.a * t.d - t.b * t.c
         # Newcombe's continuity correction of the correlation: shrink a positive one by n/2, keep a negative one.
         cross = cross - n / 2 if cross > n / 2 else (0.0 if cross >= 0 else cross)
         phi = cross / math.sqrt(r1 * r2 * c1 * c2)

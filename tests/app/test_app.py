@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pandas as pd
 import pytest
@@ -31,6 +31,7 @@ from hemorrhage_core.specs import (
     QuantizeRTN,
     RunSpec,
     Temperature,
+    option,
 )
 from hemorrhage_core.specs.families import stack_order
 from hemorrhage_core.store import Store
@@ -58,10 +59,8 @@ def test_form_fields_follow_types_hints_and_the_class_validation():
 class Knob(Modification):
     """A modification that only exists here: declared hints, a Literal, a tuple and an optional field."""
 
-    ui_choices: ClassVar[dict] = {"mode": lambda: ["a", "b"]}
-    ui_bounds: ClassVar[dict] = {"strength": (0.0, 2.0, 0.5)}
-    mode: str = "a"
-    strength: float = 1.0
+    mode: str = option("a", suggest=lambda: ["a", "b"])
+    strength: float = option(1.0, slider=(0.0, 2.0, 0.5))
     flavour: Literal["x", "y"] = "y"
     layers: tuple[int, ...] = ()
     cap: int | None = None
@@ -626,7 +625,7 @@ def test_a_model_too_big_for_the_machine_is_a_message(app_env, monkeypatch):
     copy = Path(app_env["HEMLAB_DEFAULT_MODEL"]).with_name("tiny-llama-copy")  # not yet loaded by the runner
     if not copy.exists():
         __import__("shutil").copytree(app_env["HEMLAB_DEFAULT_MODEL"], copy)
-    monkeypatch.setattr(models, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    monkeypatch.setattr(models.devices, "_available_bytes", lambda device: 1024)  # a machine with 1 KiB free
     at = _app("pages/model.py")
     at.radio(key="model.source").set_value("local folder or hub id…").run()
     at.text_input(key="model.custom").set_value(str(copy)).run()

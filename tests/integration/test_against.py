@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import build_tokenizer
-from dashboard_env import SENTENCE, applied, make_env
+from dashboard_env import applied, make_env
+from tiny_runs import tiny_spec
 
 from hemorrhage_core import models
 from hemorrhage_core.cli import main
@@ -27,21 +28,11 @@ from hemorrhage_core.gguf_export import write_gguf
 from hemorrhage_core.identity import against_spec
 from hemorrhage_core.modify import apply_modifications
 from hemorrhage_core.modify.checkpoint import tokenizer_problems
-from hemorrhage_core.specs import ProbeSettings, QuantizeRTN, RunSpec
+from hemorrhage_core.specs import QuantizeRTN, RunSpec
 from hemorrhage_core.specs.checkpoint import Against
 
 PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
-WORDS = SENTENCE.split()
 RTN = QuantizeRTN(bits=4, granularity="group", group_size=32)
-
-
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    return word_text(WORDS, 6000)
-
-
-def _spec(model, text_file, *mods) -> RunSpec:
-    return RunSpec(model=str(model), mods=mods, probe=ProbeSettings(corpus=text_file, **PROBE))
 
 
 def _saved(model, tokenizer, folder: Path) -> Path:
@@ -66,7 +57,7 @@ def _layer_values(result, metric: str) -> list[float]:
 
 
 def test_an_unmodified_copy_gives_exactly_zero(runner, tiny_llama_dir, copies, text_file):
-    r = runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(copies["same"]))))
+    r = runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(copies["same"]))))
     m = r.metrics
     assert m["kl_mean"] == 0.0 and m["kl_max"] == 0.0 and m["dp_rms"] == 0.0
     assert m["top1_agreement"] == 1.0 and m["ppl_ratio"] == 1.0
@@ -77,10 +68,10 @@ def test_an_unmodified_copy_gives_exactly_zero(runner, tiny_llama_dir, copies, t
 
 
 def test_a_saved_rtn_copy_measures_like_the_in_process_rtn(runner, tiny_llama_dir, copies, text_file):
-    in_process = runner.run(_spec(tiny_llama_dir, text_file, RTN))
-    saved = runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(copies["rtn"]))))
+    in_process = runner.run(tiny_spec(tiny_llama_dir, text_file, RTN))
+    saved = runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(copies["rtn"]))))
     # The checkpoint replaces the model, so what follows modifies it: an unmodified copy + RTN is RTN again.
-    chained = runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(copies["same"])), RTN))
+    chained = runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(copies["same"])), RTN))
     assert in_process.metrics["kl_mean"] > 1e-6, (
         "RTN 4-bit must change something for the test to mean anything"
     )
@@ -127,7 +118,7 @@ def test_load_model_reads_a_gguf_file_as_a_plain_float_model(ggufs):
 def test_gguf_checkpoints_compare_at_zero_or_near_it(runner, tiny_llama_dir, ggufs, text_file):
     kl = {}
     for qtype, path in ggufs.items():
-        r = runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(path))))
+        r = runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(path))))
         kl[qtype] = r.metrics["kl_mean"]
         assert r.metrics["layers_compared"] == 2.0 and r.metrics["tokenizer_same_encoding"] == 1.0
         if qtype == "Q8_0":
@@ -148,10 +139,10 @@ def test_the_cache_key_follows_the_checkpoints_files(runner, tiny_llama_dir, cop
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the weights were rewritten
     second = against_spec(str(folder))
     assert first.identity != second.identity
-    keys = {runner.cache_key(_spec(tiny_llama_dir, text_file, m))[0] for m in (first, second)}
+    keys = {runner.cache_key(tiny_spec(tiny_llama_dir, text_file, m))[0] for m in (first, second)}
     assert len(keys) == 2
     with pytest.raises(ModelError, match="has changed since this run was set up"):
-        runner.run(_spec(tiny_llama_dir, text_file, first))
+        runner.run(tiny_spec(tiny_llama_dir, text_file, first))
 
 
 def test_a_checkpoint_must_come_first_and_carry_an_identity(tiny_llama_dir):
@@ -252,10 +243,10 @@ def test_another_output_head_is_refused_and_another_depth_drops_the_layer_rows(
 
     wide_head = variant("wide-head", vocab_size=len(tiny_tokenizer) + 32)
     with pytest.raises(ModelError, match="output head over 416 token ids, the original over 384"):
-        runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(wide_head))))
+        runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(wide_head))))
     deeper = variant("deeper", num_hidden_layers=3)
     with caplog.at_level(logging.WARNING):
-        r = runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(deeper))))
+        r = runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(deeper))))
     assert "blocks cannot be paired" in caplog.text
     assert r.metrics["layers_compared"] == 0.0 and r.metrics["checkpoint_blocks"] == 3.0
     assert all(math.isnan(v) for v in _layer_values(r, "hidden_rel_error")), "no block is paired with another"
@@ -276,7 +267,7 @@ def test_the_web_ui_policy_keeps_checkpoints_inside_allowed_folders(
     link = copies["root"] / "link"
     link.symlink_to(tiny_llama_dir)
     with pytest.raises(ModelError, match="outside the folders"):
-        runner.run(_spec(tiny_llama_dir, text_file, against_spec(str(link))))
+        runner.run(tiny_spec(tiny_llama_dir, text_file, against_spec(str(link))))
 
 
 def test_model_page_measures_a_checkpoint_typed_in(tiny_llama_dir, tmp_path):

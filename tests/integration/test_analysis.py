@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from tiny_runs import tiny_spec
 
 from hemorrhage_core.analysis.thresholds import find_knee, thresholds
 
@@ -112,11 +113,10 @@ def test_non_finite_ratio_counts_as_over_every_level():
 # Sweeps end to end on a tiny model: stored points are reused, summaries are printed and stored
 # ------------------------------------------------------------------------------------------------------------
 
-PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
-
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
+def sentence_file(tmp_path_factory):
+    """Sentences (capitalised, full stops) of the shared vocabulary: the cloze analyses need sentence ends."""
     words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches", "and", "a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea"]  # fmt: skip
     rng = __import__("random").Random(0)
     sentences = []
@@ -136,13 +136,13 @@ def cache_env(tmp_path_factory):
         yield tmp
 
 
-def _cli_common(model_dir, text_file, db):
-    return ["--model", str(model_dir), "--corpus", text_file, "--tokens", "256", "--window", "64",
+def _cli_common(model_dir, sentence_file, db):
+    return ["--model", str(model_dir), "--corpus", sentence_file, "--tokens", "256", "--window", "64",
             "--batch-size", "2", "--db", str(db), "--device", "cpu"]  # fmt: skip
 
 
 def test_sweep_prints_and_stores_thresholds_and_reuses_stored_points(
-    cache_env, capsys, tiny_llama_dir, text_file
+    cache_env, capsys, tiny_llama_dir, sentence_file
 ):
     from hemorrhage_core.cli import build_parser, main
     from hemorrhage_core.cli.options import spec_from_args, sweep_specs
@@ -151,7 +151,7 @@ def test_sweep_prints_and_stores_thresholds_and_reuses_stored_points(
 
     db = cache_env / "sweep.duckdb"
     assert not db.exists()
-    common = _cli_common(tiny_llama_dir, text_file, db)
+    common = _cli_common(tiny_llama_dir, sentence_file, db)
     argv = ["sweep", "--param", "quant_rtn.bits", "--values", "8,4,3,2", *common]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -186,12 +186,12 @@ def test_sweep_prints_and_stores_thresholds_and_reuses_stored_points(
 
 
 def test_sweep_over_two_models_gives_one_summary_each(
-    cache_env, capsys, tiny_llama_dir, tiny_gpt2_dir, text_file
+    cache_env, capsys, tiny_llama_dir, tiny_gpt2_dir, sentence_file
 ):
     from hemorrhage_core.cli import main
 
     db = cache_env / "two.duckdb"
-    common = _cli_common(f"{tiny_llama_dir},{tiny_gpt2_dir}", text_file, db)
+    common = _cli_common(f"{tiny_llama_dir},{tiny_gpt2_dir}", sentence_file, db)
     assert main(["sweep", "--param", "prune.sparsity", "--values", "0.2,0.6", "--summary-json", *common]) == 0
     summaries = json.loads(capsys.readouterr().out)
     assert [s["model"] for s in summaries] == [str(tiny_llama_dir), str(tiny_gpt2_dir)]
@@ -203,12 +203,6 @@ def test_sweep_over_two_models_gives_one_summary_each(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _spec(model_dir, text_file, *mods, **probe):
-    from hemorrhage_core.specs import ProbeSettings, RunSpec
-
-    return RunSpec(model=str(model_dir), mods=mods, probe=ProbeSettings(corpus=text_file, **(PROBE | probe)))
-
-
 @pytest.fixture
 def runner(cache_env, tmp_path):
     from hemorrhage_core.runner import Runner
@@ -217,8 +211,8 @@ def runner(cache_env, tmp_path):
     return Runner(Store(tmp_path / "r.duckdb"), device="cpu")
 
 
-def test_identity_run_has_zero_lens_kl_full_overlap_and_no_cascade(runner, tiny_llama_dir, text_file):
-    r = runner.run(_spec(tiny_llama_dir, text_file))
+def test_identity_run_has_zero_lens_kl_full_overlap_and_no_cascade(runner, tiny_llama_dir, sentence_file):
+    r = runner.run(tiny_spec(tiny_llama_dir, sentence_file))
     table = r.layer_table()
     assert (table.lens_kl == 0).all()
     assert (table.attn_topk_overlap == 1).all()
@@ -228,7 +222,7 @@ def test_identity_run_has_zero_lens_kl_full_overlap_and_no_cascade(runner, tiny_
 
 
 def test_a_decoding_only_chain_unembeds_no_lens_rows_and_reads_zero(
-    runner, tiny_llama_dir, text_file, monkeypatch
+    runner, tiny_llama_dir, sentence_file, monkeypatch
 ):
     from hemorrhage_core.probes import profile
     from hemorrhage_core.specs import QuantizeRTN, Temperature
@@ -236,18 +230,18 @@ def test_a_decoding_only_chain_unembeds_no_lens_rows_and_reads_zero(
     calls = []
     real = profile.lens_kl
     monkeypatch.setattr(profile, "lens_kl", lambda *a: calls.append(a) or real(*a))
-    r = runner.run(_spec(tiny_llama_dir, text_file, Temperature(value=1.5)))
+    r = runner.run(tiny_spec(tiny_llama_dir, sentence_file, Temperature(value=1.5)))
     assert r.metrics["kl_mean"] > 0  # the output distribution did change ...
     assert (r.layer_table().lens_kl == 0).all()  # ... but no residual stream did
     assert calls == []
-    runner.run(_spec(tiny_llama_dir, text_file, Temperature(value=1.5), QuantizeRTN(bits=4)))
+    runner.run(tiny_spec(tiny_llama_dir, sentence_file, Temperature(value=1.5), QuantizeRTN(bits=4)))
     assert calls, "a weight change must still be read through the lens"
 
 
-def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir, text_file):
+def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir, sentence_file):
     from hemorrhage_core.specs import QuantizeRTN
 
-    r = runner.run(_spec(tiny_llama_dir, text_file, QuantizeRTN(bits=3)))
+    r = runner.run(tiny_spec(tiny_llama_dir, sentence_file, QuantizeRTN(bits=3)))
     t = r.layer_table().sort_values("layer")
     e = t.hidden_rel_error.to_numpy()
     assert e[0] > 0
@@ -256,7 +250,7 @@ def test_cascade_ratio_is_the_ratio_of_consecutive_errors(runner, tiny_llama_dir
     assert (t.lens_kl > 0).all()
 
 
-def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, text_file):
+def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, sentence_file):
     """Through the final norm and unembedding, the last block's residual stream *is* the output distribution, so
     the lens KL of the last layer equals the exact KL of the two models' outputs at the same positions (up to
     the fp16 storage of the reference's hidden states)."""
@@ -266,10 +260,10 @@ def test_logit_lens_at_the_last_layer_is_the_output_kl(runner, tiny_gpt2_dir, te
     from hemorrhage_core.probes.metrics import kl_full
     from hemorrhage_core.specs import Prune
 
-    spec = _spec(tiny_gpt2_dir, text_file, Prune(sparsity=0.5))
+    spec = tiny_spec(tiny_gpt2_dir, sentence_file, Prune(sparsity=0.5))
     r = runner.run(spec)
     lens_last = r.layer_table().sort_values("layer").lens_kl.iloc[-1]
-    windows, _ = runner._inputs_for(spec, runner.corpus(text_file), None)
+    windows, _ = runner._inputs_for(spec, runner.corpus(sentence_file), None)
     base = runner.base(spec.model).model
     modified = runner.modify(spec).model
     kls = []
@@ -348,11 +342,13 @@ def test_module_error_is_the_output_error_of_the_changed_weight_only(tiny_llama_
     assert df.layer.iloc[0] == 1 and df.kind.iloc[0] == "down_proj"
 
 
-def test_module_ranking_orders_by_relative_error_and_survives_the_store(runner, tiny_llama_dir, text_file):
+def test_module_ranking_orders_by_relative_error_and_survives_the_store(
+    runner, tiny_llama_dir, sentence_file
+):
     from hemorrhage_core.analysis.modules import from_rows, rank_modules, to_rows
     from hemorrhage_core.specs import QuantizeRTN
 
-    spec = _spec(tiny_llama_dir, text_file, QuantizeRTN(bits=3))
+    spec = tiny_spec(tiny_llama_dir, sentence_file, QuantizeRTN(bits=3))
     df = rank_modules(runner, spec, n=2, length=32)
     assert len(df) == 14  # 2 blocks x (q, k, v, o, gate, up, down); lm_head excluded by RTN's default
     assert df.rel_error.is_monotonic_decreasing and (df.rel_error > 0).all()
@@ -363,27 +359,29 @@ def test_module_ranking_orders_by_relative_error_and_survives_the_store(runner, 
 
 
 def test_identity_insertion_has_no_module_error_blocks_matched_through_the_layer_map(
-    runner, tiny_llama_dir, text_file
+    runner, tiny_llama_dir, sentence_file
 ):
     from hemorrhage_core.analysis.modules import counterpart_name, rank_modules
     from hemorrhage_core.specs import MODIFICATIONS
 
     if "insert_identity" not in MODIFICATIONS:
         pytest.skip("depth changes have not landed")
-    spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["insert_identity"](after=(0,)))
+    spec = tiny_spec(tiny_llama_dir, sentence_file, MODIFICATIONS["insert_identity"](after=(0,)))
     assert counterpart_name("model.layers.1.mlp.up_proj", [0, 2]) == "model.layers.2.mlp.up_proj"
     assert counterpart_name("model.layers.1.mlp.up_proj", [0, None]) is None
     df = rank_modules(runner, spec, n=2, length=32)
     assert df.empty, df
 
 
-def test_a_removed_block_ranks_as_the_block_and_float_noise_does_not_rank(runner, tiny_llama_dir, text_file):
+def test_a_removed_block_ranks_as_the_block_and_float_noise_does_not_rank(
+    runner, tiny_llama_dir, sentence_file
+):
     from hemorrhage_core.analysis.modules import from_rows, rank_modules, to_rows
     from hemorrhage_core.specs import MODIFICATIONS
 
     if "remove_layers" not in MODIFICATIONS:
         pytest.skip("depth changes have not landed")
-    spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["remove_layers"](layers=(1,)))
+    spec = tiny_spec(tiny_llama_dir, sentence_file, MODIFICATIONS["remove_layers"](layers=(1,)))
     df = rank_modules(runner, spec, n=2, length=32)
     top = df.iloc[0]
     assert top["rank"] == 1 and top.module == "model.layers.1" and top.kind == "block (removed)", df
@@ -396,13 +394,15 @@ def test_a_removed_block_ranks_as_the_block_and_float_noise_does_not_rank(runner
     assert back.iloc[0].kind == "block (removed)" and back.iloc[0].layer == 1
 
 
-def test_added_blocks_rank_by_what_they_write(runner, tiny_llama_dir, text_file):
+def test_added_blocks_rank_by_what_they_write(runner, tiny_llama_dir, sentence_file):
     from hemorrhage_core.analysis.modules import rank_modules
     from hemorrhage_core.specs import MODIFICATIONS
 
     if "duplicate_layers" not in MODIFICATIONS:
         pytest.skip("depth changes have not landed")
-    spec = _spec(tiny_llama_dir, text_file, MODIFICATIONS["duplicate_layers"](start=0, end=1, times=1))
+    spec = tiny_spec(
+        tiny_llama_dir, sentence_file, MODIFICATIONS["duplicate_layers"](start=0, end=1, times=1)
+    )
     df = rank_modules(runner, spec, n=2, length=32)
     assert (df.kind == "block (added)").sum() == 1 and df.iloc[0].kind == "block (added)", df
 
@@ -412,11 +412,11 @@ def test_added_blocks_rank_by_what_they_write(runner, tiny_llama_dir, text_file)
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_attention_view_of_an_unmodified_model_has_zero_difference(runner, tiny_llama_dir, text_file):
+def test_attention_view_of_an_unmodified_model_has_zero_difference(runner, tiny_llama_dir, sentence_file):
     from hemorrhage_core.analysis.attention import attention_view
 
     view = attention_view(
-        runner, _spec(tiny_llama_dir, text_file), "the quick brown fox jumps over the dog", 1
+        runner, tiny_spec(tiny_llama_dir, sentence_file), "the quick brown fox jumps over the dog", 1
     )
     assert view.base.shape[0] == 4 and view.base.shape[1] == view.base.shape[2] == len(view.tokens)
     assert (view.diff == 0).all()
@@ -426,13 +426,13 @@ def test_attention_view_of_an_unmodified_model_has_zero_difference(runner, tiny_
     assert len(set(view.labels)) == len(view.labels)  # unique axis labels
 
 
-def test_attention_view_of_one_head_after_quantization(runner, tiny_gpt2_dir, text_file):
+def test_attention_view_of_one_head_after_quantization(runner, tiny_gpt2_dir, sentence_file):
     import numpy as np
 
     from hemorrhage_core.analysis.attention import attention_view
     from hemorrhage_core.specs import QuantizeRTN
 
-    spec = _spec(tiny_gpt2_dir, text_file, QuantizeRTN(bits=2))
+    spec = tiny_spec(tiny_gpt2_dir, sentence_file, QuantizeRTN(bits=2))
     view = attention_view(runner, spec, "a calm river carries old leaves toward the distant sea", 0, head=2)
     t = len(view.tokens)
     assert view.base.shape == view.modified.shape == (t, t)
@@ -456,11 +456,11 @@ def test_attention_view_of_one_head_after_quantization(runner, tiny_gpt2_dir, te
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_cloze_set_is_deterministic_and_well_formed(text_file):
+def test_cloze_set_is_deterministic_and_well_formed(sentence_file):
     from hemorrhage_core.analysis.flips import build_cloze
     from hemorrhage_core.corpora import load_corpus
 
-    corpus = load_corpus(text_file)
+    corpus = load_corpus(sentence_file)
     a = build_cloze(corpus, n_items=12, n_choices=4)
     b = build_cloze(corpus, n_items=12, n_choices=4)
     assert a == b and a.set_id == b.set_id
@@ -487,13 +487,13 @@ def test_flips_count_changed_correctness_both_ways():
     assert r.changed_choices == 3 and r.flip_rate == 0.5
 
 
-def test_flip_report_of_the_original_model_has_no_flips(runner, tiny_llama_dir, text_file):
+def test_flip_report_of_the_original_model_has_no_flips(runner, tiny_llama_dir, sentence_file):
     from hemorrhage_core.analysis.flips import flip_report
     from hemorrhage_core.specs import QuantizeRTN
 
-    same = flip_report(runner, _spec(tiny_llama_dir, text_file), n_items=8)
+    same = flip_report(runner, tiny_spec(tiny_llama_dir, sentence_file), n_items=8)
     assert same.flips == 0 and same.changed_choices == 0 and same.accuracy_base == same.accuracy_modified
-    hurt = flip_report(runner, _spec(tiny_llama_dir, text_file, QuantizeRTN(bits=2)), n_items=8)
+    hurt = flip_report(runner, tiny_spec(tiny_llama_dir, sentence_file, QuantizeRTN(bits=2)), n_items=8)
     assert hurt.accuracy_base == same.accuracy_base and hurt.n_items == 8
     assert 0 <= hurt.flip_rate <= 1
 
@@ -504,13 +504,13 @@ def test_flip_report_of_the_original_model_has_no_flips(runner, tiny_llama_dir, 
 
 
 def test_memory_table_uses_reported_bytes_and_counts_the_original_at_16_bits(
-    runner, tiny_llama_dir, text_file
+    runner, tiny_llama_dir, sentence_file
 ):
     from hemorrhage_core.analysis.memory import memory_table, parameter_count, pareto_front
     from hemorrhage_core.specs import Prune, QuantizeRTN
 
     for mod in (QuantizeRTN(bits=4), QuantizeRTN(bits=8), Prune(sparsity=0.5)):
-        runner.run(_spec(tiny_llama_dir, text_file, mod))
+        runner.run(tiny_spec(tiny_llama_dir, sentence_file, mod))
     df = memory_table(runner.store, [str(tiny_llama_dir)])
     n = parameter_count(str(tiny_llama_dir))
     assert n == sum(p.numel() for p in runner.base(str(tiny_llama_dir)).model.parameters())

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_runs import tiny_spec
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
@@ -34,7 +35,6 @@ from hemorrhage_core.probes.reference import context_rows
 from hemorrhage_core.specs import (
     CalibrateDecoding,
     KLDistill,
-    ProbeSettings,
     QuantizeRTN,
     RunSpec,
     Temperature,
@@ -45,17 +45,10 @@ from hemorrhage_core.specs.depth import DepthUpscale, DuplicateLayers, InsertIde
 VOCAB = (
     384  # the tiny fixtures' tokenizer size: a reference with top_k = VOCAB keeps every token (exact metrics)
 )
-PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=VOCAB)
-
-
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
-    return word_text(words, 8000)
 
 
 def _spec(model_dir, text_file, *mods):
-    return RunSpec(model=str(model_dir), mods=mods, probe=ProbeSettings(corpus=text_file, **PROBE))
+    return tiny_spec(model_dir, text_file, *mods, top_k=VOCAB)  # the whole vocabulary: truncation is exact
 
 
 def _calib(text_file, **kw):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from tiny_runs import tiny_spec
 
 from hemorrhage_core.cli import main
 from hemorrhage_core.errors import SpecError
@@ -16,25 +17,12 @@ from hemorrhage_core.generation import (
     rollout,
     side_by_side_for_spec,
 )
-from hemorrhage_core.specs import CalibrateDecoding, ProbeSettings, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import CalibrateDecoding, QuantizeRTN, Temperature
 from hemorrhage_core.specs.decode import RepetitionPenalty, TopP
 from hemorrhage_core.specs.depth import DuplicateLayers, InsertIdentity
 
 PROMPTS = ("The quick brown fox", "A calm river carries", "Numbers such as 1, 2, 3")
 FAST = GenerationSettings(max_new_tokens=10, seeds=(0, 1, 2))
-
-
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "calm", "river", "carries", "leaves"]  # fmt: skip
-    return word_text(words, 6000, seed=1)
-
-
-def _spec(model_dir, text_file, *mods):
-    probe = ProbeSettings(
-        corpus=text_file, tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64
-    )
-    return RunSpec(model=str(model_dir), mods=mods, probe=probe)
 
 
 def test_gumbel_max_samples_the_distribution_and_is_reproducible():
@@ -77,7 +65,7 @@ def test_left_padded_batches_generate_what_each_prompt_generates_alone(runner, t
 
 
 def test_the_original_against_itself_never_diverges(runner, tiny_llama_dir, text_file):
-    result = generation_divergence(runner, _spec(tiny_llama_dir, text_file), PROMPTS, FAST)
+    result = generation_divergence(runner, tiny_spec(tiny_llama_dir, text_file), PROMPTS, FAST)
     assert (result.rollouts.matching_prefix == 10).all() and not result.rollouts.diverged.any()
     assert (result.steps.kl == 0).all() and (result.steps.kl_reverse == 0).all()
     assert (result.survival.identical_share == 1.0).all()
@@ -87,13 +75,13 @@ def test_the_original_against_itself_never_diverges(runner, tiny_llama_dir, text
 
 def test_identity_blocks_generate_the_same_tokens_through_the_cache(runner, tiny_gpt2_dir, text_file):
     result = generation_divergence(
-        runner, _spec(tiny_gpt2_dir, text_file, InsertIdentity(every=1)), PROMPTS, FAST
+        runner, tiny_spec(tiny_gpt2_dir, text_file, InsertIdentity(every=1)), PROMPTS, FAST
     )
     assert result.summary["gen_identical_share"] == 1.0 and result.summary["gen_traj_kl_mean"] == 0.0
 
 
 def test_sampling_is_seeded_and_reproducible(runner, tiny_llama_dir, text_file):
-    spec = _spec(tiny_llama_dir, text_file, Temperature(1.3))
+    spec = tiny_spec(tiny_llama_dir, text_file, Temperature(1.3))
     a = generation_divergence(runner, spec, PROMPTS, FAST)
     b = generation_divergence(runner, spec, PROMPTS, FAST)
     assert a.rollouts.equals(b.rollouts) and a.steps.equals(b.steps)
@@ -106,7 +94,7 @@ def test_higher_temperature_diverges_sooner_and_survival_falls(runner, tiny_llam
     prefix = []
     for t in (1.05, 1.5, 3.0):
         result = generation_divergence(
-            runner, _spec(tiny_llama_dir, text_file, Temperature(t)), PROMPTS, settings
+            runner, tiny_spec(tiny_llama_dir, text_file, Temperature(t)), PROMPTS, settings
         )
         share = result.survival.identical_share.to_list()
         assert share == sorted(share, reverse=True), "the identical share can only fall with length"
@@ -116,7 +104,7 @@ def test_higher_temperature_diverges_sooner_and_survival_falls(runner, tiny_llam
 
 
 def test_truncation_makes_the_trajectory_kl_infinite_and_cuts_mass(runner, tiny_llama_dir, text_file):
-    result = generation_divergence(runner, _spec(tiny_llama_dir, text_file, TopP(p=0.5)), PROMPTS, FAST)
+    result = generation_divergence(runner, tiny_spec(tiny_llama_dir, text_file, TopP(p=0.5)), PROMPTS, FAST)
     s = result.summary
     assert s["gen_traj_kl_mean"] == math.inf and 0 < s["gen_traj_kl_reverse_mean"] < math.inf
     assert 0.3 < s["gen_traj_mass_cut_mean"] <= 0.5 + 1e-6, "top-p 0.5 cuts at most half the mass"
@@ -126,11 +114,13 @@ def test_truncation_makes_the_trajectory_kl_infinite_and_cuts_mass(runner, tiny_
 
 def test_greedy_ignores_temperature_but_not_repetition_penalty(runner, tiny_llama_dir, text_file):
     greedy = GenerationSettings(max_new_tokens=12, sample=False)
-    hot = generation_divergence(runner, _spec(tiny_llama_dir, text_file, Temperature(3.0)), PROMPTS, greedy)
+    hot = generation_divergence(
+        runner, tiny_spec(tiny_llama_dir, text_file, Temperature(3.0)), PROMPTS, greedy
+    )
     assert hot.summary["gen_identical_share"] == 1.0 and hot.summary["gen_traj_kl_mean"] > 0
     assert len(hot.rollouts) == len(PROMPTS), "greedy makes one rollout per prompt"
     rep = generation_divergence(
-        runner, _spec(tiny_llama_dir, text_file, RepetitionPenalty(penalty=5.0)), PROMPTS, greedy
+        runner, tiny_spec(tiny_llama_dir, text_file, RepetitionPenalty(penalty=5.0)), PROMPTS, greedy
     )
     assert rep.summary["gen_diverged_share"] > 0, (
         "the tiny model repeats itself; a strong penalty must change that"
@@ -138,9 +128,9 @@ def test_greedy_ignores_temperature_but_not_repetition_penalty(runner, tiny_llam
 
 
 def test_side_by_side_marks_the_first_divergence(runner, tiny_llama_dir, text_file):
-    same = side_by_side_for_spec(runner, _spec(tiny_llama_dir, text_file), PROMPTS[1], 8)
+    same = side_by_side_for_spec(runner, tiny_spec(tiny_llama_dir, text_file), PROMPTS[1], 8)
     assert same.first_divergence is None and same.base_tokens == same.mod_tokens and len(same.base_ids) == 8
-    spec = _spec(tiny_llama_dir, text_file, DuplicateLayers(start=0, end=2, times=2), QuantizeRTN(bits=2))
+    spec = tiny_spec(tiny_llama_dir, text_file, DuplicateLayers(start=0, end=2, times=2), QuantizeRTN(bits=2))
     diff = side_by_side_for_spec(runner, spec, PROMPTS[1], 8)
     i = diff.first_divergence
     assert i is not None and diff.base_ids[:i] == diff.mod_ids[:i] and diff.base_ids[i] != diff.mod_ids[i]
@@ -149,9 +139,11 @@ def test_side_by_side_marks_the_first_divergence(runner, tiny_llama_dir, text_fi
 
 def test_calibrated_spec_generates_through_the_runner(runner, tiny_llama_dir, text_file):
     calib = CalibrateDecoding(calib_corpus=text_file, calib_samples=4, calib_len=64)
-    plain = generation_divergence(runner, _spec(tiny_llama_dir, text_file, Temperature(2.0)), PROMPTS, FAST)
+    plain = generation_divergence(
+        runner, tiny_spec(tiny_llama_dir, text_file, Temperature(2.0)), PROMPTS, FAST
+    )
     fixed = generation_divergence(
-        runner, _spec(tiny_llama_dir, text_file, Temperature(2.0), calib), PROMPTS, FAST
+        runner, tiny_spec(tiny_llama_dir, text_file, Temperature(2.0), calib), PROMPTS, FAST
     )
     assert fixed.summary["gen_traj_kl_mean"] < 1e-4 * plain.summary["gen_traj_kl_mean"] + 1e-7
     assert fixed.summary["gen_identical_share"] >= plain.summary["gen_identical_share"]

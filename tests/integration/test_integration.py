@@ -8,28 +8,17 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from tiny_runs import tiny_spec
 
 from hemorrhage_core.cli import main
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.specs import ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature
+from hemorrhage_core.specs import Prune, QuantizeRTN, Temperature
 from hemorrhage_core.store import Store
-
-PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
-
-
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches", "and", "a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea"]  # fmt: skip
-    return word_text(words, 6000)
 
 
 @pytest.fixture(params=["llama", "gpt2"])
 def model_dir(request, tiny_llama_dir, tiny_gpt2_dir):
     return str(tiny_llama_dir if request.param == "llama" else tiny_gpt2_dir)
-
-
-def _spec(model_dir, text_file, *mods):
-    return RunSpec(model=model_dir, mods=mods, probe=ProbeSettings(corpus=text_file, **PROBE))
 
 
 def _state_hash(model) -> str:
@@ -41,7 +30,7 @@ def _state_hash(model) -> str:
 
 
 def test_unmodified_model_gives_exactly_zero_divergence(runner, model_dir, text_file):
-    r = runner.run(_spec(model_dir, text_file))
+    r = runner.run(tiny_spec(model_dir, text_file))
     m = r.metrics
     assert m["kl_mean"] == 0.0 and m["kl_max"] == 0.0
     assert m["top1_agreement"] == 1.0 and m["top5_overlap"] == 1.0
@@ -54,7 +43,7 @@ def test_unmodified_model_gives_exactly_zero_divergence(runner, model_dir, text_
 def test_kl_grows_as_bits_fall_and_8_bit_is_small_but_not_zero(runner, model_dir, text_file):
     kls = []
     for bits in (8, 6, 4, 3, 2):
-        kls.append(runner.run(_spec(model_dir, text_file, QuantizeRTN(bits=bits))).metrics["kl_mean"])
+        kls.append(runner.run(tiny_spec(model_dir, text_file, QuantizeRTN(bits=bits))).metrics["kl_mean"])
     assert 0 < kls[0] < 0.01
     assert kls == sorted(kls), kls
 
@@ -63,42 +52,42 @@ def test_base_model_is_never_mutated(runner, model_dir, text_file):
     base = runner.base(model_dir).model
     before = _state_hash(base)
     runner.run(
-        _spec(
+        tiny_spec(
             model_dir, text_file, Prune(sparsity=0.5), QuantizeRTN(bits=3, granularity="group", group_size=16)
         )
     )
-    runner.run(_spec(model_dir, text_file, QuantizeRTN(bits=2, include_lm_head=True)))
-    runner.run(_spec(model_dir, text_file, Temperature(2.0)))
+    runner.run(tiny_spec(model_dir, text_file, QuantizeRTN(bits=2, include_lm_head=True)))
+    runner.run(tiny_spec(model_dir, text_file, Temperature(2.0)))
     assert _state_hash(base) == before
 
 
 def test_the_last_modification_is_shared_until_another_spec_is_modified(runner, model_dir, text_file):
-    pruned = _spec(model_dir, text_file, Prune(sparsity=0.5))
+    pruned = tiny_spec(model_dir, text_file, Prune(sparsity=0.5))
     first = runner.modify(pruned)
     assert runner.modify(pruned) is first  # a profile, then a generation of the same spec: one modification
     assert (
-        runner.modify(_spec(model_dir, text_file, Prune(sparsity=0.5))) is first
+        runner.modify(tiny_spec(model_dir, text_file, Prune(sparsity=0.5))) is first
     )  # equal specs are one spec
-    other = runner.modify(_spec(model_dir, text_file, Prune(sparsity=0.3)))
+    other = runner.modify(tiny_spec(model_dir, text_file, Prune(sparsity=0.3)))
     assert other is not first and runner.modify(pruned) is not first  # one slot: rebuilt after another spec
     assert runner.modify(pruned).model is not runner.base(model_dir).model
 
 
 def test_achieved_sparsity_is_reported(runner, model_dir, text_file):
-    r = runner.run(_spec(model_dir, text_file, Prune(sparsity=0.3)))
+    r = runner.run(tiny_spec(model_dir, text_file, Prune(sparsity=0.3)))
     assert r.metrics["achieved_sparsity"] == pytest.approx(0.3, abs=0.02)
     assert r.metrics["kl_mean"] > 0
 
 
 def test_temperature_changes_perplexity_but_not_argmax(runner, model_dir, text_file):
-    r = runner.run(_spec(model_dir, text_file, Temperature(2.0)))
+    r = runner.run(tiny_spec(model_dir, text_file, Temperature(2.0)))
     assert r.metrics["top1_agreement"] == 1.0 and r.metrics["kl_mean"] > 0
     assert r.metrics["ppl"] != r.metrics["ppl_base"]
 
 
 def test_a_stored_spec_returns_without_loading_the_model(tmp_path, monkeypatch, tiny_llama_dir, text_file):
     monkeypatch.setenv("HEMLAB_CACHE", str(tmp_path / "cache"))
-    spec = _spec(str(tiny_llama_dir), text_file, QuantizeRTN(bits=4))
+    spec = tiny_spec(str(tiny_llama_dir), text_file, QuantizeRTN(bits=4))
     first = Runner(Store(tmp_path / "r.duckdb"), device="cpu").run(spec)
     fresh = Runner(Store(tmp_path / "r.duckdb"), device="cpu")
     again = fresh.run(spec)

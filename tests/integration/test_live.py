@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+from tiny_runs import tiny_spec
 
 from hemorrhage_core.compute_queue import ComputeQueue
 from hemorrhage_core.errors import Cancelled
@@ -18,11 +19,10 @@ from hemorrhage_core.probes.partial import HEADLINES, PartialMetrics, position_b
 from hemorrhage_core.probes.profile import profile_model
 from hemorrhage_core.progress import RunSteps, StepUpdate
 from hemorrhage_core.runner import Runner
-from hemorrhage_core.specs import GPTQ, ProbeSettings, Prune, QuantizeRTN, RunSpec, Temperature, TopK
+from hemorrhage_core.specs import GPTQ, Prune, QuantizeRTN, Temperature, TopK
 from hemorrhage_core.store import Store
 
 # 8 windows of 64 tokens in batches of 2: a first estimate from one window, then four batches.
-PROBE = dict(tokens=512, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
 WIDE = dict(tokens=2048, batch_size=8)  # 32 windows in four batches: enough blocks to see intervals shrink
 CALIB = dict(calib_samples=8, calib_len=32)
 WORDS = [
@@ -51,7 +51,7 @@ def text(word_text):
 
 
 def _spec(model, text, *mods, **probe):
-    return RunSpec(model=str(model), mods=mods, probe=ProbeSettings(corpus=text, **{**PROBE, **probe}))
+    return tiny_spec(model, text, *mods, **{"tokens": 512, **probe})  # 8 windows: progress has steps to show
 
 
 def _timeless(metrics: dict) -> dict:

@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 import pytest
+from tiny_runs import tiny_spec
 
 from hemorrhage_core import charts, mitigation
 from hemorrhage_core.charts import MITIGATED, MODIFIED, ORIGINAL
@@ -275,17 +276,8 @@ def test_attention_pair_shares_one_colour_scale():
 # -- end to end on a tiny model ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
-    return word_text(words, 8000)
-
-
 def _run(runner, model, text_file, mods):
-    probe = ProbeSettings(
-        corpus=text_file, tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64
-    )
-    return runner.run(RunSpec(model=str(model), mods=tuple(mods), probe=probe))
+    return runner.run(tiny_spec(model, text_file, *mods))
 
 
 def test_decoding_calibration_undoes_a_temperature_end_to_end(runner, tiny_llama_dir, text_file):

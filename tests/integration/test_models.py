@@ -49,7 +49,7 @@ def test_unknown_plain_name_lists_the_embedded_models():
 
 
 def test_unreachable_hub_id_becomes_a_model_error(monkeypatch):
-    monkeypatch.setattr(models, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(models.loading, "_hub_reachable", lambda: False)
     with pytest.raises(ModelError) as err:
         load_model("no-such-org/no-such-model-hemlab")
     message = str(err.value)
@@ -122,7 +122,7 @@ def test_incomplete_or_non_causal_folders_are_model_errors(tmp_path, tiny_llama_
 
 
 def test_too_big_for_this_machine(monkeypatch, tiny_llama_dir):
-    monkeypatch.setattr(models, "_available_bytes", lambda device: 1000)
+    monkeypatch.setattr(models.devices, "_available_bytes", lambda device: 1000)
     with pytest.raises(ModelError, match="too big for this machine"):
         load_model(str(tiny_llama_dir))
 
@@ -160,8 +160,8 @@ def test_prepare_is_idempotent_and_atomic(cache, monkeypatch, tiny_llama_dir):
         calls.append(gguf)
         shutil.copytree(tiny_llama_dir, out)
 
-    monkeypatch.setattr(models, "_gguf_path", lambda spec, workdir: workdir / spec.gguf_file)
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(models.embedded, "_gguf_path", lambda spec, workdir: workdir / spec.gguf_file)
+    monkeypatch.setattr(models.embedded, "_convert_gguf", fake_convert)
     assert not is_prepared("smollm2-135m")
     folder = prepare_embedded("smollm2-135m")
     assert folder == cache / "models" / "smollm2-135m" and is_prepared("smollm2-135m")
@@ -176,8 +176,8 @@ def test_failed_prepare_leaves_nothing_behind(cache, monkeypatch):
         (out / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(models, "_gguf_path", lambda spec, workdir: workdir / spec.gguf_file)
-    monkeypatch.setattr(models, "_convert_gguf", broken_convert)
+    monkeypatch.setattr(models.embedded, "_gguf_path", lambda spec, workdir: workdir / spec.gguf_file)
+    monkeypatch.setattr(models.embedded, "_convert_gguf", broken_convert)
     with pytest.raises(RuntimeError):
         prepare_embedded("gemma3-270m")
     assert not is_prepared("gemma3-270m")
@@ -190,7 +190,7 @@ def test_stale_staging_of_a_dead_process_is_removed(cache):
     alive = models_dir / f".smollm2-135m.{os.getpid()}-abc.tmp"
     for d in (dead, alive):
         d.mkdir(parents=True)
-    models._remove_stale_staging(models_dir, "smollm2-135m")
+    models.embedded._remove_stale_staging(models_dir, "smollm2-135m")
     assert not dead.exists() and alive.exists()
 
 
@@ -202,7 +202,7 @@ def _fake_chunked_model(tmp_path, monkeypatch, parts: list[bytes], checksum: str
     for i, data in enumerate(parts):
         (tmp_path / f"p{i + 1}" / "data").mkdir(parents=True)
         (tmp_path / f"p{i + 1}" / "data" / f"fake.gguf.part{i:02d}").write_bytes(data)
-    monkeypatch.setattr(models, "_package_dir", lambda package: tmp_path / package)
+    monkeypatch.setattr(models.embedded, "_package_dir", lambda package: tmp_path / package)
     return spec
 
 
@@ -211,7 +211,7 @@ def test_chunked_gguf_is_joined_in_order_and_verified(tmp_path, monkeypatch):
     spec = _fake_chunked_model(tmp_path, monkeypatch, parts, hashlib.sha256(b"".join(parts)).hexdigest())
     work = tmp_path / "work"
     work.mkdir()
-    assert models._gemma_gguf(spec, work).read_bytes() == b"first-second"
+    assert models.embedded._gemma_gguf(spec, work).read_bytes() == b"first-second"
 
 
 def test_chunked_gguf_checksum_mismatch_fails_clearly(tmp_path, monkeypatch):
@@ -219,12 +219,12 @@ def test_chunked_gguf_checksum_mismatch_fails_clearly(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(ModelError, match="sha256"):
-        models._gemma_gguf(spec, work)
+        models.embedded._gemma_gguf(spec, work)
 
 
 def test_missing_package_says_how_to_install():
     with pytest.raises(ModelError, match="make setup"):
-        models._package_dir("no_such_package_hemlab")
+        models.embedded._package_dir("no_such_package_hemlab")
 
 
 # -- the real default model ----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from hemorrhage_core.structure import find_blocks
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from conftest import build_tokenizer  # noqa: E402
+from tiny_runs import TINY_PROBE
 
 VOCAB = 384
 
@@ -439,12 +440,6 @@ def test_shortgpt_removes_an_identity_block_first_and_nothing_changes(model_name
 
 
 @pytest.fixture(scope="module")
-def text_file(word_text):
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge", "boxing", "matches"]  # fmt: skip
-    return word_text(words, 6000)
-
-
-@pytest.fixture(scope="module")
 def other_text_file(word_text):
     words = ["a", "calm", "river", "carries", "old", "leaves", "toward", "the", "distant", "sea", "and", "the", "news", "travels", "from", "town", "to", "town"]  # fmt: skip
     return word_text(words, 4000, seed=1, name="other.txt")
@@ -472,13 +467,10 @@ def test_calibration_windows_come_from_the_end_and_never_touch_evaluation_or_pro
         calibration_windows(tok, corpus, fits_alone, 64, reserved_head_tokens=512)
 
 
-PROBE = dict(tokens=256, window=64, batch_size=2, attn_probes=2, attn_len=16, top_k=64)
-
-
 def test_runner_calibration_is_cached_and_depends_on_the_corpus(
     runner, tiny_llama_dir, text_file, other_text_file
 ):
-    spec = RunSpec(model=str(tiny_llama_dir), probe=ProbeSettings(corpus=text_file, **PROBE))
+    spec = RunSpec(model=str(tiny_llama_dir), probe=ProbeSettings(corpus=text_file, **TINY_PROBE))
     same = runner.calibration_windows(spec, text_file, 4, 32)
     assert runner.calibration_windows(spec, text_file, 4, 32) is same
     other = runner.calibration_windows(spec, other_text_file, 4, 32)
@@ -497,7 +489,9 @@ def test_runner_calibration_is_cached_and_depends_on_the_corpus(
     ids=lambda m: m.kind,
 )
 def test_runner_profiles_every_kind_and_leaves_the_base_alone(runner, tiny_llama_dir, text_file, mod):
-    spec = RunSpec(model=str(tiny_llama_dir), mods=(mod,), probe=ProbeSettings(corpus=text_file, **PROBE))
+    spec = RunSpec(
+        model=str(tiny_llama_dir), mods=(mod,), probe=ProbeSettings(corpus=text_file, **TINY_PROBE)
+    )
     base = runner.base(spec.model).model
     before = {k: v.clone() for k, v in base.state_dict().items()}
     result = runner.run(spec)

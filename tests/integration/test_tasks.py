@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from tiny_runs import tiny_spec
 
 from hemorrhage_core.cli import main
 from hemorrhage_core.errors import TaskError
@@ -19,13 +20,7 @@ from hemorrhage_core.tasks.evaluate import ItemScores, compare, evaluate_task, l
 from hemorrhage_core.tasks.items import Item, Subset, TaskSet, select, task_set
 from hemorrhage_core.tasks.scoring import encode_requests, score
 
-PROBE = dict(tokens=128, window=64, batch_size=2, attn_probes=1, attn_len=8, top_k=16)
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "calm", "river", "sea", "town"]
-
-
-@pytest.fixture(scope="module")
-def text_file(word_text):
-    return word_text(WORDS, 800)
+PROBE = dict(tokens=128, attn_probes=1, attn_len=8, top_k=16)  # smaller than TINY_PROBE: tasks are the point
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +64,7 @@ def model_dir(request, tiny_llama_dir, tiny_gpt2_dir):
 
 
 def _spec(model_dir, text_file, *mods):
-    return RunSpec(model=model_dir, mods=mods, probe=ProbeSettings(corpus=text_file, **PROBE))
+    return tiny_spec(model_dir, text_file, *mods, **PROBE)
 
 
 def _by_hand(model, tokenizer, context: str, continuation: str) -> tuple[float, bool]:

@@ -35,7 +35,7 @@ PROSE = " ".join(
 def data(tmp_path, monkeypatch):
     """An empty data dir whose only wheels folder is tmp_path/wheels (the real downloads stay out of sight)."""
     monkeypatch.setenv("HEMLAB_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(corpora, "wheels_dirs", lambda: [tmp_path / "wheels"])
+    monkeypatch.setattr(corpora.builtin, "wheels_dirs", lambda: [tmp_path / "wheels"])
     (tmp_path / "wheels").mkdir()
     return tmp_path
 
@@ -206,8 +206,11 @@ wrote ''notes'' on the [[Analytical Engine]]<ref name="a"/> ([http://example.org
 
 
 def test_an_unclosed_template_does_not_swallow_the_article():
-    assert corpora._strip_nested("keep {{ broken and {{t}} this", "{{", "}}") == "keep  broken and  this"
-    assert corpora._strip_nested("a {{b {{c}} d}} e", "{{", "}}") == "a  e"
+    assert (
+        corpora.cleaning._strip_nested("keep {{ broken and {{t}} this", "{{", "}}")
+        == "keep  broken and  this"
+    )
+    assert corpora.cleaning._strip_nested("a {{b {{c}} d}} e", "{{", "}}") == "a  e"
 
 
 # -- token windows -------------------------------------------------------------------------------------------
