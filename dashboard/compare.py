@@ -21,13 +21,16 @@ SHOWN = ["label", "model", "family", "corpus", "token_budget", "window_tokens", 
          "top1_agreement", "bits_per_weight", "achieved_sparsity", "created_at"]  # fmt: skip
 COLUMNS = {
     "label": st.column_config.Column("run", width="medium"),
-    "model": st.column_config.Column("model", width="small"),
+    "model": st.column_config.Column("model", width=110),
     "family": st.column_config.Column("family", width="small"),
     "corpus": st.column_config.Column("corpus", width="small"),
     "token_budget": st.column_config.NumberColumn("tokens", width="small"),
     "window_tokens": st.column_config.NumberColumn("window", width="small"),
-    "ppl_ratio": st.column_config.NumberColumn("perplexity ratio", format="×%.3f"),
-    "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),
+    "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f", width="small"),
+    "kl_mean": st.column_config.NumberColumn("KL mean", format="%.4f", width="small"),
+    "top1_agreement": st.column_config.NumberColumn("top-1", format="percent", width="small"),
+    "bits_per_weight": st.column_config.NumberColumn("bits/weight", format="%.2f", width="small"),
+    "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent", width="small"),
     "created_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
 }
 
@@ -79,11 +82,9 @@ def overlays(store: Store, keys: list[str]) -> None:
     compared = views.compared_runs(store, keys)
     caption = runs_caption(compared)
     chart(charts.metric_bars_chart(compared), "compare-metrics", caption=caption)
-    left, right = st.columns(2)
-    with left:
-        chart(charts.layer_loss_chart(views.layer_rows(store, keys)), "compare-layers", caption=caption)
-    with right:
-        chart(charts.kl_cdf_chart(views.kl_hist_rows(store, keys)), "compare-kl-cdf", caption=caption)
+    # Full width: a legend of several runs beside a half-page plot would squeeze it to a strip.
+    chart(charts.layer_loss_chart(views.layer_rows(store, keys)), "compare-layers", caption=caption)
+    chart(charts.kl_cdf_chart(views.kl_hist_rows(store, keys)), "compare-kl-cdf", caption=caption)
 
 
 def report_buttons(store: Store, keys: list[str]) -> None:

@@ -63,7 +63,10 @@ def generation_panel(result: RunResult, key: str, *, mode: str = "greedy") -> No
     if submitted:
         st.session_state[f"{key}.request"] = request
     if st.session_state.get(f"{key}.request") != request:
-        st.info("Press Generate to compare the two continuations (it rebuilds the modified model).")
+        st.info(
+            "Press Generate to compare the two continuations"
+            + (" (it rebuilds the modified model)." if result.spec.touches_weights else ".")
+        )
         return
     try:
         with progress_bar(f"Building {label} and generating {n} tokens") as report:
