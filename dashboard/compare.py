@@ -20,7 +20,7 @@ from .widgets import chart, stored, table, zip_bytes
 SHOWN = ["label", "model", "family", "corpus", "token_budget", "window_tokens", "ppl_ratio", "kl_mean",
          "top1_agreement", "bits_per_weight", "achieved_sparsity", "created_at"]  # fmt: skip
 COLUMNS = {
-    "label": st.column_config.Column("run", width="medium"),
+    "label": st.column_config.Column("run", width=170),
     "model": st.column_config.Column("model", width=110),
     "family": st.column_config.Column("family", width="small"),
     "corpus": st.column_config.Column("corpus", width="small"),

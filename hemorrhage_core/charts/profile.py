@@ -410,8 +410,12 @@ def kl_distribution_chart(
             hovertemplate="KL %{customdata} nats<br>%{y:.1%} of tokens<extra></extra>",
         )
     )
+    # Every bin is a bar, but only the decades are labelled (three labels a decade overlapped at half width);
+    # the hover names each bin's range.
+    decades = [label for label in labels if label.startswith("1e")]
     fig.update_xaxes(
-        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin", tickangle=-45
+        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin",
+        **(dict(tickmode="array", tickvals=decades) if len(decades) >= 3 else dict(tickangle=-45)),
     )
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:
