@@ -524,7 +524,9 @@ def test_decode_page_compares_generations_on_click_with_a_divergence_measure(app
     )
     assert "Reverse KL per step (nats)" in metrics and "Probability mass cut" in metrics
     steps = at.get("plotly_chart")[charts_before].proto.spec
-    assert "reverse KL" in steps and "KL(modified \\u2016 original)" in steps, "the finite divergence is drawn"
+    assert "reverse KL" in steps and "KL(modified \\u2016 original)" in steps, (
+        "the finite divergence is drawn"
+    )
 
 
 def test_impossible_settings_are_shown_not_raised(app_env):
