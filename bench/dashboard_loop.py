@@ -6,11 +6,16 @@ honest its ETA is, and what an idle Streamlit server burns.
 
 Figures (goal in brackets), after the model is loaded and its base reference built:
   first   seconds from the slider change (Runner.run called as the page calls it: steps + partial listeners,
-          dashboard.eta.LiveEta on the updates) to the first headline numbers of a new RTN spec [<= 3 s]
+          dashboard.eta.LiveEta on the updates) to the first headline numbers of a new RTN spec [<= 3 s]; with
+          --compare-preview each spec is also measured (first, then deleted and measured again: interleaved, so
+          both see the same load) with the first estimate over the whole first window, the old default
   final   seconds to the final, stored numbers, against a bare profile (profile_model of the same modified
           model, no listeners) [<= 1.2x]; also against modify + bare profile (what the live path adds)
   eta     the ETA's seconds left at 25 % of the run's wall time against the true seconds left [within 2x]
   idle    CPU of `streamlit run app.py` with no session, over 20 s, in % of one core [< 2 %]
+  --browser: the same slider change in real Chromium against `streamlit run app.py` (Debian's /usr/bin/chromium
+          through Playwright): seconds from the key press on the bits slider to the page's "Computing …" box (the
+          rerun before the run starts), to the first estimate drawn, and to the final charts
   --calibrated: the ETA at 25 % of a Wanda 50 % run (block by block through the modification) [within 2x]
 
 Timings on a shared machine are noisy: new specs are measured `--repeats` times (different bit widths, so each
@@ -131,6 +136,79 @@ def idle_cpu(seconds: float) -> float:
                 proc.kill()
 
 
+def _streamlit(port: int, env: dict[str, str], out) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("streamlit did not start")
+
+
+def browser_loop(model: str, tokens: int, repeats: int) -> list[dict[str, float]]:
+    """Slider changes on the Quantize page in real Chromium, timed from the key press (a fresh results database,
+    so every setting is new; the model is loaded and its reference built by a first Measure, not timed)."""
+    from playwright.sync_api import sync_playwright
+
+    idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as out:
+        env = {"HEMLAB_DB": str(Path(tmp) / "browser.duckdb"), "HEMLAB_DEFAULT_MODEL": model,
+               "HEMLAB_DEFAULT_TOKENS": str(tokens)}  # fmt: skip
+        proc = _streamlit(port, env, out)
+        seen: list[dict[str, float]] = []
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=os.environ.get("HEMLAB_CHROME", "/usr/bin/chromium"),
+                    args=["--headless=new", "--no-sandbox", "--disable-gpu"],
+                )
+                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.get_by_role("button", name="Measure").click(timeout=180_000)
+                page.wait_for_function(
+                    "document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=300_000
+                )
+                page.wait_for_selector(idle, timeout=300_000)
+                slider = (
+                    page.locator('[data-testid="stSlider"]').filter(has_text="bits").get_by_role("slider")
+                )
+                for _ in range(repeats):
+                    page.wait_for_timeout(1500)  # the page settled: its last rerun is over
+                    slider.focus()
+                    t0 = time.monotonic()
+                    slider.press("ArrowLeft")
+                    page.get_by_text("Estimated before it started", exact=False).wait_for(timeout=60_000)
+                    box = time.monotonic() - t0
+                    page.get_by_text("first estimate from", exact=False).wait_for(timeout=60_000)
+                    first = time.monotonic() - t0
+                    page.wait_for_function(
+                        "!document.body.innerText.includes('Estimated before it started') && "
+                        "document.querySelectorAll('.js-plotly-plot').length >= 4",
+                        timeout=300_000,
+                    )
+                    final = time.monotonic() - t0
+                    seen.append({"box": box, "first": first, "final": final})
+                    print(
+                        f"browser: Computing box {box:.2f} s, first estimate {first:.2f} s, final {final:.1f} s"
+                    )
+                browser.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,6 +218,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--browser", action="store_true", help="also time slider changes in real Chromium")
+    parser.add_argument(
+        "--compare-preview",
+        action="store_true",
+        help="also time each spec with the first estimate over the whole first window (the old default)",
+    )
     parser.add_argument(
         "--calibrated",
         action="store_true",
@@ -163,9 +247,22 @@ def main() -> None:
         print(f"model loaded, reference ready, warm-up run stored: {time.monotonic() - t0:.1f} s")
         load_before = os.getloadavg()[0]
 
-        runs = []
-        for bits in (3, 4, 5, 6, 7)[: args.repeats]:
+        from hemorrhage_core.probes import profile as profile_mod
+
+        runs, whole_window = [], []
+        default_positions = profile_mod.PREVIEW_POSITIONS
+        for bits in (3, 4, 5, 6, 7, 8, 2)[: args.repeats]:
             spec = RunSpec(args.model, (QuantizeRTN(bits=bits),), probe)
+            if args.compare_preview:
+                profile_mod.PREVIEW_POSITIONS = probe.window - 1  # every predicted position of window 0
+                try:
+                    r = timed_run(runner, spec, step_priors(runner.store.runs(), spec), windows)
+                finally:
+                    profile_mod.PREVIEW_POSITIONS = default_positions
+                whole_window.append(r["first"])
+                runner.store.delete_runs([runner.cache_key(spec)[0]])
+                runner._last_modified = None  # modify again, as a new spec would
+                print(f"RTN w{bits}, first estimate over the whole window: first numbers {r['first']:.2f} s")
             r = timed_run(runner, spec, step_priors(runner.store.runs(), spec), windows)
             r["bare"] = bare_profile(runner, spec)  # the same modified model (the runner kept it)
             runs.append(r)
@@ -196,6 +293,11 @@ def main() -> None:
         print(
             f"| slider change → first headline numbers | {first[0]:.2f} s ({first[1]:.2f}–{first[2]:.2f}) | ≤ 3 s |"
         )
+        if whole_window:
+            print(
+                f"| … the same, first estimate over the whole first window (old default) | "
+                f"{statistics.median(whole_window):.2f} s ({min(whole_window):.2f}–{max(whole_window):.2f}) | |"
+            )
         print(f"| slider change → final numbers | {total[0]:.1f} s ({total[1]:.1f}–{total[2]:.1f}) | |")
         print(f"| bare profile of the same model | {bare[0]:.1f} s ({bare[1]:.1f}–{bare[2]:.1f}) | |")
         print(f"| final / bare profile | {ratio:.2f}× | ≤ 1.2× |")
@@ -219,6 +321,16 @@ def main() -> None:
                 if q
                 else "| Wanda 50 %: no ETA by 25 % of the run | | 0.5–2× |"
             )
+        if args.browser:
+            seen = browser_loop(args.model, args.tokens, args.repeats)
+            for name, key in (("the page's Computing box", "box"), ("first estimate drawn", "first"),
+                              ("final charts drawn", "final")):  # fmt: skip
+                v = [r[key] for r in seen]
+                print(
+                    f"| browser: slider key press → {name} | {statistics.median(v):.2f} s "
+                    f"({min(v):.2f}–{max(v):.2f}, max {max(v):.2f}) |"
+                    + (" ≤ 3 s |" if key == "first" else " |")
+                )
         if not args.no_server:
             cpu = idle_cpu(args.idle_seconds)
             print(

@@ -4,6 +4,7 @@ the measured throughput of its current step on this machine (`LiveEta`). Pure: n
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -18,9 +19,17 @@ class Estimate:
     basis: str  # what the estimate rests on, shown next to it ("median of 3 runs of quant_rtn on this model")
 
     def text(self) -> str:
-        s = self.seconds
-        when = f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
-        return f"about {when} ({self.basis})"
+        return f"{when(self.seconds)} ({self.basis})"
+
+
+def when(seconds: float) -> str:
+    """A duration estimate as a person says it: "under a second", whole seconds rounded up (never "about 0 s"),
+    minutes from 90 s on."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {math.ceil(seconds)} s"
+    return f"about {seconds / 60:.1f} min"
 
 
 def _kinds(spec_json: str) -> tuple[str, ...]:

@@ -59,8 +59,8 @@ def partial_caption(p: PartialMetrics) -> str:
     if p.final:
         return f"Final: all {p.total_windows} windows ({p.positions:,} positions). {p.method}."
     where = (
-        f"first estimate from {p.windows} of {p.total_windows} windows, before the profile (its interval "
-        "reflects the variation inside that window only)"
+        f"first estimate from the first {p.positions:,} positions of window 1 of {p.total_windows}, before the "
+        "profile (its interval reflects the variation inside those positions only)"
         if p.source == "preview"
         else f"{p.windows} of {p.total_windows} windows measured"
     )

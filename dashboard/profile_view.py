@@ -20,6 +20,7 @@ from hemorrhage_core.metric_names import header_with_unit, label, unit
 from hemorrhage_core.runner import RunResult
 from hemorrhage_core.specs import RunSpec
 
+from .generate import generation_panel
 from .runs import export_caption
 from .widgets import chart, table
 
@@ -85,10 +86,11 @@ def _decoding_view(result: RunResult, name: str) -> None:
         )
     st.caption(
         "Per-layer and attention charts are left out: decoding changes only the next-token distribution, so every "
-        "hidden state and attention map is the original's. How generations diverge (first differing token, KL "
-        "along the original's continuation) is on the Divergence page."
+        "hidden state and attention map is the original's."
     )
-    st.page_link("pages/divergence.py", label="Generate with both on a prompt", icon=":material/call_split:")
+    st.subheader("Generation divergence")
+    # Sampled by default: a temperature or truncation change keeps the argmax, so greedy continuations match.
+    generation_panel(result, f"{name}-generation", mode="sampled")
 
 
 # (measure, the original's value: a metric, a number or "top_k"), the chart's panels first, then quantiles.

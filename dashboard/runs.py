@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -178,3 +179,70 @@ def self_check_caption(info: dict[str, Any]) -> str:
         f"tolerance {info['selfcheck_tolerance']:.0e}",
     ]
     return " · ".join(parts) + "."
+
+
+# -- captions of charts that compare several runs ------------------------------------------------------------------
+
+CAPTION_WIDTH = 150  # characters per caption line under an exported chart of 1000 px
+CAPTION_LINES = 8  # at most; the rest is counted
+
+
+def _wrapped(head: str, items: list[str]) -> list[str]:
+    """`head: a, b, c, …` broken into caption lines of at most CAPTION_WIDTH characters."""
+    lines, line = [], f"{head}: "
+    for i, item in enumerate(items):
+        piece = item + (", " if i < len(items) - 1 else "")
+        if len(line) + len(piece) > CAPTION_WIDTH and line.strip():
+            lines.append(line.rstrip())
+            line = "    "
+        line += piece
+    return [*lines, line.rstrip()]
+
+
+def _capped(lines: list[str], what: str) -> str:
+    if len(lines) > CAPTION_LINES:
+        lines = [*lines[: CAPTION_LINES - 1], f"… and {len(lines) - CAPTION_LINES + 1} more lines of {what}"]
+    return "\n".join(lines)
+
+
+def _measured(row: dict[str, Any]) -> str:
+    sha = str(row.get("corpus_sha256") or "")[:12]
+    tokens, window = row.get("token_budget"), row.get("window_tokens")
+    return (
+        f"corpus {row.get('corpus')}"
+        + (f" (sha256 {sha})" if sha else "")
+        + (f" · window {int(window)}" if _number(window) else "")
+        + (f" · {int(tokens):,} tokens" if _number(tokens) else "")
+    )
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not math.isnan(v)
+
+
+def runs_caption(rows: Any) -> str | None:
+    """The settings line(s) written under an exported chart of several stored runs (`views.compared_runs` or
+    history rows: label, model, corpus, corpus_sha256, window_tokens, token_budget): the runs grouped by model and
+    measurement, each group's changes listed, so a comparison pasted elsewhere says what it compares."""
+    if rows is None or len(rows) == 0:
+        return None
+    groups: dict[str, list[str]] = {}
+    for row in rows.to_dict("records"):
+        where = f"{short_model(str(row.get('model')))} · {_measured(row)}"
+        groups.setdefault(where, []).append(str(row.get("label")))
+    lines = [f"{len(rows)} run(s) · Hemorrhage Lab"]
+    for where, labels in groups.items():
+        lines += _wrapped(where, list(dict.fromkeys(labels)))
+    return _capped(lines, "runs")
+
+
+def series_caption(points: Any, x_label: str, *, source: str | None = None) -> str | None:
+    """The caption of a chart of curves (sweep points or the Paper page's overlay: columns series and x): every
+    series (model, method, fixed settings, corpus, budget, window) with the settings measured along it; `source`
+    (e.g. the paper's citation) first."""
+    lines = [source] if source else []
+    if points is not None and len(points):
+        for series, group in points.groupby("series", sort=False):
+            xs = [f"{x:g}" if isinstance(x, float) else str(x) for x in sorted(group.x.dropna().unique())]
+            lines += _wrapped(f"{series} — {x_label}", xs)
+    return _capped(lines, "series") if lines else None

@@ -267,6 +267,14 @@ def _summary(slot, sel: Selection) -> None:
         )
 
 
+def app_theme() -> str:
+    """ "light" or "dark": what the browser shows (st.context.theme); light where no browser is behind the run."""
+    try:
+        return st.context.theme.type or "light"
+    except Exception:  # AppTest, a bare script
+        return "light"
+
+
 def sidebar() -> Selection:
     """The current selection, summarised on every page (it is changed on the Model page, which redraws the
     summary through set_selection), and where the theme is chosen."""
@@ -277,8 +285,8 @@ def sidebar() -> Selection:
         _summary(slot, sel)
         st.page_link("pages/model.py", label="Change model or corpus", icon=":material/tune:")
         st.caption(
-            "Light or dark: the app follows your browser; ⋮ → Settings chooses one for this app "
-            "(Streamlit offers no switch a page could draw)."
+            f"Theme: {app_theme()}. It follows your browser; switch it with ⋮ (top right) → "
+            "System · Light · Dark."
         )
     return sel
 

@@ -14,6 +14,7 @@ from hemorrhage_core.executors import make_executor
 from hemorrhage_core.metric_names import label
 
 from .fields import FieldSpec
+from .runs import series_caption
 from .state import Selection, runner
 from .widgets import chart, pending, table
 
@@ -64,6 +65,9 @@ def results_section(points: pd.DataFrame, own: list[str], kind: str, field: Fiel
     chart(
         charts.sweep_chart(shown, "x", y=metric, x_label=field.label, zones=found.zones, knees=found.knees),
         "sweep-curve",
+        caption=series_caption(
+            shown, field.label, source=f"Sweep of {kind} over {field.label} · Hemorrhage Lab"
+        ),
     )
     if not found.table.empty:
         st.caption(
@@ -98,4 +102,9 @@ def memory_section(sel: Selection) -> None:
         st.info("No stored run of this model with these measurement settings yet.")
         return
     front = memory.pareto_front(mem, x="memory_mb", y="ppl_ratio")
-    chart(charts.quality_memory_chart(mem, joined=False, front=front), "sweep-memory")
+    chart(
+        charts.quality_memory_chart(mem, joined=False, front=front),
+        "sweep-memory",
+        caption=f"{len(mem)} run(s) of {sel.model} · corpus {sel.corpus} · window {sel.window} · "
+        f"{sel.tokens:,} tokens · weight memory as stored on disk · Hemorrhage Lab",
+    )

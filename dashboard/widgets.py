@@ -26,7 +26,7 @@ from hemorrhage_core.specs import RunSpec
 from . import runs as runs_mod
 from .eta import LiveEta, estimate_seconds, step_priors
 from .live import draw_partial, step_reporter
-from .state import Selection, problem, runner, selection
+from .state import Selection, app_theme, problem, runner, selection
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +195,6 @@ EXPORTS = {
     "PDF": ("pdf", 1, "application/pdf"),
     "HTML": ("html", 1, "text/html"),
 }
-
-
-def app_theme() -> str:
-    """ "light" or "dark": the theme the browser shows (it follows the system unless chosen in Settings)."""
-    try:
-        return st.context.theme.type or "light"
-    except Exception:  # no browser behind this run (AppTest, a bare script): the light default
-        return "light"
 
 
 def chart(

@@ -2,14 +2,10 @@
 
 import streamlit as st
 
+from dashboard import compare
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.widgets import chart, stored, table, zip_bytes
-from hemorrhage_core import charts, report
 from hemorrhage_core.analysis import views
-from hemorrhage_core.analysis.sweep_points import short_model
-from hemorrhage_core.errors import HemlabError
-from hemorrhage_core.tasks.tables import stored_frame
 
 through_app()
 
@@ -19,127 +15,26 @@ st.caption(
     "or delete them. The command line writes to the same database."
 )
 store = runner().store
-if (deleted := st.session_state.pop("compare.deleted", None)) is not None:
-    st.success(f"Deleted {deleted} run(s).")
-if (failure := st.session_state.pop("compare.delete_error", None)) is not None:
-    st.error(failure)
+compare.notices()
 history = views.history(store)
 if history.empty:
     st.info("The results database is empty: measure something on a family page first.")
     st.stop()
 
-with st.container(border=True):
-    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
-    models = c1.multiselect("Model", sorted(history.model.unique()), key="compare.models")
-    families = c2.multiselect("Family", sorted(history.family.unique()), key="compare.families")
-    corpora_ = c3.multiselect("Corpus", sorted(history.corpus.unique()), key="compare.corpora")
-    text = c4.text_input("Label contains", key="compare.text", placeholder="e.g. w4, 50%, T=")
-shown = history
-if models:
-    shown = shown[shown.model.isin(models)]
-if families:
-    shown = shown[shown.family.isin(families)]
-if corpora_:
-    shown = shown[shown.corpus.isin(corpora_)]
-if text:
-    shown = shown[shown.label.str.contains(text, case=False, regex=False)]
-# The table shows what tells runs apart and how they did (it fits the page); the download has every column.
-SHOWN = ["label", "model", "family", "corpus", "token_budget", "window_tokens", "ppl_ratio", "kl_mean",
-         "top1_agreement", "bits_per_weight", "achieved_sparsity", "created_at"]  # fmt: skip
-shown = shown.reset_index(drop=True)
-# Folders are shown by their last part; the full path is in the filter above and in the report.
-display = shown[[c for c in SHOWN if c in shown.columns]].assign(model=shown.model.map(short_model))
-st.caption(f"{len(shown)} of {len(history)} runs")
-# The table's key changes after a deletion so no stale row selection can point at other runs.
-event = table(
-    display,
-    f"runs-{st.session_state.get('compare.version', 0)}",
-    selectable=True,
-    file_name="hemlab-runs",
-    export=shown,
-    column_config={
-        "label": st.column_config.Column("run", width="medium"),
-        "model": st.column_config.Column("model", width="small"),
-        "family": st.column_config.Column("family", width="small"),
-        "corpus": st.column_config.Column("corpus", width="small"),
-        "token_budget": st.column_config.NumberColumn("tokens", width="small"),
-        "window_tokens": st.column_config.NumberColumn("window", width="small"),
-        "ppl_ratio": st.column_config.NumberColumn("perplexity ratio", format="×%.3f"),
-        "top1_agreement": st.column_config.NumberColumn("top-1", format="percent"),
-        "created_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
-    },
-)
-rows = event.selection.rows if event is not None else []
-titles = {r["run_key"]: views.run_title(r) for r in history.to_dict("records")}
-picked = st.multiselect("…or pick runs by name", list(titles), format_func=titles.get, key="compare.pick")
-keys = list(dict.fromkeys([*shown.loc[rows, "run_key"].tolist(), *picked]))
+shown = compare.filtered(history)
+keys = compare.chosen_keys(history, shown)
 if not keys:
     st.info(
         "Select one or more rows (left edge of the table) or pick runs by name to overlay, report or delete them."
     )
     st.stop()
 
-compared = views.compared_runs(store, keys)
-chart(charts.metric_bars_chart(compared), "compare-metrics")
-left, right = st.columns(2)
-with left:
-    chart(charts.layer_loss_chart(views.layer_rows(store, keys)), "compare-layers")
-with right:
-    chart(charts.kl_cdf_chart(views.kl_hist_rows(store, keys)), "compare-kl-cdf")
-
+compare.overlays(store, keys)
 st.subheader("Report")
 st.caption(
     "A standalone file for people who read only the first page: a summary (what was changed, the damage, what a "
     "remedy recovered, thresholds, a verdict), the charts with their settings, and an appendix of settings, "
     "specs and versions."
 )
-results = [r for k in keys if (r := stored(k)) is not None]
-# The runs' stored task results (Tasks page, `hemlab run --tasks`) go into the report with their data's sources.
-task_results = stored_frame(store, {r.run_key: r.spec.label() for r in results})
-chrome = report.find_chrome()
-c1, c2, c3, _ = st.columns([1, 1, 1, 3])
-c1.download_button(
-    "Report (HTML)",
-    data=lambda: report.build_html(results, tasks=task_results).encode(),
-    file_name="hemlab-report.html",
-    mime="text/html",
-    key="compare.report-html",
-    on_click="ignore",
-    type="primary",
-)
-c2.download_button(
-    "Report (PDF)",
-    data=lambda: report.build_pdf(results, tasks=task_results),
-    file_name="hemlab-report.pdf",
-    mime="application/pdf",
-    key="compare.report-pdf",
-    on_click="ignore",
-    disabled=chrome is None,
-    help=None if chrome else "PDF export needs Debian's chromium on the server.",
-)
-c3.download_button(
-    "Charts (PNG 2×)",
-    data=lambda: zip_bytes(report.chart_images(results)),
-    file_name="hemlab-charts.zip",
-    mime="application/zip",
-    key="compare.report-png",
-    on_click="ignore",
-    disabled=chrome is None,
-    help="Every chart of the report at print resolution, the settings written under each.",
-)
-
-
-def _delete(run_keys: list[str]) -> None:
-    """Runs before the page is redrawn, so the table no longer shows the deleted runs."""
-    try:
-        st.session_state["compare.deleted"] = store.delete_runs(run_keys)
-    except HemlabError as exc:
-        st.session_state["compare.delete_error"] = str(exc)
-    st.session_state["compare.sure"] = False
-    st.session_state["compare.pick"] = []
-    st.session_state["compare.version"] = st.session_state.get("compare.version", 0) + 1
-
-
-st.subheader("Delete")
-sure = st.checkbox(f"I want to delete these {len(keys)} run(s) from the database", key="compare.sure")
-st.button("Delete selected runs", disabled=not sure, key="compare.delete", on_click=_delete, args=(keys,))
+compare.report_buttons(store, keys)
+compare.delete_section(store, keys)

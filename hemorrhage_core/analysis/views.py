@@ -149,3 +149,22 @@ def spec_field_values(spec_json: str) -> list[tuple[str, dict[str, Any]]]:
         m = dict(m)
         out.append((m.pop("kind"), m))
     return out
+
+
+def filter_history(
+    history: pd.DataFrame,
+    *,
+    models: list[str] | None = None,
+    families: list[str] | None = None,
+    corpora: list[str] | None = None,
+    text: str = "",
+) -> pd.DataFrame:
+    """The history rows matching every filter given (an empty filter keeps everything; `text`: a case-blind
+    substring of the label), renumbered from 0."""
+    shown = history
+    for column, wanted in (("model", models), ("family", families), ("corpus", corpora)):
+        if wanted:
+            shown = shown[shown[column].isin(wanted)]
+    if text:
+        shown = shown[shown.label.str.contains(text, case=False, regex=False)]
+    return shown.reset_index(drop=True)

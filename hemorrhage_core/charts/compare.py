@@ -115,7 +115,9 @@ def sweep_chart(
                 line=dict(color=color, width=1, dash="dot"),
                 layer="below",
                 annotation_text="robust (≤ 1.1×)" + (f" — {s}" if len(series) > 1 else ""),
-                annotation_position="top right" if reverse_x else "top left",
+                # Centred inside the band: at an edge that is the axis (8 bits on a reversed axis) the label
+                # sat on the tick labels.
+                annotation_position="top",
                 annotation_font_size=11,
                 annotation_font_color=color,
             )

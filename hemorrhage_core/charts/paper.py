@@ -170,9 +170,15 @@ def decoding_heatmap(scores: pd.DataFrame, task: str, title: str | None = None) 
     return _style(fig, title, legend=False)
 
 
-def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Per-step KL along the original model's own generation (tidy: step, kl[, run, family]); log y."""
-    title = title or "Per-step KL along the original trajectory"
+def step_kl_chart(steps: pd.DataFrame, title: str | None = None, *, reverse: bool = False) -> go.Figure:
+    """Per-step KL along the original model's own generation (tidy: step, kl[, kl_reverse, run, family]); log y.
+    `reverse`: KL(modified ‖ original) instead, finite where a truncating sampler makes the forward KL ∞."""
+    column = "kl_reverse" if reverse else "kl"
+    title = title or (
+        "Per-step reverse KL along the original trajectory"
+        if reverse
+        else "Per-step KL along the original trajectory"
+    )
     if steps.empty:
         return _empty(title, "no generation steps")
     runs, styles = _runs_of(steps)
@@ -183,7 +189,7 @@ def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=d.step,
-                y=d.kl.clip(lower=1e-8),
+                y=d[column].clip(lower=1e-8),
                 mode="lines+markers",
                 name=str(run or "modified"),
                 line=dict(color=color, dash=dash),
@@ -191,7 +197,8 @@ def step_kl_chart(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
         )
     fig.update_xaxes(title_text="generated token (step)")
     # A step where both models agree exactly has KL 0: drawn at 1e-8 so the log axis can hold it.
+    divergence = "KL(modified ‖ original)" if reverse else "KL(original ‖ modified)"
     fig.update_yaxes(
-        title_text="KL(original ‖ modified), nats (log scale)", **_log_axis(steps.kl.clip(lower=1e-8))
+        title_text=f"{divergence}, nats (log scale)", **_log_axis(steps[column].clip(lower=1e-8))
     )
     return _style(fig, title, legend=len(runs) > 1)

@@ -130,14 +130,16 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
     for run in runs:
         df = layers if run is None else layers[layers.run == run]
         color, dash = styles[str(run)]
-        suffix = "" if run is None else f" — {run}"
         rel = df[df.metric == "hidden_rel_error"].sort_values("layer")
         cos = df[df.metric == "hidden_cosine"].sort_values("layer")
+        # Several runs: one legend entry per run (its two curves toggle together; the axis titles say which
+        # line is which), so the legend does not grow to twice the runs and crowd the plot.
         fig.add_trace(
             go.Scatter(
                 x=rel.layer,
                 y=rel.value,
-                name=f"relative error{suffix}",
+                name="relative error" if run is None else str(run),
+                legendgroup=None if run is None else str(run),
                 mode="lines+markers",
                 line=dict(color=color, dash=dash),
             ),
@@ -147,7 +149,9 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
             go.Scatter(
                 x=cos.layer,
                 y=cos.value,
-                name=f"cosine{suffix}",
+                name="cosine" if run is None else f"cosine — {run}",
+                legendgroup=None if run is None else str(run),
+                showlegend=run is None,
                 mode="lines",
                 line=dict(color=ORIGINAL if run is None else color, dash="dot", width=1.5),
             ),
@@ -158,7 +162,12 @@ def layer_loss_chart(layers: pd.DataFrame, title: str | None = None) -> go.Figur
     fig.add_hline(y=1.0, line=dict(color=ORIGINAL, width=1, dash="dot"), secondary_y=True)
     fig.update_xaxes(title_text="layer (residual stream after block)", **_layer_ticks(layers))
     rel = layers.loc[layers.metric == "hidden_rel_error", "value"]
-    fig.update_yaxes(title_text="relative error ‖h′−h‖/‖h‖", secondary_y=False, **_rel_error_axis(rel))
+    several = runs != [None]
+    fig.update_yaxes(
+        title_text="relative error ‖h′−h‖/‖h‖" + (" (solid)" if several else ""),
+        secondary_y=False,
+        **_rel_error_axis(rel),
+    )
     cos = layers.loc[layers.metric == "hidden_cosine", "value"].dropna()
     fig.update_yaxes(
         title_text="cosine similarity (original: 1, dotted)",
@@ -401,8 +410,12 @@ def kl_distribution_chart(
             hovertemplate="KL %{customdata} nats<br>%{y:.1%} of tokens<extra></extra>",
         )
     )
+    # Every bin is a bar, but only the decades are labelled (three labels a decade overlapped at half width);
+    # the hover names each bin's range.
+    decades = [label for label in labels if label.startswith("1e")]
     fig.update_xaxes(
-        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin", tickangle=-45
+        title_text="per-token KL(original ‖ modified), nats: upper edge of each log bin",
+        **(dict(tickmode="array", tickvals=decades) if len(decades) >= 3 else dict(tickangle=-45)),
     )
     fig.update_yaxes(title_text="share of tokens", tickformat=".0%")
     if metrics:

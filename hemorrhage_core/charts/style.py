@@ -65,6 +65,10 @@ DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 THRESHOLDS = (1.1, 2.0, 10.0)  # perplexity ratios of the robustness thresholds (docs/metrics.md §4)
 
 
+def _right_axis(fig: go.Figure) -> bool:
+    return any(getattr(fig.layout[a], "side", None) == "right" for a in fig.layout if a.startswith("yaxis"))
+
+
 def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
     # A long legend (many runs or methods) goes to the right, where it can grow; a short one sits on top.
     names = [t.name for t in fig.data if t.name and t.showlegend is not False]
@@ -74,7 +78,15 @@ def _style(fig: go.Figure, title: str, *, legend: bool = True) -> go.Figure:
         template=TEMPLATE,
         font=FONT,
         margin=dict(l=60, r=20, t=80 if legend and not long_legend else 60, b=50),
-        legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02, font=dict(size=11))
+        # Beside a right-hand axis (a secondary y), past its ticks and title.
+        legend=dict(
+            orientation="v",
+            yanchor="top",
+            y=1,
+            xanchor="left",
+            x=1.14 if _right_axis(fig) else 1.02,
+            font=dict(size=11),
+        )
         if long_legend
         else dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
         showlegend=legend,

@@ -303,25 +303,34 @@ def _compare_chunk(
     return s, base_top, base_tail, kl
 
 
+# Predicted positions of the first estimate: the first PREVIEW_POSITIONS of window 0 (8 bootstrap blocks of 32). A
+# causal model's logits at these positions do not depend on the rest of the window, so they are the reference's
+# own first positions; half the default window halves the forward pass between a slider change and the first
+# numbers (bench/dashboard_loop.py). Read at call time, so the bench can time the full window beside it.
+PREVIEW_POSITIONS = 256
+
+
 def preview(
     mod: ModifiedModel,
     reference: BaseReference,
     windows: torch.Tensor,
     *,
-    n_windows: int = 1,
+    positions: int | None = None,
     progress: Progress | None = None,
     base_model: torch.nn.Module | None = None,
 ) -> PartialMetrics:
-    """First estimates of the headline numbers from the first `n_windows` evaluation windows (a prefix of the
-    reference's first batch), before the profile: one pass over 1/8 of the default budget. Only the final
-    position distributions are compared (no residual streams, lens or attention), and nothing of it is stored:
-    the profile measures every window again in its own batches, so the stored numbers do not depend on it."""
+    """First estimates of the headline numbers from the first `positions` predicted positions of the first
+    evaluation window (default PREVIEW_POSITIONS; at most the whole window), before the profile: one pass over a
+    sixteenth of the default budget. Only the final position distributions are compared (no residual streams,
+    lens or attention), and nothing of it is stored: the profile measures every window again in its own batches,
+    so the stored numbers do not depend on it."""
     model = mod.model
     device = next(model.parameters()).device
     ref = reference.first_predictions()
-    width = windows.shape[1] - 1
-    n = min(n_windows, ref["target_lp"].shape[0] // width)  # windows of the first batch
-    ids = windows[:n].to(device)
+    n = min(positions or PREVIEW_POSITIONS, windows.shape[1] - 1, ref["target_lp"].shape[0])
+    ids = windows[:1, : n + 1].to(
+        device
+    )  # a prefix of window 0: its positions are the reference's rows 0..n-1
     on_block = (
         (lambda done, total: progress(done / total, f"first estimate: block {done}/{total}"))
         if progress
@@ -341,11 +350,11 @@ def preview(
         agree.append((s.best_ids[:, 0] == s.top_ids[:, 0]).cpu())
     return partial_mod.estimate(
         torch.cat(kl_parts),
-        ref["target_lp"][: n * width].clone(),
+        ref["target_lp"][:n].clone(),
         torch.cat(mod_t),
         torch.cat(agree),
-        position_blocks(0, n, width),
-        windows=n,
+        position_blocks(0, 1, n),
+        windows=1,
         total_windows=windows.shape[0],
         source="preview",
     )

@@ -298,6 +298,15 @@ class TaskReport:
         df = self.items[self.items.flip != ""]
         return df.sort_values(["flip", "item"], ascending=[False, True], ignore_index=True)
 
+    def flipped(self, direction: str) -> pd.DataFrame:
+        """The items of one direction ("right→wrong", "wrong→right"), or with "every changed answer" every item
+        whose chosen answer differs between the models (right or wrong), whatever its correctness did."""
+        if direction != "every changed answer":
+            flips = self.flips()
+            return flips[flips.flip == direction]
+        a, b = "original_choice", "modified_choice"
+        return self.items[self.items[a] != self.items[b]] if a in self.items else self.flips()
+
 
 def compare(ts: TaskSet, base: ItemScores, mod: ItemScores) -> TaskReport:
     """The paired report of two models' scores on `ts` (pure: no model, no store)."""

@@ -117,6 +117,39 @@ def test_eta_prefers_the_same_chain_on_the_same_model_and_scales_with_tokens():
     assert eta.estimate_seconds(history.iloc[:0], spec) is None
 
 
+def test_a_run_estimate_reads_as_a_person_says_it():
+    assert eta.when(0.04) == "under a second", "never 'about 0 s'"
+    assert eta.when(1.2) == "about 2 s", "seconds rounded up"
+    assert eta.when(45.0) == "about 45 s" and eta.when(150.0) == "about 2.5 min"
+    assert eta.Estimate(0.3, "median of 2 runs").text() == "under a second (median of 2 runs)"
+
+
+def test_captions_of_multi_run_charts_list_every_run_and_its_measurement():
+    from dashboard.runs import CAPTION_LINES, runs_caption, series_caption
+
+    rows = pd.DataFrame(
+        [
+            ("RTN w4 sym channel", "smollm2-135m", "news", "ab" * 32, 512, 4096),
+            ("RTN w3 sym channel", "smollm2-135m", "news", "ab" * 32, 512, 4096),
+            ("magnitude 50%", "/srv/models/tiny", "words", "cd" * 32, 64, 256),
+        ],
+        columns=["label", "model", "corpus", "corpus_sha256", "window_tokens", "token_budget"],
+    )
+    lines = runs_caption(rows).split("\n")
+    assert lines[0].startswith("3 run(s)")
+    assert (
+        "smollm2-135m · corpus news (sha256 abababababab) · window 512 · 4,096 tokens: RTN w4 sym channel, RTN w3"
+        in lines[1]
+    )
+    assert "tiny · corpus words (sha256 cdcdcdcdcdcd) · window 64 · 256 tokens: magnitude 50%" in lines[2]
+    assert runs_caption(rows.iloc[:0]) is None
+    many = pd.concat([rows.assign(model=f"m{i}") for i in range(10)])
+    assert len(runs_caption(many).split("\n")) == CAPTION_LINES and "more lines of runs" in runs_caption(many)
+    points = pd.DataFrame({"series": ["a · quant_rtn", "a · quant_rtn", "b · gptq"], "x": [4, 3, 8]})
+    caption = series_caption(points, "bits", source="Sweep")
+    assert caption.split("\n") == ["Sweep", "a · quant_rtn — bits: 3, 4", "b · gptq — bits: 8"]
+
+
 def _simulated_updates(durations: dict[str, float], units: dict[str, int]):
     """(time, StepUpdate) of a run whose steps take `durations` seconds in `units` equal blocks or batches."""
     from hemorrhage_core.progress import StepUpdate
@@ -494,6 +527,35 @@ def test_decode_page_shows_what_a_sampler_changes_and_explains_infinity(app_env)
     )
     at.switch_page("pages/quantize.py").run()
     assert len(at.get("plotly_chart")) == 4, "a weight change keeps the per-layer and attention charts"
+
+
+def test_decode_page_compares_generations_on_click_with_a_divergence_measure(app_env):
+    at = _app("pages/decode.py")
+    at.selectbox(key="decode.method").set_value("top_k").run()
+    _ok(at)
+    charts_before = len(at.get("plotly_chart"))
+    assert not at.get("html") and any("Press Generate" in i.value for i in at.info), (
+        "nothing generated on landing"
+    )
+    assert at.radio(key="decode-generation.mode").value == "sampled", (
+        "a sampler keeps greedy decoding as it was"
+    )
+    at.slider(key="decode-generation.tokens").set_value(8)
+    [b for b in at.button if b.proto.label == "Generate"][0].click().run()
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    page = " ".join(h.proto.body for h in at.get("html"))
+    assert "first divergence at generated token" in page or "identical for all 8" in page
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Identical tokens"].endswith("of 8")
+    assert metrics["KL per step (nats)"] == "∞", (
+        "top-k cuts tokens the original can emit: infinite by definition"
+    )
+    assert "Reverse KL per step (nats)" in metrics and "Probability mass cut" in metrics
+    steps = at.get("plotly_chart")[charts_before].proto.spec
+    assert "reverse KL" in steps and "KL(modified \\u2016 original)" in steps, (
+        "the finite divergence is drawn"
+    )
 
 
 def test_impossible_settings_are_shown_not_raised(app_env):

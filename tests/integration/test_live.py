@@ -90,6 +90,28 @@ def test_an_unmodified_model_has_zero_width_estimates_of_zero_divergence(runner,
         assert p.ppl_ratio.value == 1.0
 
 
+def test_a_first_estimate_over_a_prefix_of_the_first_window_reads_the_references_own_positions(
+    runner, tiny_gpt2_dir, text
+):
+    """A causal model's first 16 positions do not depend on the rest of the window: the prefix the first estimate
+    runs must line up with the reference's first rows, so an unchanged model compares at zero there (a shifted
+    row would not), and a changed one gives the numbers of those positions with an interval."""
+    from hemorrhage_core.probes.profile import preview
+
+    spec = _spec(tiny_gpt2_dir, text)
+    windows, reference = runner._inputs_for(spec, runner.corpus(spec.probe.corpus), None)
+    same = preview(runner.modify(spec), reference, windows, positions=16)
+    assert (same.positions, same.windows, same.source) == (16, 1, "preview")
+    assert same.kl_mean.value < 1e-6 and same.top1_agreement.value == 1.0
+    assert same.ppl_ratio.value == pytest.approx(1.0, abs=1e-5)
+    changed = preview(
+        runner.modify(_spec(tiny_gpt2_dir, text, QuantizeRTN(bits=2))), reference, windows, positions=16
+    )
+    assert changed.positions == 16 and changed.kl_mean.value > 1e-3 and changed.kl_mean.known
+    whole = preview(runner.modify(spec), reference, windows)  # the default: at most the whole window
+    assert whole.positions == windows.shape[1] - 1
+
+
 def test_position_blocks_never_straddle_windows():
     blocks = position_blocks(first_window=2, windows=2, width=511)  # the default window: 8 blocks of <= 64
     assert blocks[:64].unique().tolist() == [16] and blocks[448:511].unique().tolist() == [23]
