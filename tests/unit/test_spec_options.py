@@ -91,8 +91,12 @@ def test_every_value_a_form_offers_is_accepted(kind):
             assert opt.slider[0] <= opt.default <= opt.slider[1], f"{kind}.{opt.name}: default off its slider"
         for value in offered:
             # Types that llama-quantize refuses without an importance matrix say so (a check between fields).
-            pair = {"imatrix": GGUF_TYPES[value].needs_imatrix} if (kind, opt.name) == ("gguf", "qtype") else {}
-            cls(**{**base_cls, **pair, opt.name: value})  # raises SpecError if the form offered a refused value
+            pair = (
+                {"imatrix": GGUF_TYPES[value].needs_imatrix} if (kind, opt.name) == ("gguf", "qtype") else {}
+            )
+            cls(
+                **{**base_cls, **pair, opt.name: value}
+            )  # raises SpecError if the form offered a refused value
 
 
 def test_mods_lists_allowed_values_bounds_and_the_syntax(capsys):
