@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -37,6 +38,9 @@ from torch import nn
 from .. import structure
 from ..modify.targets import LINEAR_TYPES
 from ..progress import Progress, scaled
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +174,7 @@ def module_errors(
 
 
 def _block_stream(
-    model: nn.Module, blocks: list[int], calibration: torch.Tensor, batch_size: int, removed: bool
+    model: PreTrainedModel, blocks: list[int], calibration: torch.Tensor, batch_size: int, removed: bool
 ):
     """Squared norms per block of `blocks` over the calibration windows: (‖out − in‖², ‖reference‖², tokens),
     the reference being the block's output for a removed block and its input for an added one."""

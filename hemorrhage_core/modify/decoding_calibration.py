@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from ..probes.reference import batch_slices, context_rows
 from ..specs import CalibrateDecoding
 from .base import ModContext, ModifiedModel, handles
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 ROW_CHUNK = 512  # positions per chunk when evaluating [N, V] objectives (bounds the temporaries)
@@ -40,7 +44,7 @@ def _base_model(ctx: ModContext, what: str) -> nn.Module:
     return ctx.base_model
 
 
-def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+def _logits(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """Next-token logits at positions 0..T-2 of ids [B, T], flattened: [B * (T-1), V] float32."""
     final, _ = forward_sites(model, ids)
     return unembed(model, final[:, :-1].reshape(-1, final.shape[-1]))

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,13 @@ from .base import ModContext, ModifiedModel, handles
 from .decoding_calibration import _base_model
 from .targets import linear_targets, set_weight, weight_view
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
-def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+def norm_parameters(model: PreTrainedModel) -> list[nn.Parameter]:
     """Weights and biases of every normalisation layer, and the biases of every Linear / Conv1D (BitFit-style)."""
     params = {}
     for module in model.modules():
@@ -60,7 +64,7 @@ class LoRA:
 
 
 @contextlib.contextmanager
-def lora_adapters(model: nn.Module, rank: int, seed: int) -> Iterator[list[LoRA]]:
+def lora_adapters(model: PreTrainedModel, rank: int, seed: int) -> Iterator[list[LoRA]]:
     """Attach LoRA adapters to every Linear / Conv1D but lm_head; hooks are always removed on exit."""
     generator = torch.Generator().manual_seed(seed)
     adapters = [LoRA(module, rank, generator) for _, module in linear_targets(model)]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from ..corpora import Corpus, probe_texts, sequence_bos
 from ..errors import CorpusError
 from .taps import target_inputs
 from .targets import WeightTarget, as_targets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +175,7 @@ def _accumulate(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -
 
 
 def accumulate_gradients(
-    model: nn.Module,
+    model: PreTrainedModel,
     modules: dict[str, nn.Module | WeightTarget],
     windows: torch.Tensor,
     *,

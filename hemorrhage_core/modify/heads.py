@@ -31,7 +31,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from torch import nn
 from ..errors import SpecError
 from ..structure import attention_of, text_config
 from .targets import LINEAR_TYPES, slice_layer, weight_view
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +283,7 @@ def _matches(attn: nn.Module, lay: AttentionLayout) -> bool:
     return True
 
 
-def _head_dim(attn: nn.Module, model: nn.Module) -> int:
+def _head_dim(attn: nn.Module, model: PreTrainedModel) -> int:
     for name in ("head_dim", "head_size"):
         value = getattr(attn, name, None)
         if isinstance(value, int) and value > 0:
@@ -315,7 +318,7 @@ def _refuse(block: nn.Module, attn: nn.Module | None, why: str) -> SpecError:
     return SpecError(f"prune_heads: the attention of {where} {why}; supported layouts: {supported_layouts()}")
 
 
-def head_layout(block: nn.Module, model: nn.Module) -> HeadLayout:
+def head_layout(block: nn.Module, model: PreTrainedModel) -> HeadLayout:
     """The `HeadLayout` of one block's self-attention, or a SpecError naming what was found."""
     found = attention_of(block)
     if found is None:

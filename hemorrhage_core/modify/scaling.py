@@ -27,6 +27,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -45,6 +46,9 @@ from .quantize import quantize_grouped
 from .sequential import calibration_stages, target_groups, walk_blocks
 from .taps import target_inputs
 from .targets import LINEAR_TYPES, WeightTarget, linear_targets, plan_targets, weight_view
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ class InputGroup:
         self.max_abs = m if self.max_abs is None else torch.maximum(self.max_abs, m)
 
 
-def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
+def _block_of(model: PreTrainedModel) -> dict[int, tuple[int, str]]:
     """id(module) -> (index of the block that contains it, its name relative to that block)."""
     return {
         id(m): (i, name) for i, block in enumerate(find_blocks(model)) for name, m in block.named_modules()
@@ -91,7 +95,7 @@ def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
 
 @torch.no_grad()
 def _discover_groups(
-    model: nn.Module, first_batch: torch.Tensor, targets: list[tuple[str, nn.Module]] | None = None
+    model: PreTrainedModel, first_batch: torch.Tensor, targets: list[tuple[str, nn.Module]] | None = None
 ) -> list[InputGroup]:
     """Group the target layers (default: every Linear / Conv1D but lm_head) by shared input tensor and find each
     group's producer, on one batch."""
@@ -143,7 +147,7 @@ def _discover_groups(
 
 @torch.no_grad()
 def collect_input_groups(
-    model: nn.Module,
+    model: PreTrainedModel,
     windows: torch.Tensor,
     *,
     batch_size: int = 8,
@@ -306,7 +310,7 @@ def _smoothable(target: WeightTarget) -> str | None:
 
 
 def activation_outlier_stats(
-    model: nn.Module, windows: torch.Tensor, *, alpha: float = 0.5, progress: Progress | None = None
+    model: PreTrainedModel, windows: torch.Tensor, *, alpha: float = 0.5, progress: Progress | None = None
 ) -> pd.DataFrame:
     """Per layer input channel: max |activation| before and after SmoothQuant smoothing with `alpha`.
 

@@ -47,6 +47,8 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:  # modify/ imports probes/ (the reference's helpers): no import of it at load time
+    from transformers import PreTrainedModel
+
     from ..modify.base import ModifiedModel
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.to(a.device)))
 
 
-def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | None:
+def moments_scale(mod: ModifiedModel, base_model: PreTrainedModel) -> float | None:
     """The modified logits' scale when they are scale * (h @ W.T + c) with the base head's W and c (the `MOMENTS`
     path applies), else None."""
     from ..modify.base import LINEAR_SCALE  # see TYPE_CHECKING above
@@ -97,7 +99,7 @@ def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | No
 class ExactKL:
     """Per-position KL of one profile: picks the path once (module docstring), then serves every chunk."""
 
-    def __init__(self, mod: ModifiedModel, meta: dict, base_model: torch.nn.Module | None):
+    def __init__(self, mod: ModifiedModel, meta: dict, base_model: PreTrainedModel | None):
         self.base_model = base_model
         self.scale = None
         if base_model is None:
