@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,7 +114,7 @@ Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (row sums [out], 
 
 
 def _scores(
-    model: PreTrainedModel, matrices: dict[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
+    model: PreTrainedModel, matrices: Mapping[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
 ) -> Sums:
     """Row and column sums of the element score of every matrix (a Linear / Conv1D module, or a `WeightTarget`
     such as one fused expert); the evidence the importance needs is collected once for all of them."""
@@ -160,7 +160,7 @@ def _key(module) -> str:
     return f"m{id(module)}"
 
 
-def _matrices(parts: Parts) -> dict[str, nn.Module]:
+def _matrices(parts: Parts) -> dict[str, nn.Module | WeightTarget]:
     return {_key(m): m for m, _, _ in parts}
 
 
@@ -171,6 +171,8 @@ def _group_scores(parts: Parts, sums: Sums) -> torch.Tensor:
         line = sums[_key(module)][0 if side == "out" else 1].double().cpu()
         value = line[index].sum(1)
         total = value if total is None else total + value
+    if total is None:
+        raise ValueError("a head or channel group without parts has no score")
     return total
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +190,7 @@ def linear_target(
     )
 
 
-def as_targets(modules: dict[str, nn.Module | WeightTarget]) -> dict[str, WeightTarget]:
+def as_targets(modules: Mapping[str, nn.Module | WeightTarget]) -> dict[str, WeightTarget]:
     """Name -> target, for callers that still pass Linear / Conv1D modules by name."""
     return {n: m if isinstance(m, WeightTarget) else linear_target(n, m) for n, m in modules.items()}
 
