@@ -35,7 +35,7 @@ LogitTransform = Callable[..., torch.Tensor]
 
 def context_transform(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LogitTransform:
     """Mark a logit transform as needing the context token ids of each row (see `LogitTransform`)."""
-    fn.needs_context = True
+    fn.needs_context = True  # type: ignore[attr-defined]  # the marker is a function attribute, read by getattr
     return fn
 
 

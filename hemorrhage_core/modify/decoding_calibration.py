@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import SpecError
 from ..mitigation import is_beyond_repair
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 ROW_CHUNK = 512  # positions per chunk when evaluating [N, V] objectives (bounds the temporaries)
 
 
-def _base_model(ctx: ModContext, what: str) -> nn.Module:
+def _base_model(ctx: ModContext, what: str) -> PreTrainedModel:
     if ctx.base_model is None:
         raise SpecError(f"{what} needs the original model: run it through the Runner (ModContext.base_model)")
     return ctx.base_model
@@ -51,7 +50,7 @@ def _logits(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
 
 
 def calibration_logits(
-    base: nn.Module, state: ModifiedModel, windows: torch.Tensor, batch_size: int = 4
+    base: PreTrainedModel, state: ModifiedModel, windows: torch.Tensor, batch_size: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(original log-probs [N, V], modified logits after the chain's transforms so far [N, V], targets [N]).
 

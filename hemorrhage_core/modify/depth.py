@@ -85,7 +85,7 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     for pos, block in enumerate(blocks):
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = pos
+                module.layer_idx = pos  # type: ignore[assignment]  # nn.Module types attributes Tensor | Module
     if zero_output:
         check_identity(state.model, zero_output)
     state.layer_map = [None if j is None else first.get(j) for j in state.layer_map]

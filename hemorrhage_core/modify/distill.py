@@ -8,6 +8,7 @@ the original's distributions are decoding calibration's (`decoding_calibration.c
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -32,13 +33,14 @@ log = logging.getLogger(__name__)
 
 def norm_parameters(model: PreTrainedModel) -> list[nn.Parameter]:
     """Weights and biases of every normalisation layer, and the biases of every Linear / Conv1D (BitFit-style)."""
-    params = {}
+    params: dict[int, nn.Parameter] = {}
     for module in model.modules():
         if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("Norm"):
             params.update({id(p): p for p in module.parameters(recurse=False)})
     for _, module in linear_targets(model):
-        if getattr(module, "bias", None) is not None:
-            params[id(module.bias)] = module.bias
+        bias = getattr(module, "bias", None)
+        if bias is not None:  # a registered bias is always a Parameter (nn.Module.__setattr__)
+            params[id(bias)] = bias
     return list(params.values())
 
 
@@ -125,19 +127,20 @@ def apply_kl_distill(state: ModifiedModel, mod: KLDistill, ctx: ModContext) -> N
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     student = state.model
     t0 = time.perf_counter()
-    common = dict(steps=mod.steps, lr=mod.lr, batch_size=mod.batch_size, seed=mod.seed)
+    train = functools.partial(distill, steps=mod.steps, lr=mod.lr, batch_size=mod.batch_size, seed=mod.seed)
+    params: list[torch.Tensor]
     if mod.params == "lora":
         with lora_adapters(student, mod.lora_rank, mod.seed) as adapters:
             params = [t for a in adapters for t in (a.A, a.B)]
-            losses = distill(student, teacher, windows, params, **common)
+            losses = train(student, teacher, windows, params)
             for a in adapters:
                 a.merge()
     else:
-        params = norm_parameters(student)
+        params = [*norm_parameters(student)]
         for p in params:
             p.requires_grad_(True)
         try:
-            losses = distill(student, teacher, windows, params, **common)
+            losses = train(student, teacher, windows, params)
         finally:
             for p in params:
                 p.requires_grad_(False)

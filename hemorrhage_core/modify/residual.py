@@ -85,12 +85,16 @@ def _writers_of(block: nn.Module, calls: list[tuple[str, int]], width: int | Non
         mlp_out = [name for name in seen if _inside(mlp[0], name)][-1:]
     else:  # OPT-style: the MLP's layers sit in the block itself
         mlp_out = [name for name in seen if attn is None or not _inside(attn[0], name)][-1:]
-    experts = [
-        ".".join(filter(None, (mlp[0], name, p)))
-        for name, module in (mlp[1].named_modules() if mlp is not None else ())
-        for p in EXPERT_OUTPUTS
-        if isinstance(getattr(module, p, None), nn.Parameter) and getattr(module, p).dim() >= 2
-    ]
+    experts = (
+        [
+            ".".join(filter(None, (mlp[0], name, p)))
+            for name, module in mlp[1].named_modules()
+            for p in EXPERT_OUTPUTS
+            if isinstance(getattr(module, p, None), nn.Parameter) and getattr(module, p).dim() >= 2
+        ]
+        if mlp is not None
+        else []
+    )
     if not attn_out or not (mlp_out or experts):
         raise SpecError(
             f"cannot make an identity block of {type(block).__name__}: found output projections "
@@ -129,7 +133,10 @@ def check_identity(model: PreTrainedModel, positions: frozenset[int]) -> None:
             h.remove()
     bad = {p: d for p, d in worst.items() if d != 0.0}
     if bad or len(worst) < len(positions):
-        pos = next(iter(bad), min(set(positions) - set(worst), default=None))
+        # Hooks sit only on `positions`, so a position missing from `worst` exists when `bad` is empty.
+        pos = next(iter(bad), None)
+        if pos is None:
+            pos = min(set(positions) - set(worst))
         raise SpecError(
             f"insert_identity: zeroing the output projections of {type(blocks[pos]).__name__} does not make it the "
             f"identity (block {pos} changes its input by up to {bad.get(pos, float('nan')):.3g}: a post-norm or "
