@@ -125,9 +125,17 @@ def _find_blocks_name(model: PreTrainedModel) -> str:
     return max(candidates, key=score)[0]
 
 
+def _block_list(model: PreTrainedModel, name: str) -> nn.ModuleList:
+    """The ModuleList at `name` (a name `_find_blocks_name` chose among the model's ModuleLists)."""
+    blocks = model.get_submodule(name)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ModelError(f"{type(model).__name__}.{name} is a {type(blocks).__name__}, not the block list")
+    return blocks
+
+
 def _trace_final_path(model: PreTrainedModel, blocks_name: str, head: nn.Module) -> tuple[str, ...]:
     """Run a few tokens and follow the last block's output to the head's input through the modules between."""
-    blocks = model.get_submodule(blocks_name)
+    blocks = _block_list(model, blocks_name)
     inside = {id(m) for m in blocks.modules()}
     names = {id(m): n for n, m in model.named_modules()}
     events: list[
@@ -229,7 +237,7 @@ def decoder(model: PreTrainedModel) -> nn.Module:
 def find_blocks(model: PreTrainedModel) -> nn.ModuleList:
     """The transformer blocks in order (the live ModuleList: editing it edits the model)."""
     cached = model.__dict__.get(_ATTR)
-    return model.get_submodule(cached.blocks if cached is not None else _find_blocks_name(model))
+    return _block_list(model, cached.blocks if cached is not None else _find_blocks_name(model))
 
 
 def blocks_name(model: PreTrainedModel) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def counterpart_name(name: str, layer_map: list[int | None] | None) -> str | Non
 
 
 @contextmanager
-def _hooks(modules: dict[str, nn.Module], hook_for):
+def _hooks(modules: Mapping[str, nn.Module], hook_for):
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
     try:
         yield
@@ -79,8 +80,8 @@ def _hooks(modules: dict[str, nn.Module], hook_for):
 
 
 def module_errors(
-    base: nn.Module,
-    modified: nn.Module,
+    base: PreTrainedModel,
+    modified: PreTrainedModel,
     calibration: torch.Tensor,
     *,
     layer_map: list[int | None] | None = None,
@@ -208,8 +209,8 @@ def _block_stream(
 
 
 def block_changes(
-    base: nn.Module,
-    modified: nn.Module,
+    base: PreTrainedModel,
+    modified: PreTrainedModel,
     calibration: torch.Tensor,
     layer_map: list[int | None],
     *,
@@ -245,7 +246,7 @@ def block_changes(
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
 
 
-def _is_depth_change(layer_map: list[int | None], modified: nn.Module) -> bool:
+def _is_depth_change(layer_map: list[int | None], modified: PreTrainedModel) -> bool:
     return layer_map != list(range(len(structure.find_blocks(modified))))
 
 

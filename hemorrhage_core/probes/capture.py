@@ -172,9 +172,10 @@ def attention_patterns(model: PreTrainedModel, ids: torch.Tensor) -> list[torch.
 
         return hook
 
-    with_attention = [i for i, block in enumerate(blocks) if attention_of(block) is not None]
-    for i in with_attention:
-        handles.append(attention_of(blocks[i])[1].register_forward_hook(hook_for(i)))
+    attentions = {i: found[1] for i, block in enumerate(blocks) if (found := attention_of(block)) is not None}
+    with_attention = list(attentions)
+    for i, attn in attentions.items():
+        handles.append(attn.register_forward_hook(hook_for(i)))
     try:
         with torch.inference_mode():
             try:

@@ -88,8 +88,8 @@ def moments_scale(mod: ModifiedModel, base_model: PreTrainedModel) -> float | No
     base, head = linear_head(base_model), linear_head(mod.model)
     if base is None or head is None:
         return None
-    scales = [getattr(fn, LINEAR_SCALE, None) for fn in mod.logit_transforms]
-    if any(s is None for s in scales):
+    scales = [s for fn in mod.logit_transforms if (s := getattr(fn, LINEAR_SCALE, None)) is not None]
+    if len(scales) != len(mod.logit_transforms):  # some transform is not a pure scale
         return None
     if not (_same(base.weight, head.weight) and _same(base.bias, head.bias)):
         return None
@@ -123,13 +123,13 @@ class ExactKL:
         """E_P[a - b] [R] float64 for the modified logits [R, V] of the reference rows `rows` and the modified
         model's final hidden states [R, d] that produced them. Call before the logits are summarised (the
         summary overwrites them)."""
-        if self.path == MOMENTS:  # the tail's part of E_P[a - b]
+        if self.path == MOMENTS and self.scale is not None:  # the tail's part of E_P[a - b]
             device = hidden.device
             mean_b = expected_logit(
                 ref["mu_tail"][rows].to(device), hidden, self.scale, ref["bias_tail"][rows].to(device)
             )
             return ref["mean_tail"][rows].to(device) - mean_b
-        if self.path == LOGITS:
+        if self.path == LOGITS and self.base_model is not None:
             n, device = logits.shape[0], logits.device
             if self._buffers is None or self._buffers[0].shape[0] < n:
                 self._buffers = (torch.empty_like(logits), torch.empty_like(logits))

@@ -558,7 +558,7 @@ class RunSpec:
         """Content hash of everything that determines the numbers: spec, code version, corpus and model, and the
         precision the model runs in when it is not float32 (`dtype`, e.g. "torch.bfloat16": a GPU's half
         precision gives other numbers; float32 runs keep the keys they always had)."""
-        payload = {
+        payload: dict[str, Any] = {
             # The corpus enters by content, the model by identity: two names for the same thing share rows.
             "model": model_identity,
             "mods": [m.to_dict() for m in self.mods],
@@ -567,8 +567,8 @@ class RunSpec:
         }
         if dtype is not None:
             payload["dtype"] = dtype
-        payload = json.dumps(payload, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 # -- text forms: `--mod KIND:key=value,...` on the command line, the dashboard's sweep values --------------
