@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import SpecError
 
@@ -356,17 +356,25 @@ def group_field(default: int) -> Any:
     )
 
 
-class GroupChecked:
+# The mixin is used only beside a Modification base; the checker sees it as one, at runtime it stays a plain
+# mixin (no second dataclass in the MRO).
+if TYPE_CHECKING:
+    _ModificationMixin = Modification
+else:
+    _ModificationMixin = object
+
+
+class GroupChecked(_ModificationMixin):
     """Mixin: the kind's group size (the field `group_field`; -1 = per channel) is checked against the model's
     layer widths before any work (`Modification.check_model`)."""
 
     group_field: ClassVar[str] = "group_size"
 
     def check_model(self, facts: ModelFacts) -> None:
-        super().check_model(facts)  # type: ignore[misc]
+        super().check_model(facts)
         size = getattr(self, self.group_field)
         if size != -1:
-            check_group_size(self.kind, size, facts)  # type: ignore[attr-defined]
+            check_group_size(self.kind, size, facts)
 
 
 def group_label(group_size: int) -> str:
