@@ -123,13 +123,17 @@ class ExactKL:
         """E_P[a - b] [R] float64 for the modified logits [R, V] of the reference rows `rows` and the modified
         model's final hidden states [R, d] that produced them. Call before the logits are summarised (the
         summary overwrites them)."""
-        if self.path == MOMENTS and self.scale is not None:  # the tail's part of E_P[a - b]
+        if self.path == MOMENTS:  # the tail's part of E_P[a - b]
+            if self.scale is None:
+                raise RuntimeError("exact KL: the moments path needs the head's scale")
             device = hidden.device
             mean_b = expected_logit(
                 ref["mu_tail"][rows].to(device), hidden, self.scale, ref["bias_tail"][rows].to(device)
             )
             return ref["mean_tail"][rows].to(device) - mean_b
-        if self.path == LOGITS and self.base_model is not None:
+        if self.path == LOGITS:
+            if self.base_model is None:
+                raise RuntimeError("exact KL: the logits path needs the base model")
             n, device = logits.shape[0], logits.device
             if self._buffers is None or self._buffers[0].shape[0] < n:
                 self._buffers = (torch.empty_like(logits), torch.empty_like(logits))
