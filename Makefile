@@ -70,11 +70,12 @@ test-slow: setup
 test-archs: setup
 	$(PY) -m pytest -q -m archs
 
+# ruff (lint and format) on everything, mypy (check_untyped_defs, settings in pyproject.toml) on the library.
+# The tools come with `make setup` (requirements.txt, versions pinned in constraints.txt).
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python -m mypy
 
-# mypy with check_untyped_defs on the library (settings in pyproject.toml). Not part of lint yet: 134 errors in 37
-# files remain, most of them the models typed as nn.Module where transformers' PreTrainedModel methods are used.
 typecheck:
 	$(VENV)/bin/python -m mypy

@@ -26,17 +26,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from torch import nn
 
 from .errors import SpecError
 from .modify.base import ModifiedModel
 from .probes.metrics import kl_full
 from .probes.reference import context_rows
 from .progress import Progress, scaled
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ def _context(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def rollout(
-    model: nn.Module,
+    model: PreTrainedModel,
     prompts: PromptBatch,
     steps: int,
     transform: ModifiedModel | None,
@@ -203,7 +205,7 @@ def rollout(
 
 
 def trajectory_logprobs(
-    model: nn.Module, prompts: PromptBatch, continuation: torch.Tensor, transform: ModifiedModel | None
+    model: PreTrainedModel, prompts: PromptBatch, continuation: torch.Tensor, transform: ModifiedModel | None
 ) -> torch.Tensor:
     """Teacher-forced log-probs [B, N, V] of the continuation [B, N] after each prompt (one forward pass)."""
     steps = continuation.shape[1]
@@ -244,7 +246,7 @@ def _encode_prompt(tokenizer, prompt: str) -> torch.Tensor:
 
 
 def compare_generations(
-    base_model: nn.Module,
+    base_model: PreTrainedModel,
     modified: ModifiedModel,
     tokenizer,
     prompts: tuple[str, ...] | list[str] = BUILTIN_PROMPTS,
@@ -350,7 +352,7 @@ def summarise(rollouts: pd.DataFrame, steps: pd.DataFrame, n: int) -> dict[str, 
 
 
 def side_by_side(
-    base_model: nn.Module, modified: ModifiedModel, tokenizer, prompt: str, max_new_tokens: int = 32
+    base_model: PreTrainedModel, modified: ModifiedModel, tokenizer, prompt: str, max_new_tokens: int = 32
 ) -> SideBySide:
     """Greedy continuations of `prompt` by the original and the modified model, with the first divergence."""
     batch = PromptBatch.encode(tokenizer, [prompt], next(base_model.parameters()).device)

@@ -208,12 +208,12 @@ def _x_of(family: str, mods: list[dict], metrics: dict[str, float], n_layers: in
     """Where one of our runs sits on the paper's x axis: bits for quantization, sparsity for pruning, the share
     of blocks removed for depth changes. None when the run has no such coordinate."""
     if family in ("quant", "gguf"):  # a GGUF type has no bits field: it sits at the bits its file stores
-        bits = [m.get("bits") for m in mods if isinstance(m.get("bits"), (int, float))]
+        bits = [m["bits"] for m in mods if isinstance(m.get("bits"), (int, float))]
         return float(bits[0]) if bits else metrics.get("bits_per_weight")
     if family == "prune":
         if metrics.get("achieved_sparsity") is not None:
             return float(metrics["achieved_sparsity"])
-        sp = [m.get("sparsity") for m in mods if isinstance(m.get("sparsity"), (int, float))]
+        sp = [m["sparsity"] for m in mods if isinstance(m.get("sparsity"), (int, float))]
         return float(sp[0]) if sp else None
     if family == "depth":
         removed = [len(m["layers"]) for m in mods if isinstance(m.get("layers"), (list, tuple))]

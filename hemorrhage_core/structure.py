@@ -23,12 +23,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +71,21 @@ def like_block_output(template: Any, hidden: torch.Tensor) -> Any:
     raise TypeError(f"cannot mimic a block output of type {type(template).__name__}")
 
 
-def text_config(model: nn.Module) -> Any:
+def text_config(model: PreTrainedModel) -> Any:
     return model.config.get_text_config()
 
 
-def _num_layers(model: nn.Module) -> int | None:
+def _num_layers(model: PreTrainedModel) -> int | None:
     config = getattr(model, "config", None)
     n = getattr(config.get_text_config(), "num_hidden_layers", None) if config is not None else None
     return int(n) if isinstance(n, int) else None
 
 
-def _module_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+def _module_lists(model: PreTrainedModel) -> list[tuple[str, nn.ModuleList]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
 
 
-def _find_blocks_name(model: nn.Module) -> str:
+def _find_blocks_name(model: PreTrainedModel) -> str:
     """The qualified name of the block list (see the module docstring for the rule)."""
     no_split = set(getattr(model, "_no_split_modules", None) or [])
     n_layers = _num_layers(model)
@@ -122,9 +125,17 @@ def _find_blocks_name(model: nn.Module) -> str:
     return max(candidates, key=score)[0]
 
 
-def _trace_final_path(model: nn.Module, blocks_name: str, head: nn.Module) -> tuple[str, ...]:
+def _block_list(model: PreTrainedModel, name: str) -> nn.ModuleList:
+    """The ModuleList at `name` (a name `_find_blocks_name` chose among the model's ModuleLists)."""
+    blocks = model.get_submodule(name)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ModelError(f"{type(model).__name__}.{name} is a {type(blocks).__name__}, not the block list")
+    return blocks
+
+
+def _trace_final_path(model: PreTrainedModel, blocks_name: str, head: nn.Module) -> tuple[str, ...]:
     """Run a few tokens and follow the last block's output to the head's input through the modules between."""
-    blocks = model.get_submodule(blocks_name)
+    blocks = _block_list(model, blocks_name)
     inside = {id(m) for m in blocks.modules()}
     names = {id(m): n for n, m in model.named_modules()}
     events: list[
@@ -188,7 +199,7 @@ def _trace_final_path(model: nn.Module, blocks_name: str, head: nn.Module) -> tu
     return tuple(path)
 
 
-def layout(model: nn.Module) -> Layout:
+def layout(model: PreTrainedModel) -> Layout:
     """The model's `Layout`, computed on first use (one short forward pass) and cached on the model."""
     cached = model.__dict__.get(_ATTR)
     if cached is not None:
@@ -204,7 +215,7 @@ def layout(model: nn.Module) -> Layout:
     return result
 
 
-def decoder(model: nn.Module) -> nn.Module:
+def decoder(model: PreTrainedModel) -> nn.Module:
     """The decoder stack the *ForCausalLM calls (embeddings, blocks, final norm; no head).
 
     `get_decoder()` where it gives one; some classes (Llama 4 text) return themselves there, and then it is the
@@ -223,24 +234,24 @@ def decoder(model: nn.Module) -> nn.Module:
     raise ModelError(f"Cannot find the decoder of {type(model).__name__} (the module that holds its blocks)")
 
 
-def find_blocks(model: nn.Module) -> nn.ModuleList:
+def find_blocks(model: PreTrainedModel) -> nn.ModuleList:
     """The transformer blocks in order (the live ModuleList: editing it edits the model)."""
     cached = model.__dict__.get(_ATTR)
-    return model.get_submodule(cached.blocks if cached is not None else _find_blocks_name(model))
+    return _block_list(model, cached.blocks if cached is not None else _find_blocks_name(model))
 
 
-def blocks_name(model: nn.Module) -> str:
+def blocks_name(model: PreTrainedModel) -> str:
     """Qualified name of the block list (e.g. "model.layers"), to name a block's layers as the model does."""
     cached = model.__dict__.get(_ATTR)
     return cached.blocks if cached is not None else _find_blocks_name(model)
 
 
-def final_modules(model: nn.Module) -> list[nn.Module]:
+def final_modules(model: PreTrainedModel) -> list[nn.Module]:
     """The modules between the last block and the head (the final norm, usually one)."""
     return [model.get_submodule(n) for n in layout(model).final_path]
 
 
-def apply_final(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def apply_final(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """A residual-stream vector [..., d] read through the final path (the logit lens's first step)."""
     for module in final_modules(model):
         param = next(module.parameters(), None)
@@ -278,7 +289,7 @@ class Heads:
     head_dim: int
 
 
-def head_counts(model: nn.Module) -> Heads:
+def head_counts(model: PreTrainedModel) -> Heads:
     """Query heads, key/value heads and head size from the config's standard attributes (attribute maps give
     `num_attention_heads` for GPT-2's `n_head` and friends; `multi_query` means one KV head)."""
     cfg = text_config(model)

@@ -106,10 +106,11 @@ def attention_maps(
     ids = _prompt_ids(tokenizer, prompt, max_tokens)
     device = next(base_model.parameters()).device
     base_all = attention_patterns(base_model, ids.to(device))
-    if base_all[layer] is None:
+    base_layer = base_all[layer]
+    if base_layer is None:
         with_attention = [i for i, m in enumerate(base_all) if m is not None]
         raise ValueError(f"block {layer} has no attention; blocks with attention: {with_attention or 'none'}")
-    base_maps = base_all[layer][0].cpu()  # [H, T, T]
+    base_maps = base_layer[0].cpu()  # [H, T, T]
     n_heads = base_maps.shape[0]
     if head is not None and not 0 <= head < n_heads:
         raise ValueError(f"head must be in 0..{n_heads - 1}, got {head}")

@@ -20,6 +20,7 @@ import logging
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -77,7 +78,8 @@ def evaluated_bytes(name: str, corpus: str, window: int, tokens: int) -> int | N
     except Exception as exc:  # an unreadable folder or a missing corpus: the bpb column stays empty
         log.info("no bits-per-byte for %s on %s: %s", name, corpus, exc)
         return None
-    return sum(len(tok.decode(w[1:].tolist()).encode("utf-8")) for w in windows)
+    # decode of one id list returns a str; the stub's `str | list[str]` also covers batched input
+    return sum(len(cast(str, tok.decode(w[1:].tolist())).encode("utf-8")) for w in windows)
 
 
 def weight_bytes(metrics: dict, n_params: int | None) -> tuple[float | None, str, float | None]:
@@ -96,7 +98,7 @@ def weight_bytes(metrics: dict, n_params: int | None) -> tuple[float | None, str
     return dense, "parameters x 16 bits", sparse
 
 
-def bits_per_byte(ppl: float, evaluated_tokens: float, n_bytes: int | None) -> float | None:
+def bits_per_byte(ppl: float | None, evaluated_tokens: float, n_bytes: int | None) -> float | None:
     if not n_bytes or not ppl or not math.isfinite(ppl) or ppl <= 0:
         return None
     return math.log(ppl) * evaluated_tokens / (math.log(2) * n_bytes)

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -37,6 +39,9 @@ from torch import nn
 from .. import structure
 from ..modify.targets import LINEAR_TYPES
 from ..progress import Progress, scaled
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +70,7 @@ def counterpart_name(name: str, layer_map: list[int | None] | None) -> str | Non
 
 
 @contextmanager
-def _hooks(modules: dict[str, nn.Module], hook_for):
+def _hooks(modules: Mapping[str, nn.Module], hook_for):
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
     try:
         yield
@@ -75,8 +80,8 @@ def _hooks(modules: dict[str, nn.Module], hook_for):
 
 
 def module_errors(
-    base: nn.Module,
-    modified: nn.Module,
+    base: PreTrainedModel,
+    modified: PreTrainedModel,
     calibration: torch.Tensor,
     *,
     layer_map: list[int | None] | None = None,
@@ -170,7 +175,7 @@ def module_errors(
 
 
 def _block_stream(
-    model: nn.Module, blocks: list[int], calibration: torch.Tensor, batch_size: int, removed: bool
+    model: PreTrainedModel, blocks: list[int], calibration: torch.Tensor, batch_size: int, removed: bool
 ):
     """Squared norms per block of `blocks` over the calibration windows: (‖out − in‖², ‖reference‖², tokens),
     the reference being the block's output for a removed block and its input for an added one."""
@@ -204,8 +209,8 @@ def _block_stream(
 
 
 def block_changes(
-    base: nn.Module,
-    modified: nn.Module,
+    base: PreTrainedModel,
+    modified: PreTrainedModel,
     calibration: torch.Tensor,
     layer_map: list[int | None],
     *,
@@ -241,7 +246,7 @@ def block_changes(
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
 
 
-def _is_depth_change(layer_map: list[int | None], modified: nn.Module) -> bool:
+def _is_depth_change(layer_map: list[int | None], modified: PreTrainedModel) -> bool:
     return layer_map != list(range(len(structure.find_blocks(modified))))
 
 

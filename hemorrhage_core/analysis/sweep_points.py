@@ -53,7 +53,8 @@ def sweep_specs(
 def changed_fields(mod: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     """'group_size=32, scheme=asym': the fields of a stored modification that differ from its class defaults
     (what names a curve: short, and still unique), leaving out `skip` (the knob a chart puts on its x axis)."""
-    cls = MODIFICATIONS.get(mod.get("kind"))
+    kind = mod.get("kind")
+    cls = MODIFICATIONS.get(kind) if isinstance(kind, str) else None
     defaults = {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
     return ", ".join(
         f"{k}={v}" for k, v in mod.items() if k != "kind" and k not in skip and defaults.get(k, v) != v

@@ -6,6 +6,7 @@ run keys, so re-running the same sweep (all points cached) finds the same summar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -100,7 +101,8 @@ def summarize(
     if len(values) != len(results):
         raise ValueError(f"{len(values)} values but {len(results)} results")
     ratios = tuple(float(r.metrics.get("ppl_ratio", math.nan)) for r in results)
-    common = dict(
+    summary = functools.partial(
+        SweepSummary,
         model=model,
         param=param,
         values=tuple(values),
@@ -115,11 +117,11 @@ def summarize(
         # bits per weight its run measured, when every run reports one.
         numeric = _numeric([r.metrics.get("bits_per_weight", math.nan) for r in results])
         if numeric is None:
-            return SweepSummary(**common, note="thresholds need a numeric knob; this one is not")
+            return summary(note="thresholds need a numeric knob; this one is not")
         note = "thresholds over each setting's measured bits per weight (the knob names formats, not numbers)"
     if len(set(numeric)) != len(numeric):
-        return SweepSummary(**common, note="thresholds need distinct settings; some values repeat")
-    return SweepSummary(**common, note=note, thresholds=thresholds(numeric, ratios, direction=direction))
+        return summary(note="thresholds need distinct settings; some values repeat")
+    return summary(note=note, thresholds=thresholds(numeric, ratios, direction=direction))
 
 
 def summarize_sweep(

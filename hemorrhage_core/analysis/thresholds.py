@@ -108,22 +108,23 @@ def find_knee(
 
     Returns (k, Knee) with Knee.value = x[k] in the *oriented* coordinate, or None when there is no knee.
     """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n = len(x)
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(xs)
     if n < 3:
         return None
-    _, sse_line = _lstsq_sse(np.stack([np.ones(n), x], axis=1), y)
-    best = None
+    _, sse_line = _lstsq_sse(np.stack([np.ones(n), xs], axis=1), ys)
+    best: tuple[int, np.ndarray, float] | None = None
     for k in range(1, n - 1):
-        dx = x - x[k]
+        dx = xs - xs[k]
         design = np.stack([np.ones(n), dx, np.maximum(dx, 0.0)], axis=1)
-        coef, sse = _lstsq_sse(design, y)
+        coef, sse = _lstsq_sse(design, ys)
         if best is None or sse < best[2] - 1e-12 * max(1.0, sse_line):
             best = (k, coef, sse)
+    assert best is not None  # n >= 3: the loop ran at least once
     k, (_, b, c), sse = best
     after = b + c
     # Floating-point noise on an exact line leaves sse_line ~1e-30: treat "no residual to remove" as no knee.
-    scale = max(1.0, float(np.abs(y).max()))
+    scale = max(1.0, float(np.abs(ys).max()))
     if sse_line <= 1e-18 * scale**2 * n:
         return None
     if not (after > 0 and after >= min_slope_ratio * max(b, 0.0)):
@@ -131,7 +132,7 @@ def find_knee(
     if sse > (1.0 - min_gain) * sse_line:
         return None
     return k, Knee(
-        value=float(x[k]), slope_before=float(b), slope_after=float(after), sse_hinge=sse, sse_line=sse_line
+        value=float(xs[k]), slope_before=float(b), slope_after=float(after), sse_hinge=sse, sse_line=sse_line
     )
 
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskError
+
+if TYPE_CHECKING:  # the task modules load data sets' code: imported when a command needs them
+    from ..tasks.entry import TaskEntry
+    from ..tasks.items import Subset
 
 
 def add_task_options(p: argparse.ArgumentParser) -> None:
@@ -24,7 +28,7 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--task-seed", type=int, help="with --task-limit: a seeded stratified sample instead")
 
 
-def task_request(args) -> tuple[tuple, object] | None:
+def task_request(args) -> tuple[tuple[TaskEntry, ...], Subset] | None:
     """(entries, subset) named by the task options, or None without --tasks; TaskError for bad ones."""
     from ..tasks.items import Subset
     from ..tasks.registry import parse_tasks
@@ -95,7 +99,7 @@ def cmd_tasks(args) -> int:
     from ..tasks.items import task_set
     from ..tasks.registry import TASKS
 
-    rows = []
+    rows: list[dict[str, Any]] = []  # the `--json` rows, one per task
     for e in TASKS.values():
         try:
             n = task_set(e).total

@@ -20,6 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import HemlabError
 from . import PointEvent, PointListener, executor
@@ -45,7 +46,7 @@ def _import_ray():
 class _Slot:
     """One actor and the point it is measuring (None while idle)."""
 
-    actor: object
+    actor: Any  # a Ray ActorHandle: `measure.remote` is resolved at runtime
     point: int | None = None
     ref: object = None  # the ObjectRef of its measurement
 
@@ -132,7 +133,7 @@ class RayExecutor:
 
             while todo or any(s.point is not None for s in slots):
                 dispatch()
-                busy = {s.ref: s for s in slots if s.point is not None}
+                busy = {s.ref: (s, s.point) for s in slots if s.point is not None}
                 ready, _ = ray.wait(list(busy), num_returns=1, timeout=WAIT_S)
                 if cancelled is not None and cancelled():
                     from ..errors import Cancelled
@@ -140,8 +141,8 @@ class RayExecutor:
                     raise Cancelled("sweep cancelled")
                 arrived = []
                 for ref in ready:
-                    slot = busy[ref]
-                    i, slot.point = slot.point, None
+                    slot, i = busy[ref]
+                    slot.point = None
                     try:
                         measurement, worker, seconds = ray.get(ref)
                     except ray.exceptions.RayActorError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,6 +32,9 @@ from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
 from .quantize import quantize_grouped
 from .targets import LINEAR_TYPES, WeightTarget, plan_targets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,7 @@ class _RangeObserver:
 
 @torch.no_grad()
 def calibrate_ranges(
-    model: nn.Module,
+    model: PreTrainedModel,
     targets: list[tuple[str, nn.Module]],
     windows: torch.Tensor,
     mod: ActQuant,

@@ -15,13 +15,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from ..progress import CancelCheck, Progress, check, scaled
 from ..specs import Modification, check_chain
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ LogitTransform = Callable[..., torch.Tensor]
 
 def context_transform(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LogitTransform:
     """Mark a logit transform as needing the context token ids of each row (see `LogitTransform`)."""
-    fn.needs_context = True
+    fn.needs_context = True  # type: ignore[attr-defined]  # the marker is a function attribute, read by getattr
     return fn
 
 
@@ -59,7 +61,7 @@ class ModContext:
     calibration: Callable[[], torch.Tensor] | None = None  # -> LongTensor [n, T]: the evaluation windows
     calibration_source: CalibrationSource | None = None  # the runner's cached `calibration_windows`
     # The unmodified model, read-only (never mutate it): targets for decoding calibration and distillation.
-    base_model: nn.Module | None = None
+    base_model: PreTrainedModel | None = None
     # The runner's loading policy, for handlers that load another model (a checkpoint): remote code is allowed
     # only when the runner allows it, and with `allowed_dirs` set (the web UI) paths must lie inside them.
     trust_remote_code: bool = False
@@ -95,7 +97,7 @@ class ModContext:
 
 @dataclass
 class ModifiedModel:
-    model: nn.Module
+    model: PreTrainedModel
     layer_map: list[int | None]  # original block i -> block index in `model` (None: removed)
     logit_transforms: list[LogitTransform] = field(default_factory=list)
     report: dict[str, float] = field(default_factory=dict)
@@ -138,7 +140,10 @@ def handles(mod_type: type[Modification]):
 
 
 def apply_modifications(
-    base_model: nn.Module, num_layers: int, mods: tuple[Modification, ...], ctx: ModContext | None = None
+    base_model: PreTrainedModel,
+    num_layers: int,
+    mods: tuple[Modification, ...],
+    ctx: ModContext | None = None,
 ) -> ModifiedModel:
     """Apply `mods` in order to a copy of `base_model` (never to the base itself) and return the result.
 

@@ -22,7 +22,7 @@ from ..footprint import Footprint, bnb_4bit_bits_per_weight, bnb_int8_bits_per_w
 from ..specs import Bnb4bit, BnbInt8
 from .base import ModContext, ModifiedModel, handles
 from .coverage import check_scope, record_coverage
-from .targets import LINEAR_TYPES, WeightTarget, plan_targets, weight_view
+from .targets import LINEAR_TYPES, WeightTarget, plan_targets, tensor_attr, weight_view
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _swap(state: ModifiedModel, mod, build, bits_per_weight) -> None:
         source = conv1d_as_linear(module) if isinstance(module, Conv1D) else module
         layer = build(source)
         if source.bias is not None:
-            layer.bias = nn.Parameter(source.bias.detach().clone(), requires_grad=False)
+            layer.bias = nn.Parameter(tensor_attr(source, "bias").detach().clone(), requires_grad=False)
         # Moving to the device is what quantizes the weights (on the CPU and on CUDA alike).
         model.set_submodule(target.module_name, layer.to(device).eval().requires_grad_(False))
     log.info("replaced %d layers with bitsandbytes layers", len(plan.targets))

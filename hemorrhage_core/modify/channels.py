@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from torch import nn
 from ..errors import SpecError
 from ..structure import attention_of, mlp_of, text_config
 from .targets import LINEAR_TYPES, WeightTarget, slice_layer, weight_view
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +236,7 @@ def _set_width(module: nn.Module, old: int, new: int) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def channel_groups(block: nn.Module, model: nn.Module) -> list[DenseChannels | ExpertChannels]:
+def channel_groups(block: nn.Module, model: PreTrainedModel) -> list[DenseChannels | ExpertChannels]:
     """Every channel group of the block's MLP (one per dense MLP, one per fused experts module)."""
     found = mlp_of(block)
     root = found[1] if found is not None else block

@@ -17,10 +17,10 @@ import logging
 import math
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import SpecError
 from ..mitigation import is_beyond_repair
@@ -29,25 +29,28 @@ from ..probes.reference import batch_slices, context_rows
 from ..specs import CalibrateDecoding
 from .base import ModContext, ModifiedModel, handles
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 ROW_CHUNK = 512  # positions per chunk when evaluating [N, V] objectives (bounds the temporaries)
 
 
-def _base_model(ctx: ModContext, what: str) -> nn.Module:
+def _base_model(ctx: ModContext, what: str) -> PreTrainedModel:
     if ctx.base_model is None:
         raise SpecError(f"{what} needs the original model: run it through the Runner (ModContext.base_model)")
     return ctx.base_model
 
 
-def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+def _logits(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """Next-token logits at positions 0..T-2 of ids [B, T], flattened: [B * (T-1), V] float32."""
     final, _ = forward_sites(model, ids)
     return unembed(model, final[:, :-1].reshape(-1, final.shape[-1]))
 
 
 def calibration_logits(
-    base: nn.Module, state: ModifiedModel, windows: torch.Tensor, batch_size: int = 4
+    base: PreTrainedModel, state: ModifiedModel, windows: torch.Tensor, batch_size: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(original log-probs [N, V], modified logits after the chain's transforms so far [N, V], targets [N]).
 

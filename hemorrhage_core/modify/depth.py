@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from ..structure import find_blocks
 from .base import ModContext, ModifiedModel, handles
 from .layer_config import update_layer_config
 from .residual import check_identity, residual_writers, zero_output_projections
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     for pos, block in enumerate(blocks):
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = pos
+                module.layer_idx = pos  # type: ignore[assignment]  # nn.Module types attributes Tensor | Module
     if zero_output:
         check_identity(state.model, zero_output)
     state.layer_map = [None if j is None else first.get(j) for j in state.layer_map]
@@ -91,7 +95,7 @@ def rebuild_blocks(state: ModifiedModel, plan: list[int], zero_output: frozenset
     log.info("block list rebuilt: %d -> %d blocks", len(old), len(plan))
 
 
-def _check_runs(model: nn.Module) -> None:
+def _check_runs(model: PreTrainedModel) -> None:
     """SpecError when the changed model no longer runs: some architectures index per-layer state by a layer
     number fixed at construction (Zamba2's shared-block table), which no config list describes."""
     device = next(model.parameters()).device

@@ -8,10 +8,12 @@ the original's distributions are decoding calibration's (`decoding_calibration.c
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,18 +25,22 @@ from .base import ModContext, ModifiedModel, handles
 from .decoding_calibration import _base_model
 from .targets import linear_targets, set_weight, weight_view
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
-def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+def norm_parameters(model: PreTrainedModel) -> list[nn.Parameter]:
     """Weights and biases of every normalisation layer, and the biases of every Linear / Conv1D (BitFit-style)."""
-    params = {}
+    params: dict[int, nn.Parameter] = {}
     for module in model.modules():
         if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("Norm"):
             params.update({id(p): p for p in module.parameters(recurse=False)})
     for _, module in linear_targets(model):
-        if getattr(module, "bias", None) is not None:
-            params[id(module.bias)] = module.bias
+        bias = getattr(module, "bias", None)
+        if bias is not None:  # a registered bias is always a Parameter (nn.Module.__setattr__)
+            params[id(bias)] = bias
     return list(params.values())
 
 
@@ -60,7 +66,7 @@ class LoRA:
 
 
 @contextlib.contextmanager
-def lora_adapters(model: nn.Module, rank: int, seed: int) -> Iterator[list[LoRA]]:
+def lora_adapters(model: PreTrainedModel, rank: int, seed: int) -> Iterator[list[LoRA]]:
     """Attach LoRA adapters to every Linear / Conv1D but lm_head; hooks are always removed on exit."""
     generator = torch.Generator().manual_seed(seed)
     adapters = [LoRA(module, rank, generator) for _, module in linear_targets(model)]
@@ -121,19 +127,20 @@ def apply_kl_distill(state: ModifiedModel, mod: KLDistill, ctx: ModContext) -> N
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
     student = state.model
     t0 = time.perf_counter()
-    common = dict(steps=mod.steps, lr=mod.lr, batch_size=mod.batch_size, seed=mod.seed)
+    train = functools.partial(distill, steps=mod.steps, lr=mod.lr, batch_size=mod.batch_size, seed=mod.seed)
+    params: list[torch.Tensor]
     if mod.params == "lora":
         with lora_adapters(student, mod.lora_rank, mod.seed) as adapters:
             params = [t for a in adapters for t in (a.A, a.B)]
-            losses = distill(student, teacher, windows, params, **common)
+            losses = train(student, teacher, windows, params)
             for a in adapters:
                 a.merge()
     else:
-        params = norm_parameters(student)
+        params = [*norm_parameters(student)]
         for p in params:
             p.requires_grad_(True)
         try:
-            losses = distill(student, teacher, windows, params, **common)
+            losses = train(student, teacher, windows, params)
         finally:
             for p in params:
                 p.requires_grad_(False)

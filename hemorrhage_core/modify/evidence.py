@@ -12,18 +12,21 @@ assumed), and the attention probe set at the very end is skipped too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from ..corpora import Corpus, probe_texts, sequence_bos
 from ..errors import CorpusError
 from .taps import target_inputs
 from .targets import WeightTarget, as_targets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,14 @@ class InputStats:
         """The mean statistics of `parts` (experts of one layer, which saw the same sequences): see experts.py."""
         n = len(parts)
 
-        def mean(values):
-            values = [v for v in values if v is not None]
-            return sum(values) / n if values else None
+        def mean(values: Iterable[torch.Tensor | None]) -> torch.Tensor | None:
+            present = [v for v in values if v is not None]
+            if not present:
+                return None
+            total = present[0]
+            for v in present[1:]:
+                total = total + v
+            return total / n
 
         return cls(
             sq_norm=mean(p.sq_norm for p in parts),
@@ -115,12 +123,14 @@ class InputStats:
 
     def act_norm(self) -> torch.Tensor:
         """[in] ‖X_j‖₂ per sequence, as Wanda scales it: sqrt(mean over sequences of the per-sequence sum of x_j²)."""
+        if self.sq_norm is None:
+            raise RuntimeError("act_norm needs input statistics collected with norms=True")
         return (self.sq_norm / max(self.sequences, 1)).sqrt()
 
 
 @contextmanager
 def input_statistics(
-    modules: dict[str, nn.Module | WeightTarget], *, norms: bool = True, hessian: bool = False
+    modules: Mapping[str, nn.Module | WeightTarget], *, norms: bool = True, hessian: bool = False
 ) -> Iterator[dict[str, InputStats]]:
     """Accumulate `InputStats` of every target's input (a Linear / Conv1D module or a `WeightTarget`, experts
     included, see taps.py) while the body runs forwards; hooks removed on exit."""
@@ -157,12 +167,6 @@ class GradientStats:
         return self.sq_sum[name].sqrt()
 
 
-def grad_out_in(module: nn.Module) -> torch.Tensor:
-    """The module's weight gradient as fp32 [out, in] (Conv1D stores [in, out]; a square one looks the same)."""
-    g = module.weight.grad.float()
-    return g.t() if isinstance(module, Conv1D) else g
-
-
 def _accumulate(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
     if name in sums:
         sums[name].add_(value)
@@ -171,8 +175,8 @@ def _accumulate(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -
 
 
 def accumulate_gradients(
-    model: nn.Module,
-    modules: dict[str, nn.Module | WeightTarget],
+    model: PreTrainedModel,
+    modules: Mapping[str, nn.Module | WeightTarget],
     windows: torch.Tensor,
     *,
     mean: bool = True,

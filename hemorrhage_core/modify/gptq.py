@@ -179,7 +179,7 @@ def apply_gptq(state: ModifiedModel, mod: GPTQ, ctx: ModContext) -> None:
     device = next(model.parameters()).device
     plan = plan_targets(model, mod, supports=_in_blocks)
     check_scope(plan, mod)
-    per_block: dict[int, list[WeightTarget]] = defaultdict(list)
+    per_block: dict[int | None, list[WeightTarget]] = defaultdict(list)
     for t in plan.targets:
         per_block[t.block].append(t)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)

@@ -24,8 +24,8 @@ def gblm_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
     of the per-sequence mean token loss. With α = 0 this is exactly Wanda. The gradient term's share of the total
     score is reported as `gblm_gradient_share`.
     """
-    activation_term = w.abs() * ev.inputs.act_norm().to(w.device)[None, :]
-    gradient_term = mod.grad_alpha * w.abs() * ev.grads.l2(ev.name).to(w.device)
+    activation_term = w.abs() * ev.needed_inputs().act_norm().to(w.device)[None, :]
+    gradient_term = mod.grad_alpha * w.abs() * ev.needed_grads().l2(ev.name).to(w.device)
     # Reported (mean over layers) so a user can see whether alpha lets the gradient term matter at all.
     ev.notes["gblm_gradient_share"] = float(
         gradient_term.sum() / (activation_term.sum() + gradient_term.sum())
@@ -36,4 +36,4 @@ def gblm_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
 @score_method("taylor", grad_mean=True)
 def taylor_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
     """First-order Taylor: |W ⊙ Ḡ|, the estimated loss change of zeroing each weight (ΔL ≈ -g·w), w [out, in]."""
-    return (w * ev.grads.mean[ev.name].to(w.device)).abs()
+    return (w * ev.needed_grads().mean[ev.name].to(w.device)).abs()

@@ -31,7 +31,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from torch import nn
 from ..errors import SpecError
 from ..structure import attention_of, text_config
 from .targets import LINEAR_TYPES, slice_layer, weight_view
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,8 @@ class HeadSelect(nn.Module):
     """`norm` over the full projection width, then only the kept positions: the pruned heads still count in the
     norm's statistics (OLMo 2/3 normalise q and k over all heads together), exactly as in the unpruned model."""
 
+    keep: torch.Tensor  # a buffer: [kept positions] indices into the norm's output
+
     def __init__(self, norm: nn.Module, keep: torch.Tensor):
         super().__init__()
         self.norm = norm
@@ -244,9 +249,9 @@ class HeadLayout:
     head_dim: int
     projections: list[Projection]
     output: nn.Module
-    per_head_norms: list[tuple[str, nn.Module]] = field(
+    per_head_norms: list[tuple[str, nn.Module, str]] = field(
         default_factory=list
-    )  # (role, norm with [n, hd] weight)
+    )  # (role, norm with [n, hd] weight or a list of per-head norms, "per_head" or "per_head_list")
 
     @property
     def group_size(self) -> int:
@@ -280,7 +285,7 @@ def _matches(attn: nn.Module, lay: AttentionLayout) -> bool:
     return True
 
 
-def _head_dim(attn: nn.Module, model: nn.Module) -> int:
+def _head_dim(attn: nn.Module, model: PreTrainedModel) -> int:
     for name in ("head_dim", "head_size"):
         value = getattr(attn, name, None)
         if isinstance(value, int) and value > 0:
@@ -315,7 +320,7 @@ def _refuse(block: nn.Module, attn: nn.Module | None, why: str) -> SpecError:
     return SpecError(f"prune_heads: the attention of {where} {why}; supported layouts: {supported_layouts()}")
 
 
-def head_layout(block: nn.Module, model: nn.Module) -> HeadLayout:
+def head_layout(block: nn.Module, model: PreTrainedModel) -> HeadLayout:
     """The `HeadLayout` of one block's self-attention, or a SpecError naming what was found."""
     found = attention_of(block)
     if found is None:
@@ -350,13 +355,13 @@ def head_layout(block: nn.Module, model: nn.Module) -> HeadLayout:
     result = HeadLayout(lay, attn, n_heads, n_kv, hd, projections, output)
     for role, (name, norm) in norms.items():
         kind = _norm_kind(norm, _count(role, n_heads, n_kv), hd)
-        proj = next((p for p in projections if p.roles == role), None)
-        if kind == "unknown" or (kind == "full" and proj is None):
+        reader = next((p for p in projections if p.roles == role), None)
+        if kind == "unknown" or (kind == "full" and reader is None):
             raise _refuse(block, attn, f"({lay.name}) has a {name} whose shape fits no head layout")
         if kind in ("per_head", "per_head_list"):
             result.per_head_norms.append((role, norm, kind))
-        elif kind == "full":
-            proj.full_norm = name
+        elif kind == "full" and reader is not None:
+            reader.full_norm = name
     _check_shapes(block, result)
     _check_nothing_else(block, result, [norm for _, norm in norms.values()])
     return result
@@ -461,7 +466,7 @@ def remove_heads(lay: HeadLayout, cut: HeadCut) -> None:
             name, members = next((n, c) for n, c in norm.named_children() if isinstance(c, nn.ModuleList))
             setattr(norm, name, nn.ModuleList([members[h] for h in kept[role].tolist()]))
             if getattr(norm, "num_heads", None) == len(members):
-                norm.num_heads = len(kept[role])
+                norm.num_heads = len(kept[role])  # type: ignore[assignment]  # nn.Module types attributes Tensor | Module
     for name in PER_HEAD_PARAMETERS:
         if isinstance(getattr(attn, name, None), nn.Parameter):
             _slice_parameters(attn, kept["q"], names=(name,))
@@ -503,4 +508,5 @@ def _set_counts(lay: HeadLayout, heads: int, kv: int) -> None:
             if isinstance(config, ConfigView)
             else (config, {})
         )
-        attn.config = ConfigView(base, **{**overrides, **dict.fromkeys(lay.layout.config_counts, heads)})
+        # nn.Module types its attributes Tensor | Module; `config` is a plain attribute
+        attn.config = ConfigView(base, **{**overrides, **dict.fromkeys(lay.layout.config_counts, heads)})  # type: ignore[assignment]

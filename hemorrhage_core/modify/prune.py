@@ -96,6 +96,20 @@ class Evidence:
     grads: GradientStats | None = None
     notes: dict[str, float] = field(default_factory=dict)
 
+    def needed_inputs(self) -> InputStats:
+        """`inputs`, which the handler collects for every method registered with `activations` or `hessian`."""
+        if self.inputs is None:
+            raise RuntimeError(
+                f"{self.name}: the pruning method reads input statistics it did not register for"
+            )
+        return self.inputs
+
+    def needed_grads(self) -> GradientStats:
+        """`grads`, which the handler collects for every method registered with `grad_mean` or `grad_sq`."""
+        if self.grads is None:
+            raise RuntimeError(f"{self.name}: the pruning method reads gradients it did not register for")
+        return self.grads
+
 
 PruneFn = Callable[[torch.Tensor, Evidence, Prune], torch.Tensor]
 ScoreFn = Callable[[torch.Tensor, Evidence, Prune], torch.Tensor]  # (w [out, in], evidence, mod) -> [out, in]
@@ -175,9 +189,19 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
         if mod.calibrated
         else None
     )
+
+    def calibration() -> torch.Tensor:
+        if windows is None:
+            raise RuntimeError(
+                f"pruning method {mod.method!r} reads calibration evidence but is not in CALIBRATED_PRUNE_METHODS"
+            )
+        return windows
+
     grads = None
     if method.reads_gradients:
-        grads = accumulate_gradients(model, targets, windows, mean=method.grad_mean, squares=method.grad_sq)
+        grads = accumulate_gradients(
+            model, targets, calibration(), mean=method.grad_mean, squares=method.grad_sq
+        )
     tally = _Tally()
     experts = ExpertTally()
     done: list[WeightTarget] = []
@@ -214,10 +238,10 @@ def apply_prune(state: ModifiedModel, mod: Prune, ctx: ModContext) -> None:
             prune_layer(name, None)
     elif mod.sequential:
         _prune_sequentially(
-            model, targets, windows, method, prune_with, progress=ctx.progress, label=mod.method
+            model, targets, calibration(), method, prune_with, progress=ctx.progress, label=mod.method
         )
     else:
-        prune_with(_dense_statistics(model, targets, windows, method, progress=ctx.progress))
+        prune_with(_dense_statistics(model, targets, calibration(), method, progress=ctx.progress))
 
     state.report["achieved_sparsity"] = tally.zeros / max(tally.total, 1)
     state.report["pruned_weights"] = float(tally.total)

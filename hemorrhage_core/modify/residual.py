@@ -12,6 +12,7 @@ input (a post-norm block, an unknown extra path), so an identity block is never 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,12 +21,15 @@ from ..errors import SpecError
 from ..structure import attention_of, block_hidden, find_blocks, mlp_of, text_config
 from .targets import LINEAR_TYPES
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 EXPERT_OUTPUTS = ("down_proj", "down_proj_bias")  # 3-D fused expert parameters that write the MLP output
 
 
-def _probe_ids(model: nn.Module) -> torch.Tensor:
+def _probe_ids(model: PreTrainedModel) -> torch.Tensor:
     vocab = int(getattr(text_config(model), "vocab_size", 2) or 2)
     return (torch.arange(4) % max(vocab, 1))[None].to(next(model.parameters()).device)
 
@@ -34,7 +38,7 @@ def _hidden_of(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def residual_writers(model: nn.Module) -> list[list[str]]:
+def residual_writers(model: PreTrainedModel) -> list[list[str]]:
     """For every block, the names (relative to the block) of the parameters that write its attention and MLP
     outputs into the residual stream. SpecError for a block where one of the two is not found."""
     blocks = find_blocks(model)
@@ -81,12 +85,16 @@ def _writers_of(block: nn.Module, calls: list[tuple[str, int]], width: int | Non
         mlp_out = [name for name in seen if _inside(mlp[0], name)][-1:]
     else:  # OPT-style: the MLP's layers sit in the block itself
         mlp_out = [name for name in seen if attn is None or not _inside(attn[0], name)][-1:]
-    experts = [
-        ".".join(filter(None, (mlp[0], name, p)))
-        for name, module in (mlp[1].named_modules() if mlp is not None else ())
-        for p in EXPERT_OUTPUTS
-        if isinstance(getattr(module, p, None), nn.Parameter) and getattr(module, p).dim() >= 2
-    ]
+    experts = (
+        [
+            ".".join(filter(None, (mlp[0], name, p)))
+            for name, module in mlp[1].named_modules()
+            for p in EXPERT_OUTPUTS
+            if isinstance(getattr(module, p, None), nn.Parameter) and getattr(module, p).dim() >= 2
+        ]
+        if mlp is not None
+        else []
+    )
     if not attn_out or not (mlp_out or experts):
         raise SpecError(
             f"cannot make an identity block of {type(block).__name__}: found output projections "
@@ -104,7 +112,7 @@ def zero_output_projections(block: nn.Module, params: list[str]) -> list[str]:
     return params
 
 
-def check_identity(model: nn.Module, positions: frozenset[int]) -> None:
+def check_identity(model: PreTrainedModel, positions: frozenset[int]) -> None:
     """Run the model once and refuse (SpecError) if a block at `positions` changes its input at all."""
     blocks = find_blocks(model)
     worst: dict[int, float] = {}
@@ -125,7 +133,10 @@ def check_identity(model: nn.Module, positions: frozenset[int]) -> None:
             h.remove()
     bad = {p: d for p, d in worst.items() if d != 0.0}
     if bad or len(worst) < len(positions):
-        pos = next(iter(bad), min(set(positions) - set(worst), default=None))
+        # Hooks sit only on `positions`, so a position missing from `worst` exists when `bad` is empty.
+        pos = next(iter(bad), None)
+        if pos is None:
+            pos = min(set(positions) - set(worst))
         raise SpecError(
             f"insert_identity: zeroing the output projections of {type(blocks[pos]).__name__} does not make it the "
             f"identity (block {pos} changes its input by up to {bad.get(pos, float('nan')):.3g}: a post-norm or "

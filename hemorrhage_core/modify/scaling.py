@@ -27,6 +27,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -43,8 +44,11 @@ from .coverage import check_scope, record_coverage
 from .experts import ExpertTally, pool_starved_experts
 from .quantize import quantize_grouped
 from .sequential import calibration_stages, target_groups, walk_blocks
-from .taps import target_inputs
-from .targets import LINEAR_TYPES, WeightTarget, linear_targets, plan_targets, weight_view
+from .taps import InputFn, target_inputs
+from .targets import LINEAR_TYPES, WeightTarget, linear_targets, plan_targets, tensor_attr, weight_view
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +81,20 @@ class InputGroup:
             return parent + "." + ",".join(n.rpartition(".")[2] for n in self.local_names)
         return ",".join(self.local_names)
 
+    @property
+    def observed_max(self) -> torch.Tensor:
+        """`max_abs` after `collect_input_groups`, which observes every group it returns (its first window is the
+        one that found the group)."""
+        if self.max_abs is None:
+            raise RuntimeError(f"input group {self.label} of block {self.block} was never observed")
+        return self.max_abs
+
     def observe(self, x: torch.Tensor) -> None:
         m = x.detach().float().abs().reshape(-1, x.shape[-1]).amax(dim=0)  # [in]
         self.max_abs = m if self.max_abs is None else torch.maximum(self.max_abs, m)
 
 
-def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
+def _block_of(model: PreTrainedModel) -> dict[int, tuple[int, str]]:
     """id(module) -> (index of the block that contains it, its name relative to that block)."""
     return {
         id(m): (i, name) for i, block in enumerate(find_blocks(model)) for name, m in block.named_modules()
@@ -91,7 +103,7 @@ def _block_of(model: nn.Module) -> dict[int, tuple[int, str]]:
 
 @torch.no_grad()
 def _discover_groups(
-    model: nn.Module, first_batch: torch.Tensor, targets: list[tuple[str, nn.Module]] | None = None
+    model: PreTrainedModel, first_batch: torch.Tensor, targets: list[tuple[str, nn.Module]] | None = None
 ) -> list[InputGroup]:
     """Group the target layers (default: every Linear / Conv1D but lm_head) by shared input tensor and find each
     group's producer, on one batch."""
@@ -143,7 +155,7 @@ def _discover_groups(
 
 @torch.no_grad()
 def collect_input_groups(
-    model: nn.Module,
+    model: PreTrainedModel,
     windows: torch.Tensor,
     *,
     batch_size: int = 8,
@@ -214,21 +226,23 @@ def _fold_into_producer(group: InputGroup, s: torch.Tensor) -> str | None:
     """Divide the producer's output by s by rewriting its parameters; return the fold's name, or None (unchanged)
     when no form reproduces producer(x) / s on the sampled calibration input."""
     norm = group.producer
-    if norm is None or group.producer_in is None:
+    if norm is None or group.producer_in is None or group.producer_out is None:
         return None
-    w0 = norm.weight.data.clone()
-    b0 = norm.bias.data.clone() if getattr(norm, "bias", None) is not None else None
+    weight = tensor_attr(norm, "weight").data
+    bias = tensor_attr(norm, "bias").data if getattr(norm, "bias", None) is not None else None
+    w0 = weight.clone()
+    b0 = bias.clone() if bias is not None else None
     expected = group.producer_out.float() / s
     for name, fold in _FOLDS.items():
-        norm.weight.data.copy_(fold(w0.float(), s).to(w0.dtype))
-        if b0 is not None:
-            norm.bias.data.copy_((b0.float() / s).to(b0.dtype))
+        weight.copy_(fold(w0.float(), s).to(w0.dtype))
+        if bias is not None and b0 is not None:
+            bias.copy_((b0.float() / s).to(b0.dtype))
         got = norm(group.producer_in).float()
         if torch.allclose(got, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max())):
             return name
-    norm.weight.data.copy_(w0)
-    if b0 is not None:
-        norm.bias.data.copy_(b0)
+    weight.copy_(w0)
+    if bias is not None and b0 is not None:
+        bias.copy_(b0)
     return None
 
 
@@ -240,7 +254,7 @@ def smooth_group(
 
     `may_fold=False`: pre-hooks only, for models where the producer's output may reach layers outside the
     group."""
-    s = smoothing_scales(group.max_abs, weight_col_absmax(group.members), alpha)  # [in]
+    s = smoothing_scales(group.observed_max, weight_col_absmax(group.members), alpha)  # [in]
     for _, module in group.members:
         w = weight_view(module)
         w.mul_(s.to(w.dtype)[None, :])
@@ -278,8 +292,8 @@ def apply_smoothquant(state: ModifiedModel, mod: SmoothQuant, ctx: ModContext) -
         s, fold = smooth_group(group, mod.alpha, may_fold=can_fold)
         folded += fold is not None
         smoothed.extend(m for _, m in group.members)
-        before.append(float(group.max_abs.max()))
-        after.append(float((group.max_abs / s).max()))
+        before.append(float(group.observed_max.max()))
+        after.append(float((group.observed_max / s).max()))
     state.report.update(
         {
             "smooth_alpha": mod.alpha,
@@ -306,7 +320,7 @@ def _smoothable(target: WeightTarget) -> str | None:
 
 
 def activation_outlier_stats(
-    model: nn.Module, windows: torch.Tensor, *, alpha: float = 0.5, progress: Progress | None = None
+    model: PreTrainedModel, windows: torch.Tensor, *, alpha: float = 0.5, progress: Progress | None = None
 ) -> pd.DataFrame:
     """Per layer input channel: max |activation| before and after SmoothQuant smoothing with `alpha`.
 
@@ -316,9 +330,9 @@ def activation_outlier_stats(
     """
     rows = []
     for group in collect_input_groups(model, windows, progress=progress):
-        s = smoothing_scales(group.max_abs, weight_col_absmax(group.members), alpha)
-        before = group.max_abs.cpu()
-        after = (group.max_abs / s).cpu()
+        s = smoothing_scales(group.observed_max, weight_col_absmax(group.members), alpha)
+        before = group.observed_max.cpu()
+        after = (group.observed_max / s).cpu()
         rows.append(
             pd.DataFrame(
                 {
@@ -353,6 +367,12 @@ class _GroupStats:
         self.gram.addmm_(x.t(), x)
         self.abs_sum += x.abs().sum(dim=0)
         self.tokens += x.shape[0]
+
+    @staticmethod
+    def feeder(stats: dict[WeightTarget, _GroupStats]) -> InputFn:
+        """The `target_inputs` callback adding each target's input to its own statistics (a function rather than a
+        lambda in the loop: it binds this stage's `stats`)."""
+        return lambda t, x, _sequences: stats[t].add(x)
 
     @classmethod
     def pooled(cls, parts: list[_GroupStats]) -> _GroupStats:
@@ -397,7 +417,8 @@ def awq_search(
     being Σ_layers ‖X (W_eff − W)ᵀ‖² over every calibration token. α = 0 (s = 1) is RTN, the first grid point.
     """
     gram = gram.float()
-    errors, best = [], (math.inf, 0.0, [])
+    errors: list[float] = []
+    best: tuple[float, float, list[torch.Tensor]] = (math.inf, 0.0, [])
     for k in range(grid):
         alpha = k / grid
         s = awq_scales(mean_abs, alpha)[None, :]  # [1, in]
@@ -426,7 +447,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
     device = next(model.parameters()).device
     plan = plan_targets(model, mod, supports=_in_blocks)
     check_scope(plan, mod)
-    per_block: dict[int, list[WeightTarget]] = defaultdict(list)
+    per_block: dict[int | None, list[WeightTarget]] = defaultdict(list)
     for t in plan.targets:
         per_block[t.block].append(t)
     windows = ctx.calibration_windows(mod.calib_corpus, mod.calib_samples, mod.calib_len)
@@ -441,7 +462,7 @@ def apply_awq(state: ModifiedModel, mod: AWQ, ctx: ModContext) -> None:
         # of one parameter form one stage: they read disjoint rows of one input).
         for stage in calibration_stages(target_groups(step, per_block[step.index])):
             stats = {g[0]: _GroupStats(g[0].shape[1], device) for g in stage}
-            with target_inputs(list(stats), lambda t, x, _seq, stats=stats: stats[t].add(x)):
+            with target_inputs(list(stats), _GroupStats.feeder(stats)):
                 step.forward(stop_after=stage[-1][-1].module)
             unusable = pool_starved_experts(
                 stats, rows=lambda s: s.tokens, pool=_GroupStats.pooled, tally=experts

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,6 +32,9 @@ from ..progress import Progress
 from ..structure import block_hidden, decoder, find_blocks, like_block_output
 from .taps import target_inputs
 from .targets import LINEAR_TYPES, WeightTarget, linear_target
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def _identity_blocks(blocks: nn.ModuleList, calls: list[list[BlockCall]], first_
 
 @torch.no_grad()
 def capture_block_calls(
-    model: nn.Module, windows: torch.Tensor, *, batch_size: int
+    model: PreTrainedModel, windows: torch.Tensor, *, batch_size: int
 ) -> tuple[list[torch.Tensor], list[list[BlockCall]]]:
     """Block 0's inputs per batch ([b, T, d] each) and every block's call arguments per batch.
 
@@ -144,7 +148,7 @@ class BlockStep:
 
 
 def walk_blocks(
-    model: nn.Module,
+    model: PreTrainedModel,
     windows: torch.Tensor,
     *,
     batch_size: int = 8,

@@ -114,9 +114,12 @@ def _obs_loop(
 
 @pruning_method("sparsegpt", hessian=True)
 def sparsegpt_method(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
+    hessian = ev.needed_inputs().hessian
+    if hessian is None:
+        raise RuntimeError(f"{ev.name}: input statistics were collected without the Hessian")
     return sparsegpt_prune(
         w,
-        ev.inputs.hessian.to(w.device),
+        hessian.to(w.device),
         sparsity=mod.sparsity,
         nm=mod.nm,
         scope=mod.scope,

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -38,6 +39,9 @@ from .heads import HeadCut, check_cut, head_layout, remove_heads
 from .prune import CALIB_BATCH
 from .targets import WeightTarget, as_targets, weight_view
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
@@ -46,12 +50,12 @@ def nearest(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def count_params(model: nn.Module) -> int:
+def count_params(model: PreTrainedModel) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def linear_weight_count(model: nn.Module) -> int:
+def linear_weight_count(model: PreTrainedModel) -> int:
     """Weights of the Linear / Conv1D layers inside the blocks: what unstructured pruning's sparsity refers to."""
     return sum(
         weight_view(m).numel()
@@ -110,7 +114,7 @@ Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (row sums [out], 
 
 
 def _scores(
-    model: nn.Module, matrices: dict[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
+    model: PreTrainedModel, matrices: Mapping[str, nn.Module | WeightTarget], mod, ctx: ModContext, tally
 ) -> Sums:
     """Row and column sums of the element score of every matrix (a Linear / Conv1D module, or a `WeightTarget`
     such as one fused expert); the evidence the importance needs is collected once for all of them."""
@@ -156,7 +160,7 @@ def _key(module) -> str:
     return f"m{id(module)}"
 
 
-def _matrices(parts: Parts) -> dict[str, nn.Module]:
+def _matrices(parts: Parts) -> dict[str, nn.Module | WeightTarget]:
     return {_key(m): m for m, _, _ in parts}
 
 
@@ -167,6 +171,8 @@ def _group_scores(parts: Parts, sums: Sums) -> torch.Tensor:
         line = sums[_key(module)][0 if side == "out" else 1].double().cpu()
         value = line[index].sum(1)
         total = value if total is None else total + value
+    if total is None:
+        raise ValueError("a head or channel group without parts has no score")
     return total
 
 
@@ -287,7 +293,9 @@ def apply_prune_channels(state: ModifiedModel, mod: PruneChannels, ctx: ModConte
 
 
 @torch.no_grad()
-def block_importance(model: nn.Module, windows: torch.Tensor, batch_size: int = CALIB_BATCH) -> torch.Tensor:
+def block_importance(
+    model: PreTrainedModel, windows: torch.Tensor, batch_size: int = CALIB_BATCH
+) -> torch.Tensor:
     """ShortGPT block influence [L]: 1 − mean over tokens of cos(h_in, h_out) of every block, one forward pass."""
     blocks = find_blocks(model)
     sums = torch.zeros(len(blocks), dtype=torch.float64)

@@ -56,7 +56,10 @@ def gated_activation(module: nn.Module, expert: int, x: torch.Tensor) -> torch.T
     h = x @ w if module.is_transposed else F.linear(x, w)
     if module.has_bias:
         h = h + getattr(module, f"{first}_bias")[expert]
-    return module._apply_gate(h) if module.has_gate else module.act_fn(h)
+    activate = module._apply_gate if module.has_gate else module.act_fn
+    if not callable(activate):  # nn.Module's attribute lookup is typed Tensor | Module; these are methods
+        raise TypeError(f"{type(module).__name__}: its activation is not callable")
+    return activate(h)
 
 
 @torch.no_grad()
@@ -67,7 +70,10 @@ def expert_inputs(
     first = first_projection(module)
     # All first projections before all second ones: the call order of a kernel that runs them as two batched
     # products, and what lets a caller treat each parameter's experts as one consecutive stage.
-    routed = [hidden[(top_k_index == e).any(dim=-1)] for e in range(module.num_experts)]
+    num_experts = module.num_experts
+    if not isinstance(num_experts, int):  # nn.Module's attribute lookup is typed Tensor | Module
+        raise TypeError(f"{type(module).__name__}.num_experts is not an int")
+    routed = [hidden[(top_k_index == e).any(dim=-1)] for e in range(num_experts)]
     if first in params:
         for e, x in enumerate(routed):
             yield first, e, x
@@ -88,7 +94,7 @@ def target_inputs(targets: Iterable[WeightTarget], fn: InputFn) -> Iterator[None
     removed on exit."""
     targets = list(targets)
     linear: dict[int, list[WeightTarget]] = defaultdict(list)
-    experts: dict[int, dict[tuple[str, int], WeightTarget]] = defaultdict(dict)
+    experts: dict[int, dict[tuple[str, int | None], WeightTarget]] = defaultdict(dict)
     modules: dict[int, nn.Module] = {}
     blocks: dict[int, nn.Module] = {}
     batch: dict[int, int] = {}  # id(block) -> sequences of its current call
@@ -117,7 +123,7 @@ def target_inputs(targets: Iterable[WeightTarget], fn: InputFn) -> Iterator[None
 
         return hook
 
-    def on_experts(members: dict[tuple[str, int], WeightTarget]):
+    def on_experts(members: dict[tuple[str, int | None], WeightTarget]):
         params = {p for p, _ in members}
 
         def hook(module, args, kwargs):
@@ -135,8 +141,8 @@ def target_inputs(targets: Iterable[WeightTarget], fn: InputFn) -> Iterator[None
             handles.append(block.register_forward_pre_hook(on_block, with_kwargs=True))
         for key, members in linear.items():
             handles.append(modules[key].register_forward_pre_hook(on_linear(members)))
-        for key, members in experts.items():
-            handles.append(modules[key].register_forward_pre_hook(on_experts(members), with_kwargs=True))
+        for key, by_expert in experts.items():
+            handles.append(modules[key].register_forward_pre_hook(on_experts(by_expert), with_kwargs=True))
         yield
     finally:
         for h in handles:

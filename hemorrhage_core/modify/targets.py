@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..structure import find_blocks
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def set_weight(module: nn.Module, w_out_in: torch.Tensor) -> None:
     target.copy_(w_out_in.to(target.dtype))
 
 
-def untie_lm_head(model: nn.Module) -> None:
+def untie_lm_head(model: PreTrainedModel) -> None:
     """Give lm_head its own copy of the weight if it shares it with the input embedding."""
     head, emb = model.get_output_embeddings(), model.get_input_embeddings()
     if head is None or emb is None:
@@ -76,7 +79,9 @@ def untie_lm_head(model: nn.Module) -> None:
         log.info("untied lm_head from the input embedding so only the output projection is modified")
 
 
-def linear_targets(model: nn.Module, *, include_lm_head: bool = False) -> Iterator[tuple[str, nn.Module]]:
+def linear_targets(
+    model: PreTrainedModel, *, include_lm_head: bool = False
+) -> Iterator[tuple[str, nn.Module]]:
     """Yield (qualified name, module) for every Linear/Conv1D weight (the dense-only view; MoE-aware callers use
     `plan_targets`)."""
     head = model.get_output_embeddings()
@@ -185,7 +190,7 @@ def linear_target(
     )
 
 
-def as_targets(modules: dict[str, nn.Module | WeightTarget]) -> dict[str, WeightTarget]:
+def as_targets(modules: Mapping[str, nn.Module | WeightTarget]) -> dict[str, WeightTarget]:
     """Name -> target, for callers that still pass Linear / Conv1D modules by name."""
     return {n: m if isinstance(m, WeightTarget) else linear_target(n, m) for n, m in modules.items()}
 
@@ -271,7 +276,7 @@ class Plan:
         return {t.name: t for t in self.targets}
 
 
-def _block_matrices(model: nn.Module) -> Iterator[tuple[int, str, nn.Module, str, nn.Parameter]]:
+def _block_matrices(model: PreTrainedModel) -> Iterator[tuple[int, str, nn.Module, str, nn.Parameter]]:
     """(block index, module name, module, parameter attribute, parameter) of every weight matrix in the blocks."""
     blocks = find_blocks(model)
     names = {id(m): n for n, m in model.named_modules()}
@@ -340,7 +345,7 @@ def _state_space(module: nn.Module, pname: str) -> bool:
     return pname == "A_log" or isinstance(module, nn.Conv1d)
 
 
-def plan_targets(model: nn.Module, mod, *, supports: Supports | None = None) -> Plan:
+def plan_targets(model: PreTrainedModel, mod, *, supports: Supports | None = None) -> Plan:
     """Every weight matrix `mod` should touch, and the block matrices it leaves out (with reasons).
 
     Reads `include_lm_head` and `include_router` off `mod` when its spec has them. `supports(target)` says which

@@ -18,4 +18,4 @@ from .prune import Evidence, score_method
 @score_method("wanda", activations=True)
 def wanda_score(w: torch.Tensor, ev: Evidence, mod: Prune) -> torch.Tensor:
     """w [out, in] -> |w| · ‖X_j‖ broadcast over rows."""
-    return w.abs() * ev.inputs.act_norm().to(w.device)[None, :]
+    return w.abs() * ev.needed_inputs().act_norm().to(w.device)[None, :]

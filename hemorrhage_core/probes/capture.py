@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,11 +18,14 @@ from torch import nn
 from ..structure import attention_of, block_hidden, decoder, find_blocks
 from .kernels import KERNEL
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def capture_resid_post(model: nn.Module):
+def capture_resid_post(model: PreTrainedModel):
     """Collect every block's output (the residual stream after it) in a list ordered by block index."""
     blocks = find_blocks(model)
     outputs: list[torch.Tensor | None] = [None] * len(blocks)
@@ -40,7 +44,7 @@ def capture_resid_post(model: nn.Module):
             h.remove()
 
 
-def forward_sites(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def forward_sites(model: PreTrainedModel, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One decoder pass: (final normed hidden [B, T, d], per-block residual stream [L] x [B, T, d]).
 
     Calls the decoder, not the LM head, so the caller can unembed position chunks and never hold a whole batch of
@@ -55,22 +59,22 @@ def forward_sites(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, li
 # position chunks itself (never a batch of full-vocabulary logits), so it must apply these too; the self-check at
 # load (probes/selfcheck.py) compares the result with model(ids).logits and switches to `own_logits` when an
 # architecture does something not listed here.
-def _softcap(model: nn.Module):
+def _softcap(model: PreTrainedModel):
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     return (lambda x: torch.tanh(x / cap) * cap) if cap else None
 
 
-def _logit_scale(model: nn.Module):  # Cohere, Cohere 2: logits * logit_scale
+def _logit_scale(model: PreTrainedModel):  # Cohere, Cohere 2: logits * logit_scale
     scale = getattr(model, "logit_scale", None)
     return (lambda x: x * scale) if isinstance(scale, (int, float)) and scale != 1 else None
 
 
-def _logits_scaling(model: nn.Module):  # Granite, Granite MoE: logits / logits_scaling
+def _logits_scaling(model: PreTrainedModel):  # Granite, Granite MoE: logits / logits_scaling
     scale = getattr(model.config.get_text_config(), "logits_scaling", None)
     return (lambda x: x / scale) if isinstance(scale, (int, float)) and scale != 1 else None
 
 
-def _lm_head_multiplier(model: nn.Module):  # Falcon-H1: lm_head(h) * lm_head_multiplier
+def _lm_head_multiplier(model: PreTrainedModel):  # Falcon-H1: lm_head(h) * lm_head_multiplier
     scale = getattr(getattr(model, "model", None), "lm_head_multiplier", None)
     return (lambda x: x * scale) if isinstance(scale, (int, float)) and scale != 1 else None
 
@@ -93,7 +97,7 @@ class LinearHead:
     scale: float
 
 
-def linear_head(model: nn.Module) -> LinearHead | None:
+def linear_head(model: PreTrainedModel) -> LinearHead | None:
     """The model's unembedding as a `LinearHead`, or None when `unembed` does more than a float32 linear map and
     constant scalings (a soft-cap, another head type, a bf16 head whose logits are rounded to bf16, a model on
     `own_logits`)."""
@@ -111,7 +115,7 @@ def linear_head(model: nn.Module) -> LinearHead | None:
     return LinearHead(head.weight, head.bias, scale)
 
 
-def unembed(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def unembed(model: PreTrainedModel, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [N, V] float32 from final hidden states [N, d], as the model's own forward computes them.
 
     `out` [N, V] float32: written instead of a new tensor when the unembedding is a plain float32 linear layer
@@ -135,7 +139,7 @@ def unembed(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = N
     return logits
 
 
-def own_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def own_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Logits [N, V] float32 of final hidden states [N, d] through the model's own *ForCausalLM.forward: its
     decoder is replaced, for this call, by one that returns `hidden`, so whatever forward does after the decoder
     (head, scalings, caps) is applied exactly as written. Not thread-safe on a shared model (the runner
@@ -153,7 +157,7 @@ def own_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-def attention_patterns(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor | None]:
+def attention_patterns(model: PreTrainedModel, ids: torch.Tensor) -> list[torch.Tensor | None]:
     """Attention probabilities per block, [L] x [B, H, T, T] float32, None for blocks without attention (Mamba,
     recurrent layers of hybrids). Read from each block's attention module output, so it needs the eager kernel."""
     blocks = find_blocks(model)
@@ -168,9 +172,10 @@ def attention_patterns(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor
 
         return hook
 
-    with_attention = [i for i, block in enumerate(blocks) if attention_of(block) is not None]
-    for i in with_attention:
-        handles.append(attention_of(blocks[i])[1].register_forward_hook(hook_for(i)))
+    attentions = {i: found[1] for i, block in enumerate(blocks) if (found := attention_of(block)) is not None}
+    with_attention = list(attentions)
+    for i, attn in attentions.items():
+        handles.append(attn.register_forward_hook(hook_for(i)))
     try:
         with torch.inference_mode():
             try:

@@ -51,8 +51,11 @@ def support_divergence(
     kl_reverse = sum over the K + 1 outcomes with q > 0 of q (log q - log p); 0 log 0 = 0, so cut tokens add
     nothing. mass_cut = base mass on the top-K tokens with q = 0, plus the base tail when q's tail is 0.
     """
-    mod_top = mod_logprobs.gather(1, top_ids.long()) if mod_top is None else mod_top  # [N, K]
-    mod_tail = log_tail_mass(mod_logprobs, top_ids) if mod_tail is None else mod_tail  # [N]
+    if mod_top is None or mod_tail is None:
+        if mod_logprobs is None:
+            raise ValueError("support_divergence needs mod_logprobs, or both mod_top and mod_tail")
+        mod_top = mod_logprobs.gather(1, top_ids.long()) if mod_top is None else mod_top  # [N, K]
+        mod_tail = log_tail_mass(mod_logprobs, top_ids) if mod_tail is None else mod_tail  # [N]
     q_top, q_tail = mod_top.exp(), mod_tail.exp()
     head = torch.where(q_top > 0, q_top * (mod_top - base_top_lp), torch.zeros_like(q_top)).sum(-1)
     tail = torch.where(q_tail > 0, q_tail * (mod_tail - base_tail_lp), torch.zeros_like(q_tail))

@@ -47,6 +47,8 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:  # modify/ imports probes/ (the reference's helpers): no import of it at load time
+    from transformers import PreTrainedModel
+
     from ..modify.base import ModifiedModel
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.to(a.device)))
 
 
-def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | None:
+def moments_scale(mod: ModifiedModel, base_model: PreTrainedModel) -> float | None:
     """The modified logits' scale when they are scale * (h @ W.T + c) with the base head's W and c (the `MOMENTS`
     path applies), else None."""
     from ..modify.base import LINEAR_SCALE  # see TYPE_CHECKING above
@@ -86,8 +88,8 @@ def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | No
     base, head = linear_head(base_model), linear_head(mod.model)
     if base is None or head is None:
         return None
-    scales = [getattr(fn, LINEAR_SCALE, None) for fn in mod.logit_transforms]
-    if any(s is None for s in scales):
+    scales = [s for fn in mod.logit_transforms if (s := getattr(fn, LINEAR_SCALE, None)) is not None]
+    if len(scales) != len(mod.logit_transforms):  # some transform is not a pure scale
         return None
     if not (_same(base.weight, head.weight) and _same(base.bias, head.bias)):
         return None
@@ -97,7 +99,7 @@ def moments_scale(mod: ModifiedModel, base_model: torch.nn.Module) -> float | No
 class ExactKL:
     """Per-position KL of one profile: picks the path once (module docstring), then serves every chunk."""
 
-    def __init__(self, mod: ModifiedModel, meta: dict, base_model: torch.nn.Module | None):
+    def __init__(self, mod: ModifiedModel, meta: dict, base_model: PreTrainedModel | None):
         self.base_model = base_model
         self.scale = None
         if base_model is None:
@@ -122,12 +124,16 @@ class ExactKL:
         model's final hidden states [R, d] that produced them. Call before the logits are summarised (the
         summary overwrites them)."""
         if self.path == MOMENTS:  # the tail's part of E_P[a - b]
+            if self.scale is None:
+                raise RuntimeError("exact KL: the moments path needs the head's scale")
             device = hidden.device
             mean_b = expected_logit(
                 ref["mu_tail"][rows].to(device), hidden, self.scale, ref["bias_tail"][rows].to(device)
             )
             return ref["mean_tail"][rows].to(device) - mean_b
         if self.path == LOGITS:
+            if self.base_model is None:
+                raise RuntimeError("exact KL: the logits path needs the base model")
             n, device = logits.shape[0], logits.device
             if self._buffers is None or self._buffers[0].shape[0] < n:
                 self._buffers = (torch.empty_like(logits), torch.empty_like(logits))

@@ -28,12 +28,16 @@ import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,7 @@ def fast_attention():
         _FAST.reset(token)
 
 
-def use_fast_attention(model: nn.Module) -> bool:
+def use_fast_attention(model: PreTrainedModel) -> bool:
     """Give `model` (an eager-attention model, before it is shared) the "hemlab" kernel. Returns whether it did.
 
     Models loaded with another kernel (flash attention on a GPU, say) are left alone.

@@ -10,12 +10,16 @@ fixed subset of positions per batch (`lens_rows`); the count is recorded with th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torch import nn
 
 from ..structure import apply_final
 from .capture import unembed
 from .metrics import kl_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 LENS_ROWS_PER_BATCH = (
     16  # positions per batch: 16 x L layers x 2 unembeddings ~ 5% of a SmolLM2 batch's FLOPs
@@ -29,7 +33,9 @@ def lens_rows(n_rows: int, k: int = LENS_ROWS_PER_BATCH) -> torch.Tensor:
     return torch.linspace(0, n_rows - 1, k).round().long()
 
 
-def lens_logits(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def lens_logits(
+    model: PreTrainedModel, hidden: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Logits [N, V] float32 of residual-stream vectors `hidden` [N, d] read through `model`'s final norm and
     unembedding (with Gemma-style soft-capping; `out`: a buffer to write them into, see `capture.unembed`)."""
     with torch.inference_mode():
@@ -42,7 +48,7 @@ def lens_logits(model: nn.Module, hidden: torch.Tensor, out: torch.Tensor | None
 LENS_CHUNK = 64
 
 
-def lens_kl(model: nn.Module, base_hidden: torch.Tensor, mod_hidden: torch.Tensor) -> torch.Tensor:
+def lens_kl(model: PreTrainedModel, base_hidden: torch.Tensor, mod_hidden: torch.Tensor) -> torch.Tensor:
     """Exact KL(lens(base) || lens(mod)) per row [N] (float64) of residual-stream vectors [N, d], both read
     through `model`'s final norm and unembedding.
 

@@ -61,7 +61,14 @@ class VocabSummary:
     log_z: torch.Tensor  # [R] float64: the log-normaliser log sum_v exp(logit_v) (probes/exact_kl.py)
 
 
-SQNR_INFINITE_DB = METRICS["hidden_sqnr_db"].infinite_at  # the store's ∞ for an unchanged layer
+def _finite_cap(name: str) -> float:
+    cap = METRICS[name].infinite_at
+    if cap is None:
+        raise ValueError(f"metric {name!r} has no infinite_at cap in metric_names.METRICS")
+    return cap
+
+
+SQNR_INFINITE_DB = _finite_cap("hidden_sqnr_db")  # the store's ∞ for an unchanged layer
 
 
 def logsumexp_(x: torch.Tensor, *, double: bool = False) -> torch.Tensor:

@@ -147,7 +147,9 @@ def estimate(
     else:
         intervals = {k: Interval(values[k], math.nan, math.nan) for k in HEADLINES}
     return PartialMetrics(
-        **intervals,
+        ppl_ratio=intervals["ppl_ratio"],
+        kl_mean=intervals["kl_mean"],
+        top1_agreement=intervals["top1_agreement"],
         positions=int(kl.numel()),
         windows=windows,
         total_windows=total_windows,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -50,6 +51,9 @@ from .reference import (
     position_logits,
 )
 from .selfcheck import NO_LENS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Progress = Callable[[float, str], None]
 PartialListener = Callable[[PartialMetrics], None]
@@ -92,7 +96,7 @@ def profile_model(
     batch_size: int,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
-    base_model: torch.nn.Module | None = None,
+    base_model: PreTrainedModel | None = None,
     partial: PartialListener | None = None,
 ) -> Profile:
     """Every metric of `mod` against `reference` on `windows` [n, T] and the attention probe set (the reference's
@@ -317,7 +321,7 @@ def preview(
     *,
     positions: int | None = None,
     progress: Progress | None = None,
-    base_model: torch.nn.Module | None = None,
+    base_model: PreTrainedModel | None = None,
 ) -> PartialMetrics:
     """First estimates of the headline numbers from the first `positions` predicted positions of the first
     evaluation window (default PREVIEW_POSITIONS; at most the whole window), before the profile: one pass over a

@@ -246,7 +246,7 @@ def open_reference(path: Path) -> BaseReference | None:
     if not path.exists():
         return None
     meta, problem = _problem(path)
-    if problem is None:
+    if meta is not None:  # `_problem` returns the meta exactly when it found no problem
         return BaseReference(path, meta)
     aside = _move_aside(path)
     log.warning(
@@ -403,10 +403,12 @@ def build_reference(
             probe_maps.add(maps)
             targets = ids[:, 1:].reshape(-1)
             flat = final[:, :-1].reshape(-1, final.shape[-1])  # the rows `position_logits` unembeds
-            parts = {k: [] for k in PREDICTION_PARTS + (MOMENT_PARTS if head is not None else ())}
+            parts: dict[str, list[torch.Tensor]] = {
+                k: [] for k in PREDICTION_PARTS + (MOMENT_PARTS if head is not None else ())
+            }
             for rows, logits in position_logits(model, final):
-                if head is not None:  # P needs the logits, which the summary overwrites
-                    probs = buffer[: logits.shape[0]].copy_(logits)
+                # P needs the logits, which the summary overwrites (a buffer exists exactly when a head does)
+                probs = buffer[: logits.shape[0]].copy_(logits) if buffer is not None else None
                 # The profile summarises the modified model's logits with the same function (exact zero).
                 s = summarize_logits(logits, targets[rows], k=probe.top_k)
                 parts["top_ids"].append(s.top_ids.to(torch.int32).cpu())
@@ -415,7 +417,7 @@ def build_reference(
                 parts["target_lp"].append(s.target_lp.cpu())
                 parts["log_z"].append(s.log_z.cpu())
                 parts["final"].append(flat[rows].cpu())
-                if head is not None:
+                if head is not None and probs is not None:
                     with torch.inference_mode():
                         probs.sub_(s.log_z.float()[:, None]).exp_()
                     for k, v in reference_moments(head, probs, s.top_ids, flat[rows]).items():
@@ -429,7 +431,8 @@ def build_reference(
                 progress(batch_fraction(i, len(slices), 1.0), f"base reference: batch {i + 1}/{len(slices)}")
         per_block = probe_maps.result(model)
         attn_blocks = [i for i, m in enumerate(per_block) if m is not None]
-        attn = torch.stack([per_block[i] for i in attn_blocks]) if attn_blocks else torch.zeros(0)
+        maps_found = [m for m in per_block if m is not None]  # the blocks of attn_blocks, in order
+        attn = torch.stack(maps_found) if maps_found else torch.zeros(0)
         save_file({"attention": attn.contiguous()}, str(tmp / "attention.safetensors"))
         meta = {
             "n_batches": len(slices),

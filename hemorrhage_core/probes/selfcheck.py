@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from ..errors import ModelError
 from ..structure import apply_final, layout
 from .capture import OWN_LOGITS, forward_sites, own_logits, unembed
 from .kernels import KERNEL, fast_attention, use_fast_attention
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
-def _probe_ids(model: nn.Module) -> torch.Tensor:
+def _probe_ids(model: PreTrainedModel) -> torch.Tensor:
     """[1, T] seeded random token ids, T = the longest sliding window + PROBE_TOKENS (within the positions)."""
     cfg = model.config.get_text_config()
     windows = [w for a in _WINDOW_ATTRS if isinstance(w := getattr(cfg, a, None), int) and w > 0]
@@ -94,11 +97,11 @@ def _probe_ids(model: nn.Module) -> torch.Tensor:
     return torch.randint(0, vocab, (1, length), generator=generator).to(device)
 
 
-def _set_eager(model: nn.Module) -> None:
+def _set_eager(model: PreTrainedModel) -> None:
     model.set_attn_implementation("eager")
 
 
-def self_check(model: nn.Module) -> SelfCheck:
+def self_check(model: PreTrainedModel) -> SelfCheck:
     """Check (and where needed switch) how `model` is measured; see the module docstring. Raises ModelError when
     no path reproduces the model's own logits. Mutates only the model's measurement settings (kernel, flags)."""
     layout(model)  # the block list and final path, traced once
@@ -187,7 +190,7 @@ def self_check(model: nn.Module) -> SelfCheck:
     return result
 
 
-def prepare_measurement(model: nn.Module) -> SelfCheck:
+def prepare_measurement(model: PreTrainedModel) -> SelfCheck:
     """Give a freshly loaded model (before it is shared) the fast kernel where its class allows it, then check
     everything the profile computes itself against the model's own forward (`self_check`)."""
     if getattr(type(model), "_supports_sdpa", True) is not False:

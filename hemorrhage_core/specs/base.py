@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import SpecError
 
@@ -356,17 +356,25 @@ def group_field(default: int) -> Any:
     )
 
 
-class GroupChecked:
+# The mixin is used only beside a Modification base; the checker sees it as one, at runtime it stays a plain
+# mixin (no second dataclass in the MRO).
+if TYPE_CHECKING:
+    _ModificationMixin = Modification
+else:
+    _ModificationMixin = object
+
+
+class GroupChecked(_ModificationMixin):
     """Mixin: the kind's group size (the field `group_field`; -1 = per channel) is checked against the model's
     layer widths before any work (`Modification.check_model`)."""
 
     group_field: ClassVar[str] = "group_size"
 
     def check_model(self, facts: ModelFacts) -> None:
-        super().check_model(facts)  # type: ignore[misc]
+        super().check_model(facts)
         size = getattr(self, self.group_field)
         if size != -1:
-            check_group_size(self.kind, size, facts)  # type: ignore[attr-defined]
+            check_group_size(self.kind, size, facts)
 
 
 def group_label(group_size: int) -> str:
@@ -558,7 +566,7 @@ class RunSpec:
         """Content hash of everything that determines the numbers: spec, code version, corpus and model, and the
         precision the model runs in when it is not float32 (`dtype`, e.g. "torch.bfloat16": a GPU's half
         precision gives other numbers; float32 runs keep the keys they always had)."""
-        payload = {
+        payload: dict[str, Any] = {
             # The corpus enters by content, the model by identity: two names for the same thing share rows.
             "model": model_identity,
             "mods": [m.to_dict() for m in self.mods],
@@ -567,8 +575,8 @@ class RunSpec:
         }
         if dtype is not None:
             payload["dtype"] = dtype
-        payload = json.dumps(payload, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 # -- text forms: `--mod KIND:key=value,...` on the command line, the dashboard's sweep values --------------

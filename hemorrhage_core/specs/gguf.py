@@ -113,6 +113,7 @@ class GGUFQuant(Calibrated):
     calib_samples: int = calib_samples_field(32, enabled_when=("imatrix", True))
     calib_len: int = calib_len_field(512, enabled_when=("imatrix", True))
 
+    # A Literal built from the type table at import (read by the generic field check); checkers need literals.
     qtype: Literal[GGUF_TYPE_NAMES] = option(  # type: ignore[valid-type]
         "Q4_K_M", help="llama-quantize type, in order of bits (IQ1_S … Q8_0, F16)"
     )

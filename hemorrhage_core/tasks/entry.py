@@ -223,7 +223,9 @@ def entry_from_dict(data: dict, *, base_dir: Path | None = None, origin: str = "
     missing = [k for k in ("name", "source", "context") if k not in data]
     if missing:
         raise TaskError(f"{origin}: missing field(s) {', '.join(missing)}")
-    values = {k: tuple(v) if k in _TUPLES and isinstance(v, list) else v for k, v in data.items()}
+    values: dict[str, Any] = {
+        k: tuple(v) if k in _TUPLES and isinstance(v, list) else v for k, v in data.items()
+    }
     try:
         return TaskEntry(**values, base_dir=str(base_dir) if base_dir else None)
     except TypeError as exc:
