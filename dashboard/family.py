@@ -101,6 +101,7 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
             list(kinds),
             key=f"{family}.method",
             format_func=lambda k: method_title(k, kinds[k]),
+            help="The name each method's spec gives itself; the caption below says what it does and its CLI name.",
         )
         stack = top[1].toggle(
             "Stack with other pages",
@@ -116,7 +117,7 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
             help="Measure as soon as a setting changes (stored results appear at once). Settings that calibrate "
             "or train always wait for Measure.",
         )
-        st.caption(describe(kinds[kind]))
+        st.caption(f"{describe(kinds[kind])} CLI: `--mod {kind}`.")
         context = {"num_layers": n} if (n := _num_layers(sel.model)) else {}
         try:
             mod = mod_form(kinds[kind], key=f"{family}.{kind}", context=context)

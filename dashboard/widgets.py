@@ -3,7 +3,6 @@ headline numbers; pickers over stored runs; honest notices for capabilities that
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import time
@@ -46,20 +45,6 @@ def require_selection() -> Selection:
         st.page_link("pages/model.py", label="Choose another model or corpus", icon=":material/tune:")
         st.stop()
     return sel
-
-
-def pending(module: str, what: str) -> Any | None:
-    """Import an analysis module that may not have landed yet; None (with an honest notice) if it has not."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and not module.startswith(exc.name) and not exc.name.startswith(module):
-            raise  # the module exists but one of its own imports is missing: a real error
-        st.info(
-            f"{what} is not available yet: `{module}` has not landed in this version. Everything else on this "
-            "page works with what is measured today."
-        )
-        return None
 
 
 # -- runs --------------------------------------------------------------------------------------------------------

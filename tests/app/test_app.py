@@ -98,6 +98,23 @@ def test_every_family_kind_gets_a_form_without_errors():
             assert [f.name for f in specs] == [f.name for f in dataclasses.fields(cls) if f.init]
 
 
+def test_method_pickers_show_readable_titles_that_fit():
+    width = 54
+    for family in stack_order():
+        kinds = fields.family_kinds(family)
+        titles = {kind: fields.method_title(kind, cls, width) for kind, cls in kinds.items()}
+        assert len(set(titles.values())) == len(titles), titles  # two methods of a page never read the same
+        for kind, title in titles.items():
+            assert title != kind and "_" not in title and "`" not in title and "—" not in title, (kind, title)
+            assert 3 <= len(title) <= width and not title.endswith("…"), (
+                kind,
+                title,
+            )  # no cut text on this registry
+    # A docstring too long to name the method is cut at a word, never inside one.
+    assert fields.method_title("knob", Knob, width=16) == "A modification…"
+    assert fields.method_title("knob", Knob) == "A modification that only exists here"
+
+
 def _history(rows):
     return pd.DataFrame(rows, columns=["model", "spec_json", "token_budget", "wall_s"])
 
