@@ -7,7 +7,8 @@ page are remembered, so a page can stack them into one chain (prune → quantize
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import streamlit as st
 
@@ -74,8 +75,14 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
     return None
 
 
-def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
-    """Method picker, generated form, headline numbers and the four profile charts for one family.
+def family_page(
+    family: str,
+    notice: Callable[[], None] | None = None,
+    starting: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Method picker, generated form, headline numbers and the four profile charts for one family. `starting`
+    (kind -> field -> value) is where a method's form starts when the spec's default would show nothing (the
+    Decode page: T = 1 is the original model); the specs' defaults, and so every stored key, stay as they are.
 
     Title and introduction come from the family registry (specs/families.py). Nothing starts unasked: landing
     shows the stored result of the default setting, or a Measure button; once the user has changed a setting (or
@@ -93,6 +100,8 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
         st.info(f"No {family} method is registered in this version yet; the page lists them as they land.")
         st.stop()
 
+    if unknown := set(starting or {}) - set(kinds):
+        raise ValueError(f"the {family} page starts kinds it does not have: {sorted(unknown)}")
     remembered: dict[str, Modification] = st.session_state.setdefault(LAST_MODS, {})
     with st.container(border=True):
         top = st.columns([2, 1, 1])
@@ -120,7 +129,9 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
         st.caption(f"{describe(kinds[kind])} CLI: `--mod {kind}`.")
         context = {"num_layers": n} if (n := _num_layers(sel.model)) else {}
         try:
-            mod = mod_form(kinds[kind], key=f"{family}.{kind}", context=context)
+            mod = mod_form(
+                kinds[kind], key=f"{family}.{kind}", context=context, starting=(starting or {}).get(kind)
+            )
             remembered[family] = mod
             mods = stacked(family, mod, remembered) if stack else (mod,)
             spec = RunSpec(model=sel.model, mods=mods, probe=sel.probe())

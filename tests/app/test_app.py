@@ -30,6 +30,7 @@ from hemorrhage_core.specs import (
     Prune,
     QuantizeRTN,
     RunSpec,
+    Sampler,
     Temperature,
     option,
 )
@@ -459,6 +460,32 @@ def test_landing_on_any_family_page_starts_nothing_and_a_stored_default_is_shown
             "Top-1 agreement",
         ]
         assert len(again.get("plotly_chart")) == 4
+
+
+def test_decode_page_starts_at_a_real_change_without_touching_the_specs(tmp_path, tiny_llama_dir, counted):
+    with applied(make_env(tmp_path, tiny_llama_dir)) as env:
+        at = _app("pages/decode.py")
+        _ok(at)
+        assert at.slider(key="decode.temperature.value").value == pytest.approx(0.7)
+        assert any("**T=0.7** is not measured yet" in i.value for i in at.info), [i.value for i in at.info]
+        assert counted == [], "landing on Decode started a computation"
+        # The start is the page's, not the spec's: T = 1 keeps its default and every stored key stays put.
+        assert Temperature().value == 1.0 and Sampler().top_p == 1.0
+        at = _measured(at, "decode")
+        assert counted == ["run", "compute"]
+        stored = [m for s in _stored_specs(env) for m in s["mods"]]
+        assert stored == [{"kind": "temperature", **Temperature(value=0.7).to_dict()}]
+        again = _app("pages/decode.py")  # a new session shows the stored start without computing
+        _ok(again)
+        assert counted == ["run", "compute"] and again.metric
+        again.selectbox(key="decode.method").set_value(
+            "sampler"
+        ).run()  # a change: an instant method measures
+        _ok(again)
+        assert again.slider(key="decode.sampler.top_p").value == pytest.approx(0.9)
+        assert any("T=0.7" in c.value and "0.9" in c.value for c in again.caption), [
+            c.value for c in again.caption
+        ]
 
 
 def test_calibrated_settings_wait_for_measure_even_after_a_change(tmp_path, tiny_llama_dir, counted):
