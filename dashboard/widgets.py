@@ -247,6 +247,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def with_dashes(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing values of text columns as "—" (Streamlit would print the word None, which reads as a value);
+    number columns keep their gaps, which Streamlit greys out."""
+    text = [
+        c
+        for c in df.columns
+        if (df[c].dtype == object or pd.api.types.is_string_dtype(df[c])) and df[c].isna().any()
+    ]
+    return df.assign(**{str(c): df[c].where(df[c].notna(), "—") for c in text}) if text else df
+
+
 def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Numeric columns holding ∞ (a sampler that cuts the next token) as text, "∞" and the numbers in 4
     significant digits: a table would print "Infinity". Returns the frame and those columns."""
@@ -263,6 +274,15 @@ def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return out, columns
 
 
+def number_format(values: pd.Series) -> str:
+    """One format for a whole column: 4 significant digits, or, when some value is under 0.001 (a KL of an
+    8-bit run, 4e-7), the exponent form for every row, since "%g" prints 7.2e-6 as 0.0000072 but 4.2e-7 as
+    4.2e-7 and a column of mixed spellings cannot be scanned by eye."""
+    numbers = pd.to_numeric(values, errors="coerce").abs()
+    small = numbers[(numbers > 0) & (numbers < 1e-3)]
+    return "%.3e" if len(small) else "%.4g"
+
+
 def column_labels(df: pd.DataFrame) -> dict[str, Any]:
     """A column_config per column: metrics by their registry header and unit (shares as percentages), other
     columns with their snake_case spelled out ("token_budget" -> "token budget")."""
@@ -271,7 +291,7 @@ def column_labels(df: pd.DataFrame) -> dict[str, Any]:
         name = str(column)
         if name in METRICS:
             m = METRICS[name]
-            fmt = "percent" if m.unit == "share" else "%.4g"
+            fmt = "percent" if m.unit == "share" else number_format(df[column])
             out[name] = st.column_config.NumberColumn(m.header, format=fmt, help=m.label)
         elif "_" in name:
             out[name] = st.column_config.Column(name.replace("_", " "))
@@ -295,6 +315,7 @@ def table(
     # Readable headers and number formats from the metric registry; the caller's own column_config wins. The
     # downloads keep the raw column names (what scripts read).
     df, infinite = with_infinity(df)
+    df = with_dashes(df)
     labels = column_labels(df)
     for column in infinite:  # now text: a number format would not apply
         labels[column] = st.column_config.TextColumn(labels[column]["label"] if column in labels else column)

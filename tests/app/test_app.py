@@ -116,6 +116,36 @@ def test_method_pickers_show_readable_titles_that_fit():
     assert fields.method_title("knob", Knob) == "A modification that only exists here"
 
 
+def test_number_columns_keep_one_spelling_and_missing_text_reads_as_a_dash():
+    from dashboard import widgets
+
+    # "%g" would print 7.2e-6 as 0.0000072 beside 4.2e-7: one exponent form for the whole column
+    assert widgets.number_format(pd.Series([4.2e-7, 7.2e-6, 0.006])) == "%.3e"
+    assert widgets.number_format(pd.Series([0.5, 1.25, float("nan"), 0.0])) == "%.4g"
+    labels = widgets.column_labels(pd.DataFrame({"kl_mean": [4.2e-7, 0.1], "ppl_ratio": [1.0, 1.2]}))
+    assert labels["kl_mean"]["type_config"]["format"] == "%.3e"
+    assert labels["ppl_ratio"]["type_config"]["format"] == "%.4g"
+    shown = widgets.with_dashes(pd.DataFrame({"first over 2x": [None, "4 → 3"], "bits": [8.0, None]}))
+    assert shown["first over 2x"].tolist() == ["—", "4 → 3"] and shown.bits.isna().tolist() == [False, True]
+
+
+def test_compare_table_fits_the_page_in_ten_columns():
+    from dashboard import compare
+
+    history = pd.DataFrame(
+        {"run_key": ["a"], "label": ["RTN w4 sym channel"], "model": ["/models/smollm2-135m"], "family": ["quant"],
+         "corpus": ["wiki"], "token_budget": [16384], "window_tokens": [512], "ppl_ratio": [1.04],
+         "kl_mean": [0.03], "top1_agreement": [0.93], "bits_per_weight": [4.25], "achieved_sparsity": [None],
+         "created_at": [pd.Timestamp("2026-12-01 15:00")], "spec_json": ["{}"]}
+    )  # fmt: skip
+    shown = compare.display_rows(history)
+    assert list(shown.columns) == compare.SHOWN and len(shown.columns) <= 10
+    assert shown.measured_on.tolist() == ["wiki · 16,384 / 512"] and shown.model.tolist() == ["smollm2-135m"]
+    assert set(compare.COLUMNS) | {"kl_mean"} == set(
+        compare.SHOWN
+    )  # every shown column has a readable header
+
+
 def _history(rows):
     return pd.DataFrame(rows, columns=["model", "spec_json", "token_budget", "wall_s"])
 
@@ -445,6 +475,8 @@ def test_landing_on_any_family_page_starts_nothing_and_a_stored_default_is_shown
             assert any(b.key == f"{family}.measure" for b in at.button), page
             assert any("press Measure" in i.value for i in at.info), page
             assert not at.metric and not at.get("plotly_chart")
+            names = at.selectbox(key=f"{family}.method").options  # what the picker shows, formatted
+            assert names and not any("_" in n or "—" in n or n.endswith("…") for n in names), (page, names)
         at = _app("pages/mitigate.py")
         _ok(at)
         assert counted == []
@@ -855,6 +887,7 @@ def test_compare_page_overlays_reports_and_deletes(app_env):
     _ok(at)
     before = len(Store(app_env["HEMLAB_DB"]).runs())
     assert before >= 2
+    assert list(at.dataframe[0].value.columns) == compare_shown()
     at.multiselect(key="compare.pick").set_value(_run_keys(app_env)[:2]).run()
     _ok(at)
     assert len(at.get("plotly_chart")) == 3
@@ -867,6 +900,12 @@ def test_compare_page_overlays_reports_and_deletes(app_env):
     _ok(at)
     assert len(Store(app_env["HEMLAB_DB"]).runs()) == before - 2
     assert any("Deleted 2" in s.value for s in at.success)
+
+
+def compare_shown() -> list[str]:
+    from dashboard.compare import SHOWN
+
+    return SHOWN
 
 
 def _run_keys(env) -> list[str]:
