@@ -17,7 +17,7 @@ from hemorrhage_core.specs import Calibrated, Modification, RunSpec
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
-from .eta import estimate_seconds
+from .eta import estimate_seconds, when
 from .fields import describe, family_kinds, method_title
 from .forms import mod_form
 from .profile_view import draw_profile
@@ -69,7 +69,7 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
         estimate = estimate_seconds(runner().store.runs(), spec)
         return (
             f"**{spec.label()}** is not measured yet: press Measure to profile it"
-            + (f" (estimated {estimate.text()})" if estimate else "")
+            + (f"; estimated {when(estimate.seconds)}, {estimate.basis}" if estimate else "")
             + ". After that, changing a setting measures it at once."
         )
     return None

@@ -88,10 +88,13 @@ def method_title(kind: str, cls: type[Modification], width: int = 54) -> str:
     semicolon, full stop or comma outside parentheses), shortened while it is longer than `width` by dropping
     parenthetical asides, then what follows " of ..." or a formula, and only then cut at a word with "…". The
     snake_case kind is the CLI's name, shown in the caption; the full description is the caption too."""
-    text = describe(cls).replace("`", "")  # docstring markup reads as stray marks in a picker
+    text = describe(cls)
     if text == kind:
         return kind.replace("_", " ").capitalize()
     title = _top_level(text + " ", (": ", "; ", ". ", ", ", " — ")).strip()
+    # A `field` name inside the name reads as a stray word once its markup is gone ("repeat blocks [start, end)
+    # times more times"): the name stops before it.
+    title = (title.split(" `", 1)[0] if " `" in title else title).replace("`", "")
     if len(title) > width:
         title = _without_parentheses(title)
     if len(title) > width:

@@ -114,6 +114,12 @@ def test_method_pickers_show_readable_titles_that_fit():
     # A docstring too long to name the method is cut at a word, never inside one.
     assert fields.method_title("knob", Knob, width=16) == "A modification…"
     assert fields.method_title("knob", Knob) == "A modification that only exists here"
+    assert fields.method_title("twice", Twice) == "Copy the chosen blocks"  # no bare field name in a title
+
+
+@dataclass(frozen=True)
+class Twice(Modification):
+    """Copy the chosen blocks `times` more times, right after the last one."""
 
 
 def test_number_columns_keep_one_spelling_and_missing_text_reads_as_a_dash():
