@@ -155,13 +155,14 @@ def _reference_line(
 
 def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
     """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
-    1-2-5 (or every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
+    1-2-5 (then 1-2-3-5, then every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
     log range are bare digits such as "2" and "5", which read as noise)."""
     lo, hi = _log_range(values, include=include)
     if hi - lo > 3:
         return dict(type="log", range=[lo, hi], dtick=1)
     ticks = []
-    for mantissas in ((1, 2, 5), range(1, 10)):
+    # At most ~5 labels on a short panel: every digit over half a decade piles "0.0008, 0.0009, 0.001" up.
+    for mantissas in ((1, 2, 5), (1, 2, 3, 5), range(1, 10)):
         ticks = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
         ticks = [t for t in ticks if lo <= math.log10(t) <= hi]
         if len(ticks) >= 3:

@@ -360,3 +360,11 @@ def test_find_chrome_honours_the_environment(monkeypatch, tmp_path):
     assert report.find_chrome() is None
     monkeypatch.setenv("HEMLAB_CHROME", shutil.which("sh"))
     assert report.find_chrome() == shutil.which("sh")
+
+
+def test_short_log_axes_label_a_few_ticks_not_every_digit():
+    from hemorrhage_core.charts.style import _log_axis
+
+    axis = _log_axis([3e-4, 1e-3])  # half a decade: 1-2-5 leaves two labels, every digit would pile up eight
+    assert axis["ticktext"] == ["0.0003", "0.0005", "0.001"]
+    assert _log_axis([1e-3, 1e-1])["ticktext"] == ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1"]
