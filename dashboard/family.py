@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from hemorrhage_core.errors import HemlabError, SpecError
-from hemorrhage_core.specs import Calibrated, Modification, RunSpec
+from hemorrhage_core.specs import Calibrated, Modification, RunSpec, options
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
@@ -50,6 +50,15 @@ def calibrates(mod: Modification) -> bool:
     return isinstance(mod, Calibrated) or bool(getattr(mod, "calibrated", False))
 
 
+def reads_text(mod: Modification) -> bool:
+    """Whether this setting reads its calibration text: a kind may use it only for some settings (GGUF: with
+    an importance matrix), which its calibration field says by `enabled_when`."""
+    for opt in options(type(mod)):
+        if opt.name == "calib_corpus":
+            return opt.enabled_when is None or getattr(mod, opt.enabled_when[0]) == opt.enabled_when[1]
+    return False
+
+
 def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: bool) -> str | None:
     """Why this spec waits for the Measure button (a message), or None when it is stored or may start now.
 
@@ -62,7 +71,9 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
     if runner().lookup(spec) is not None:
         return None
     if any(calibrates(m) for m in spec.mods):
-        return "This setting calibrates on text (minutes): press Measure to profile it."
+        if any(reads_text(m) for m in spec.mods):
+            return "This setting calibrates on text (minutes): press Measure to profile it."
+        return "This setting rebuilds the model through another tool or format (minutes): press Measure to profile it."
     if not auto:
         return "Automatic updates are off: press Measure to profile these settings."
     if not st.session_state.get(f"{family}.asked"):

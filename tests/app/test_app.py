@@ -545,6 +545,13 @@ def test_gguf_page_says_how_to_build_the_tools_and_measures_a_pure_type(app_env,
     assert at.title[0].value == "GGUF"
     assert any("make llama-tools" in w.value for w in at.warning)
     assert any(b.key == "gguf.build_tools" for b in at.button)
+    # Without an importance matrix no text is read: the wait says what really takes the minutes.
+    assert any("rebuilds the model" in i.value for i in at.info) and not any(
+        "on text" in i.value for i in at.info
+    )
+    at.checkbox(key="gguf.gguf.imatrix").check().run()
+    assert any("calibrates on text" in i.value for i in at.info)
+    at.checkbox(key="gguf.gguf.imatrix").uncheck().run()
     at.button(
         key="gguf.measure"
     ).click().run()  # the default Q4_K_M needs llama-quantize: a message, no traceback
