@@ -236,7 +236,9 @@ def cascade_chart(
                     row=row,
                     col=1,
                 )
-        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **axis)
+        # Tiny values (the logit-lens KL of an 8-bit run) as 4e-7, as the tables write them: plotly's SI
+        # default writes "400n", which reads as a unit beside "nats".
+        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **{"exponentformat": "e", **axis})
         if cap is not None and (values >= cap).any():
             fig.add_trace(  # one legend entry for what the triangles mean, whichever runs have them
                 go.Scatter(

@@ -74,6 +74,8 @@ def test_layer_charts_overlay_every_run_with_units():
     cascade = charts.cascade_chart(layers)
     assert {t.name for t in cascade.data} == {"w8", "w3", "50%"}
     assert "dB" in _titles(cascade)
+    panels = [cascade.layout[a] for a in cascade.layout if a.startswith("yaxis")]
+    assert panels and all(p.exponentformat == "e" for p in panels), "tiny values as 4e-7, not SI's 400n"
     assert charts.cascade_chart(layers.iloc[:0]).layout.annotations[0].text.startswith("no per-layer rows")
 
 
