@@ -153,13 +153,21 @@ def _reference_line(
     )
 
 
+def power_label(value: float) -> str:
+    """A power of ten as a tick: 0.001 … 1000 in full, beyond that 1e-6 / 1e6."""
+    k = round(math.log10(value))
+    return f"{value:g}" if -3 <= k <= 3 else f"1e{k}"
+
+
 def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
     """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
     1-2-5 (then 1-2-3-5, then every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
     log range are bare digits such as "2" and "5", which read as noise)."""
     lo, hi = _log_range(values, include=include)
     if hi - lo > 3:
-        return dict(type="log", range=[lo, hi], dtick=1)
+        # Written out, as the tables write them: plotly's own labels mix SI and decimals ("100μ", "0.001").
+        powers = [10.0**k for k in range(math.ceil(lo), math.floor(hi) + 1)]
+        return dict(type="log", range=[lo, hi], tickvals=powers, ticktext=[power_label(t) for t in powers])
     ticks = []
     # At most ~5 labels on a short panel: every digit over half a decade piles "0.0008, 0.0009, 0.001" up.
     for mantissas in ((1, 2, 5), (1, 2, 3, 5), range(1, 10)):

@@ -370,3 +370,13 @@ def test_short_log_axes_label_a_few_ticks_not_every_digit():
     axis = _log_axis([3e-4, 1e-3])  # half a decade: 1-2-5 leaves two labels, every digit would pile up eight
     assert axis["ticktext"] == ["0.0003", "0.0005", "0.001"]
     assert _log_axis([1e-3, 1e-1])["ticktext"] == ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1"]
+
+
+def test_wide_log_axes_write_powers_of_ten_one_way():
+    from hemorrhage_core.charts.style import _log_axis
+
+    axis = _log_axis([1e-6, 50.0])  # plotly's own labels read "1μ, 10μ, 100μ, 0.001": SI beside decimals
+    assert axis["ticktext"][:8] == ["1e-6", "1e-5", "1e-4", "0.001", "0.01", "0.1", "1", "10"]
+    assert [float(t) for t in axis["ticktext"]] == pytest.approx(axis["tickvals"])
+    cdf = charts.kl_cdf_chart(pd.DataFrame({"bin_lo": [1e-6, 1e-3], "bin_hi": [1e-3, 10.0], "count": [3, 1]}))
+    assert cdf.layout.xaxis.type == "log" and "μ" not in "".join(cdf.layout.xaxis.ticktext)
