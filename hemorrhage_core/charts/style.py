@@ -153,6 +153,15 @@ def _reference_line(
     )
 
 
+def tick_label(value: float) -> str:
+    """A tick in 4 significant digits, the exponent without padding: 4e-7, not Python's 4e-07."""
+    text = f"{value:.4g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def power_label(value: float) -> str:
     """A power of ten as a tick: 0.001 … 1000 in full, beyond that 1e-6 / 1e6."""
     k = round(math.log10(value))
@@ -179,7 +188,7 @@ def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
         len(ticks) < 2
     ):  # under a factor of ~2: plotly's own decimal labels (1.05, 1.1, ...) are the clear ones
         return dict(type="log", range=[lo, hi])
-    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[tick_label(t) for t in ticks])
 
 
 def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:

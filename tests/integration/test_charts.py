@@ -369,6 +369,8 @@ def test_short_log_axes_label_a_few_ticks_not_every_digit():
 
     axis = _log_axis([3e-4, 1e-3])  # half a decade: 1-2-5 leaves two labels, every digit would pile up eight
     assert axis["ticktext"] == ["0.0003", "0.0005", "0.001"]
+    tiny = _log_axis([1.9e-7, 3.8e-7])["ticktext"]  # Python's own "2e-07" pads the exponent
+    assert {"2e-7", "3e-7"} <= set(tiny) and not any("e-0" in t for t in tiny), tiny
     assert _log_axis([1e-3, 1e-1])["ticktext"] == ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1"]
 
 
