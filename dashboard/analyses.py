@@ -6,11 +6,11 @@ memo.py) so a revisit is instant.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pandas as pd
 
+from hemorrhage_core.analysis import attention, flips, modules
 from hemorrhage_core.generation import PromptGenerations, prompt_generations
 from hemorrhage_core.progress import Progress
 from hemorrhage_core.runner import Runner, RunResult
@@ -24,7 +24,6 @@ MODULE_ANALYSIS = "module_errors"  # the name analysis.modules' rows are stored 
 
 def stored_module_ranking(runner: Runner, run_key: str) -> pd.DataFrame:
     """The stored ranking of a run's modules (empty when it was never computed)."""
-    modules = importlib.import_module("hemorrhage_core.analysis.modules")
     return modules.from_rows(runner.store.analysis(run_key, MODULE_ANALYSIS))
 
 
@@ -32,7 +31,6 @@ def compute_module_ranking(
     runner: Runner, result: RunResult, *, n: int = 8, length: int = 256, progress: Progress | None = None
 ) -> pd.DataFrame:
     """Rank the modules of a run on n x length calibration tokens of its corpus, and store the ranking."""
-    modules = importlib.import_module("hemorrhage_core.analysis.modules")
     with compute_lock():
         ranked = modules.rank_modules(runner, result.spec, n=n, length=length, progress=progress)
     runner.store.save_analysis(result.run_key, MODULE_ANALYSIS, modules.to_rows(ranked))
@@ -50,7 +48,6 @@ def attention_view(
 ):
     """analysis.attention's view of one layer (one head, or all with None) on a prompt; kept per spec, prompt,
     layer, head and length (memo.py; `progress` hears the work when it is computed)."""
-    attention = importlib.import_module("hemorrhage_core.analysis.attention")
 
     def compute():
         with compute_lock():
@@ -80,7 +77,6 @@ def flip_report(
 ):
     """analysis.flips on a cloze set of `corpus` (default: the run's evaluation corpus); the metrics are stored
     under the run, as `hemlab flips` stores them. Kept per spec, size and corpus (memo.py)."""
-    flips = importlib.import_module("hemorrhage_core.analysis.flips")
 
     def compute():
         with compute_lock():

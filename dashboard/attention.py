@@ -14,7 +14,7 @@ from . import analyses
 from .live import progress_bar
 from .runs import export_caption
 from .state import runner
-from .widgets import chart, pending, show_error, table
+from .widgets import chart, show_error, table
 
 LAYER_KEY, HEAD_KEY = "attention.layer", "attention.head"
 HEATMAP = "attention-heatmap"  # the chart's name; widgets.chart keys it "chart-<name>"
@@ -88,10 +88,6 @@ def heatmap_section(result: RunResult) -> tuple[int, int]:
 def maps_section(result: RunResult, layer: int, head: int) -> None:
     """The original, modified and difference maps of one head for a prompt (on Show the maps)."""
     st.subheader(f"Attention maps — layer {layer}, head {head}")
-    if not pending(
-        "hemorrhage_core.analysis.attention", "Attention maps for a prompt (original, modified, difference)"
-    ):
-        return
     with st.form("attention.maps"):
         prompt = st.text_area(
             "Prompt", "The capital of France is Paris, and the capital of Italy is", key="attention.prompt"

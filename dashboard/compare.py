@@ -14,25 +14,38 @@ from hemorrhage_core.store import Store
 from hemorrhage_core.tasks.tables import stored_frame
 
 from .runs import runs_caption
-from .widgets import chart, stored, table, zip_bytes
+from .widgets import chart, number_format, stored, table, zip_bytes
 
-# The table shows what tells runs apart and how they did (it fits the page); the download has every column.
-SHOWN = ["label", "model", "family", "corpus", "token_budget", "window_tokens", "ppl_ratio", "kl_mean",
-         "top1_agreement", "bits_per_weight", "achieved_sparsity", "created_at"]  # fmt: skip
+# The table shows what tells runs apart and how they did, in columns that fit a laptop's page (about 960 px
+# beside the sidebar): the measurement (corpus, budget, window) is one short text cell, the date drops the year.
+# The download has every column, raw.
+SHOWN = ["label", "model", "family", "measured_on", "ppl_ratio", "kl_mean", "top1_agreement", "bits_per_weight",
+         "achieved_sparsity", "created_at"]  # fmt: skip
 COLUMNS = {
-    "label": st.column_config.Column("run", width=170),
-    "model": st.column_config.Column("model", width=110),
+    "label": st.column_config.Column("run", width=160),
+    "model": st.column_config.Column("model", width=100),
     "family": st.column_config.Column("family", width="small"),
-    "corpus": st.column_config.Column("corpus", width="small"),
-    "token_budget": st.column_config.NumberColumn("tokens", width="small"),
-    "window_tokens": st.column_config.NumberColumn("window", width="small"),
+    "measured_on": st.column_config.TextColumn(
+        "measured on", width=120, help="corpus · token budget / window (tokens)"
+    ),
     "ppl_ratio": st.column_config.NumberColumn("ppl ratio", format="×%.3f", width="small"),
-    "kl_mean": st.column_config.NumberColumn("KL mean", format="%.4f", width="small"),
     "top1_agreement": st.column_config.NumberColumn("top-1", format="percent", width="small"),
     "bits_per_weight": st.column_config.NumberColumn("bits/weight", format="%.2f", width="small"),
     "achieved_sparsity": st.column_config.NumberColumn("sparsity", format="percent", width="small"),
-    "created_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
+    "created_at": st.column_config.DatetimeColumn("stored", format="MMM D HH:mm", width="small"),
 }
+
+
+def display_rows(shown: pd.DataFrame) -> pd.DataFrame:
+    """The history rows as the table shows them (SHOWN): folders by their last part (the full path is in the
+    filter and the report) and the measurement in one cell, e.g. "wiki · 16,384 / 512"."""
+    out = shown.assign(model=shown.model.map(short_model))
+    if {"corpus", "token_budget", "window_tokens"} <= set(shown.columns):
+        out["measured_on"] = [
+            f"{c} · {int(t):,} / {int(w)}"
+            for c, t, w in zip(shown.corpus, shown.token_budget, shown.window_tokens, strict=True)
+        ]
+    return out[[c for c in SHOWN if c in out.columns]]
 
 
 def notices() -> None:
@@ -58,8 +71,7 @@ def filtered(history: pd.DataFrame) -> pd.DataFrame:
 
 def chosen_keys(history: pd.DataFrame, shown: pd.DataFrame) -> list[str]:
     """The runs selected in the table (rows of `shown`) or picked by name, in that order, without repeats."""
-    # Folders are shown by their last part; the full path is in the filter and in the report.
-    display = shown[[c for c in SHOWN if c in shown.columns]].assign(model=shown.model.map(short_model))
+    display = display_rows(shown)
     st.caption(f"{len(shown)} of {len(history)} runs")
     # The table's key changes after a deletion so no stale row selection can point at other runs.
     event = table(
@@ -68,7 +80,15 @@ def chosen_keys(history: pd.DataFrame, shown: pd.DataFrame) -> list[str]:
         selectable=True,
         file_name="hemlab-runs",
         export=shown,
-        column_config=COLUMNS,
+        column_config={
+            **COLUMNS,
+            "kl_mean": st.column_config.NumberColumn(
+                "KL mean",
+                format=number_format(display.get("kl_mean", pd.Series(dtype=float))),
+                width="small",
+                help="nats",
+            ),
+        },
     )
     rows = event.selection.rows if event is not None else []
     titles = {r["run_key"]: views.run_title(r) for r in history.to_dict("records")}

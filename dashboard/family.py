@@ -7,16 +7,17 @@ page are remembered, so a page can stack them into one chain (prune → quantize
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import streamlit as st
 
 from hemorrhage_core.errors import HemlabError, SpecError
-from hemorrhage_core.specs import Calibrated, Modification, RunSpec
+from hemorrhage_core.specs import Calibrated, Modification, RunSpec, options
 from hemorrhage_core.specs.families import family as family_info
 from hemorrhage_core.specs.families import stack_order
 
-from .eta import estimate_seconds
+from .eta import estimate_seconds, when
 from .fields import describe, family_kinds, method_title
 from .forms import mod_form
 from .profile_view import draw_profile
@@ -49,6 +50,15 @@ def calibrates(mod: Modification) -> bool:
     return isinstance(mod, Calibrated) or bool(getattr(mod, "calibrated", False))
 
 
+def reads_text(mod: Modification) -> bool:
+    """Whether this setting reads its calibration text: a kind may use it only for some settings (GGUF: with
+    an importance matrix), which its calibration field says by `enabled_when`."""
+    for opt in options(type(mod)):
+        if opt.name == "calib_corpus":
+            return opt.enabled_when is None or getattr(mod, opt.enabled_when[0]) == opt.enabled_when[1]
+    return False
+
+
 def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: bool) -> str | None:
     """Why this spec waits for the Measure button (a message), or None when it is stored or may start now.
 
@@ -61,21 +71,29 @@ def why_wait(family: str, spec: RunSpec, mods: tuple[Modification, ...], auto: b
     if runner().lookup(spec) is not None:
         return None
     if any(calibrates(m) for m in spec.mods):
-        return "This setting calibrates on text (minutes): press Measure to profile it."
+        if any(reads_text(m) for m in spec.mods):
+            return "This setting calibrates on text (minutes): press Measure to profile it."
+        return "This setting rebuilds the model through another tool or format (minutes): press Measure to profile it."
     if not auto:
         return "Automatic updates are off: press Measure to profile these settings."
     if not st.session_state.get(f"{family}.asked"):
         estimate = estimate_seconds(runner().store.runs(), spec)
         return (
             f"**{spec.label()}** is not measured yet: press Measure to profile it"
-            + (f" (estimated {estimate.text()})" if estimate else "")
+            + (f"; estimated {when(estimate.seconds)}, {estimate.basis}" if estimate else "")
             + ". After that, changing a setting measures it at once."
         )
     return None
 
 
-def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
-    """Method picker, generated form, headline numbers and the four profile charts for one family.
+def family_page(
+    family: str,
+    notice: Callable[[], None] | None = None,
+    starting: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Method picker, generated form, headline numbers and the four profile charts for one family. `starting`
+    (kind -> field -> value) is where a method's form starts when the spec's default would show nothing (the
+    Decode page: T = 1 is the original model); the specs' defaults, and so every stored key, stay as they are.
 
     Title and introduction come from the family registry (specs/families.py). Nothing starts unasked: landing
     shows the stored result of the default setting, or a Measure button; once the user has changed a setting (or
@@ -93,6 +111,8 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
         st.info(f"No {family} method is registered in this version yet; the page lists them as they land.")
         st.stop()
 
+    if unknown := set(starting or {}) - set(kinds):
+        raise ValueError(f"the {family} page starts kinds it does not have: {sorted(unknown)}")
     remembered: dict[str, Modification] = st.session_state.setdefault(LAST_MODS, {})
     with st.container(border=True):
         top = st.columns([2, 1, 1])
@@ -101,6 +121,7 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
             list(kinds),
             key=f"{family}.method",
             format_func=lambda k: method_title(k, kinds[k]),
+            help="The name each method's spec gives itself; the caption below says what it does and its CLI name.",
         )
         stack = top[1].toggle(
             "Stack with other pages",
@@ -116,10 +137,12 @@ def family_page(family: str, notice: Callable[[], None] | None = None) -> None:
             help="Measure as soon as a setting changes (stored results appear at once). Settings that calibrate "
             "or train always wait for Measure.",
         )
-        st.caption(describe(kinds[kind]))
+        st.caption(f"{describe(kinds[kind])} CLI: `--mod {kind}`.")
         context = {"num_layers": n} if (n := _num_layers(sel.model)) else {}
         try:
-            mod = mod_form(kinds[kind], key=f"{family}.{kind}", context=context)
+            mod = mod_form(
+                kinds[kind], key=f"{family}.{kind}", context=context, starting=(starting or {}).get(kind)
+            )
             remembered[family] = mod
             mods = stacked(family, mod, remembered) if stack else (mod,)
             spec = RunSpec(model=sel.model, mods=mods, probe=sel.probe())

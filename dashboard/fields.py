@@ -59,15 +59,54 @@ def describe(cls: type[Modification]) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def method_title(kind: str, cls: type[Modification], width: int = 46) -> str:
-    """A picker's name for a method: its kind and what it is, the description's first clause (before a colon,
-    semicolon or full stop) cut at a word, never in the middle of one. The full description is the caption
-    under the picker."""
-    text = describe(cls).replace("`", "")  # docstring markup reads as stray marks in a picker
-    clause = re.split(r"[:;.]\s", text + " ", maxsplit=1)[0].strip().rstrip(".")
-    if len(clause) > width:
-        clause = clause[:width].rsplit(" ", 1)[0].rstrip(",(/ ") + "…"
-    return kind if clause == kind else f"{kind} — {clause}"
+_OPEN, _CLOSE = "([", ")]"
+_MATH = re.compile(r"[=|^_]")  # a formula or a field name: where a long name stops reading as a name
+
+
+def _top_level(text: str, cut: tuple[str, ...]) -> str:
+    """`text` up to the first of the `cut` marks outside parentheses and brackets."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch in _OPEN) - (ch in _CLOSE)
+        if depth <= 0 and any(text.startswith(mark, i) for mark in cut):
+            return text[:i]
+    return text
+
+
+def _without_parentheses(text: str) -> str:
+    depth, kept = 0, []
+    for ch in text:
+        depth += ch in _OPEN
+        if depth <= 0:
+            kept.append(ch)
+        depth = max(0, depth - (ch in _CLOSE))
+    return " ".join("".join(kept).split())
+
+
+def method_title(kind: str, cls: type[Modification], width: int = 54) -> str:
+    """A picker's name for a method, read off what its docstring calls it: the first clause (before a colon,
+    semicolon, full stop or comma outside parentheses), shortened while it is longer than `width` by dropping
+    parenthetical asides, then what follows " of ..." or a formula, and only then cut at a word with "…". The
+    snake_case kind is the CLI's name, shown in the caption; the full description is the caption too."""
+    text = describe(cls)
+    if text == kind:
+        return kind.replace("_", " ").capitalize()
+    title = _top_level(text + " ", (": ", "; ", ". ", ", ", " — ")).strip()
+    # A `field` name inside the name reads as a stray word once its markup is gone ("repeat blocks [start, end)
+    # times more times"): the name stops before it.
+    title = (title.split(" `", 1)[0] if " `" in title else title).replace("`", "")
+    if len(title) > width:
+        title = _without_parentheses(title)
+    if len(title) > width:
+        title = re.split(r" (?:of|on|with|through|whose|minimising) ", title, maxsplit=1)[0]
+    if len(title) > width:
+        words = title.split(" ")
+        title = (
+            " ".join(words[: next((i for i, w in enumerate(words) if _MATH.search(w)), len(words))]) or title
+        )
+    if len(title) > width:
+        title = title[:width].rsplit(" ", 1)[0].rstrip(",(/ ") + "…"
+    return title
 
 
 def form_fields(cls: type[Modification], context: dict[str, Any] | None = None) -> list[FieldSpec]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -88,10 +90,16 @@ def _widget(f: FieldSpec, key: str, disabled: bool) -> Any:
 
 
 def mod_form(
-    cls: type[Modification], key: str, context: dict[str, Any] | None = None, *, columns: int = 3
+    cls: type[Modification],
+    key: str,
+    context: dict[str, Any] | None = None,
+    *,
+    columns: int = 3,
+    starting: Mapping[str, Any] | None = None,
 ) -> Modification:
     """Draw one widget per field of `cls` (keys `key.field`, laid out over `columns` columns, row by row) and
-    return the modification they describe.
+    return the modification they describe. `starting` gives the widgets other first values than the spec's
+    defaults (a page's first setting; the spec and its stored keys are untouched).
 
     Raises SpecError (the class's own validation message) when the combination is impossible; the caller
     shows it. A field whose `enabled_when` condition is false is drawn disabled and keeps its default.
@@ -99,6 +107,10 @@ def mod_form(
     values: dict[str, Any] = {}
     errors: list[str] = []
     fields = form_fields(cls, context)
+    starting = dict(starting or {})
+    if unknown := set(starting) - {f.name for f in fields}:
+        raise ValueError(f"{cls.kind} has no field {sorted(unknown)}")  # a page's typo, not a user's input
+    fields = [dataclasses.replace(f, default=starting[f.name]) if f.name in starting else f for f in fields]
     grid = st.columns(min(columns, len(fields)) or 1, gap="medium")
     for i, f in enumerate(fields):
         disabled = f.enabled_when is not None and values.get(f.enabled_when[0]) != f.enabled_when[1]

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from hemorrhage_core import charts
+from hemorrhage_core.analysis import memory, views
 from hemorrhage_core.analysis import sweep_points as sweeps
-from hemorrhage_core.analysis import views
 from hemorrhage_core.errors import HemlabError
 from hemorrhage_core.executors import make_executor
 from hemorrhage_core.metric_names import label
@@ -16,7 +16,7 @@ from hemorrhage_core.metric_names import label
 from .fields import FieldSpec
 from .runs import series_caption
 from .state import Selection, runner
-from .widgets import chart, pending, table
+from .widgets import chart, table
 
 MEASURES = ["ppl_ratio", "kl_mean", "top1_agreement"]
 MIN_SWEEP = 3  # settings a curve needs before its thresholds are more than two stored runs joined by a line
@@ -89,9 +89,6 @@ def results_section(points: pd.DataFrame, own: list[str], kind: str, field: Fiel
 
 def memory_section(sel: Selection) -> None:
     st.subheader("Quality against memory")
-    memory = pending("hemorrhage_core.analysis.memory", "The memory of every stored run (analysis.memory)")
-    if memory is None:
-        return
     st.caption(
         f"Every stored run of `{sel.model}` measured like this one (same corpus, window and budget): weight memory "
         "as stored on disk (quantized formats with their scales; pruned models dense at 16 bits), the original "

@@ -3,7 +3,6 @@ headline numbers; pickers over stored runs; honest notices for capabilities that
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import time
@@ -46,20 +45,6 @@ def require_selection() -> Selection:
         st.page_link("pages/model.py", label="Choose another model or corpus", icon=":material/tune:")
         st.stop()
     return sel
-
-
-def pending(module: str, what: str) -> Any | None:
-    """Import an analysis module that may not have landed yet; None (with an honest notice) if it has not."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and not module.startswith(exc.name) and not exc.name.startswith(module):
-            raise  # the module exists but one of its own imports is missing: a real error
-        st.info(
-            f"{what} is not available yet: `{module}` has not landed in this version. Everything else on this "
-            "page works with what is measured today."
-        )
-        return None
 
 
 # -- runs --------------------------------------------------------------------------------------------------------
@@ -262,6 +247,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def with_dashes(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing values of text columns as "—" (Streamlit would print the word None, which reads as a value);
+    number columns keep their gaps, which Streamlit greys out."""
+    text = [
+        c
+        for c in df.columns
+        if (df[c].dtype == object or pd.api.types.is_string_dtype(df[c])) and df[c].isna().any()
+    ]
+    return df.assign(**{str(c): df[c].where(df[c].notna(), "—") for c in text}) if text else df
+
+
 def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Numeric columns holding ∞ (a sampler that cuts the next token) as text, "∞" and the numbers in 4
     significant digits: a table would print "Infinity". Returns the frame and those columns."""
@@ -278,6 +274,15 @@ def with_infinity(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return out, columns
 
 
+def number_format(values: pd.Series) -> str:
+    """One format for a whole column: 4 significant digits, or, when some value is under 0.001 (a KL of an
+    8-bit run, 4e-7), the exponent form for every row, since "%g" prints 7.2e-6 as 0.0000072 but 4.2e-7 as
+    4.2e-7 and a column of mixed spellings cannot be scanned by eye."""
+    numbers = pd.to_numeric(values, errors="coerce").abs()
+    small = numbers[(numbers > 0) & (numbers < 1e-3)]
+    return "%.3e" if len(small) else "%.4g"
+
+
 def column_labels(df: pd.DataFrame) -> dict[str, Any]:
     """A column_config per column: metrics by their registry header and unit (shares as percentages), other
     columns with their snake_case spelled out ("token_budget" -> "token budget")."""
@@ -286,7 +291,7 @@ def column_labels(df: pd.DataFrame) -> dict[str, Any]:
         name = str(column)
         if name in METRICS:
             m = METRICS[name]
-            fmt = "percent" if m.unit == "share" else "%.4g"
+            fmt = "percent" if m.unit == "share" else number_format(df[column])
             out[name] = st.column_config.NumberColumn(m.header, format=fmt, help=m.label)
         elif "_" in name:
             out[name] = st.column_config.Column(name.replace("_", " "))
@@ -310,6 +315,7 @@ def table(
     # Readable headers and number formats from the metric registry; the caller's own column_config wins. The
     # downloads keep the raw column names (what scripts read).
     df, infinite = with_infinity(df)
+    df = with_dashes(df)
     labels = column_labels(df)
     for column in infinite:  # now text: a number format would not apply
         labels[column] = st.column_config.TextColumn(labels[column]["label"] if column in labels else column)

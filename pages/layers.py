@@ -5,7 +5,7 @@ import streamlit as st
 from dashboard.layers import module_section
 from dashboard.navigation import through_app
 from dashboard.state import runner
-from dashboard.widgets import chart, pending, run_picker, stored, table
+from dashboard.widgets import chart, run_picker, stored, table
 from hemorrhage_core import charts
 from hemorrhage_core.analysis import views
 from hemorrhage_core.metric_names import METRICS, label
@@ -33,8 +33,5 @@ with st.expander("Per-layer table"):
     table(views.layer_table(layers), "layers")
 
 st.subheader("Modules that bleed most")
-ranking = pending(
-    "hemorrhage_core.analysis.modules", "The per-module ranking (‖(W′−W)X‖ on calibration inputs)"
-)
-if ranking and (result := stored(keys[0])) is not None:
+if (result := stored(keys[0])) is not None:
     module_section(result)

@@ -236,7 +236,9 @@ def cascade_chart(
                     row=row,
                     col=1,
                 )
-        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **axis)
+        # Tiny values (the logit-lens KL of an 8-bit run) as 4e-7, as the tables write them: plotly's SI
+        # default writes "400n", which reads as a unit beside "nats".
+        fig.update_yaxes(title_text=unit(metric), row=row, col=1, **{"exponentformat": "e", **axis})
         if cap is not None and (values >= cap).any():
             fig.add_trace(  # one legend entry for what the triangles mean, whichever runs have them
                 go.Scatter(
@@ -460,7 +462,10 @@ def kl_cdf_chart(kl_hist: pd.DataFrame, title: str | None = None) -> go.Figure:
                 hovertemplate="KL ≤ %{x:.2g} nats: %{y:.1%} of tokens<extra></extra>",
             )
         )
-    fig.update_xaxes(title_text="per-token KL(original ‖ modified), nats (log scale)", type="log")
+    fig.update_xaxes(
+        title_text="per-token KL(original ‖ modified), nats (log scale)",
+        **_log_axis(kl_hist.bin_hi.clip(lower=1e-12)),
+    )
     fig.update_yaxes(title_text="share of tokens at or below", tickformat=".0%", range=[0, 1.02])
     return _style(fig, title, legend=len(runs) > 1)
 

@@ -153,15 +153,33 @@ def _reference_line(
     )
 
 
+def tick_label(value: float) -> str:
+    """A tick in 4 significant digits, the exponent without padding: 4e-7, not Python's 4e-07."""
+    text = f"{value:.4g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def power_label(value: float) -> str:
+    """A power of ten as a tick: 0.001 … 1000 in full, beyond that 1e-6 / 1e6."""
+    k = round(math.log10(value))
+    return f"{value:g}" if -3 <= k <= 3 else f"1e{k}"
+
+
 def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
     """Log-axis settings: a fixed range (see _log_range) and readable ticks: powers of ten over a wide range,
-    1-2-5 (or every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
+    1-2-5 (then 1-2-3-5, then every digit) over a narrow one, always written out in full (plotly's own minor labels on a short
     log range are bare digits such as "2" and "5", which read as noise)."""
     lo, hi = _log_range(values, include=include)
     if hi - lo > 3:
-        return dict(type="log", range=[lo, hi], dtick=1)
+        # Written out, as the tables write them: plotly's own labels mix SI and decimals ("100μ", "0.001").
+        powers = [10.0**k for k in range(math.ceil(lo), math.floor(hi) + 1)]
+        return dict(type="log", range=[lo, hi], tickvals=powers, ticktext=[power_label(t) for t in powers])
     ticks = []
-    for mantissas in ((1, 2, 5), range(1, 10)):
+    # At most ~5 labels on a short panel: every digit over half a decade piles "0.0008, 0.0009, 0.001" up.
+    for mantissas in ((1, 2, 5), (1, 2, 3, 5), range(1, 10)):
         ticks = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
         ticks = [t for t in ticks if lo <= math.log10(t) <= hi]
         if len(ticks) >= 3:
@@ -170,7 +188,7 @@ def _log_axis(values, *, include: Sequence[float] = ()) -> dict:
         len(ticks) < 2
     ):  # under a factor of ~2: plotly's own decimal labels (1.05, 1.1, ...) are the clear ones
         return dict(type="log", range=[lo, hi])
-    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=[tick_label(t) for t in ticks])
 
 
 def _log_range(values, *, include: Sequence[float] = ()) -> list[float]:

@@ -30,6 +30,7 @@ from hemorrhage_core.specs import (
     Prune,
     QuantizeRTN,
     RunSpec,
+    Sampler,
     Temperature,
     option,
 )
@@ -96,6 +97,59 @@ def test_every_family_kind_gets_a_form_without_errors():
         for cls in fields.family_kinds(family).values():
             specs = fields.form_fields(cls, {"num_layers": 4})
             assert [f.name for f in specs] == [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def test_method_pickers_show_readable_titles_that_fit():
+    width = 54
+    for family in stack_order():
+        kinds = fields.family_kinds(family)
+        titles = {kind: fields.method_title(kind, cls, width) for kind, cls in kinds.items()}
+        assert len(set(titles.values())) == len(titles), titles  # two methods of a page never read the same
+        for kind, title in titles.items():
+            assert title != kind and "_" not in title and "`" not in title and "—" not in title, (kind, title)
+            assert 3 <= len(title) <= width and not title.endswith("…"), (
+                kind,
+                title,
+            )  # no cut text on this registry
+    # A docstring too long to name the method is cut at a word, never inside one.
+    assert fields.method_title("knob", Knob, width=16) == "A modification…"
+    assert fields.method_title("knob", Knob) == "A modification that only exists here"
+    assert fields.method_title("twice", Twice) == "Copy the chosen blocks"  # no bare field name in a title
+
+
+@dataclass(frozen=True)
+class Twice(Modification):
+    """Copy the chosen blocks `times` more times, right after the last one."""
+
+
+def test_number_columns_keep_one_spelling_and_missing_text_reads_as_a_dash():
+    from dashboard import widgets
+
+    # "%g" would print 7.2e-6 as 0.0000072 beside 4.2e-7: one exponent form for the whole column
+    assert widgets.number_format(pd.Series([4.2e-7, 7.2e-6, 0.006])) == "%.3e"
+    assert widgets.number_format(pd.Series([0.5, 1.25, float("nan"), 0.0])) == "%.4g"
+    labels = widgets.column_labels(pd.DataFrame({"kl_mean": [4.2e-7, 0.1], "ppl_ratio": [1.0, 1.2]}))
+    assert labels["kl_mean"]["type_config"]["format"] == "%.3e"
+    assert labels["ppl_ratio"]["type_config"]["format"] == "%.4g"
+    shown = widgets.with_dashes(pd.DataFrame({"first over 2x": [None, "4 → 3"], "bits": [8.0, None]}))
+    assert shown["first over 2x"].tolist() == ["—", "4 → 3"] and shown.bits.isna().tolist() == [False, True]
+
+
+def test_compare_table_fits_the_page_in_ten_columns():
+    from dashboard import compare
+
+    history = pd.DataFrame(
+        {"run_key": ["a"], "label": ["RTN w4 sym channel"], "model": ["/models/smollm2-135m"], "family": ["quant"],
+         "corpus": ["wiki"], "token_budget": [16384], "window_tokens": [512], "ppl_ratio": [1.04],
+         "kl_mean": [0.03], "top1_agreement": [0.93], "bits_per_weight": [4.25], "achieved_sparsity": [None],
+         "created_at": [pd.Timestamp("2026-12-01 15:00")], "spec_json": ["{}"]}
+    )  # fmt: skip
+    shown = compare.display_rows(history)
+    assert list(shown.columns) == compare.SHOWN and len(shown.columns) <= 10
+    assert shown.measured_on.tolist() == ["wiki · 16,384 / 512"] and shown.model.tolist() == ["smollm2-135m"]
+    assert set(compare.COLUMNS) | {"kl_mean"} == set(
+        compare.SHOWN
+    )  # every shown column has a readable header
 
 
 def _history(rows):
@@ -427,6 +481,8 @@ def test_landing_on_any_family_page_starts_nothing_and_a_stored_default_is_shown
             assert any(b.key == f"{family}.measure" for b in at.button), page
             assert any("press Measure" in i.value for i in at.info), page
             assert not at.metric and not at.get("plotly_chart")
+            names = at.selectbox(key=f"{family}.method").options  # what the picker shows, formatted
+            assert names and not any("_" in n or "—" in n or n.endswith("…") for n in names), (page, names)
         at = _app("pages/mitigate.py")
         _ok(at)
         assert counted == []
@@ -442,6 +498,32 @@ def test_landing_on_any_family_page_starts_nothing_and_a_stored_default_is_shown
             "Top-1 agreement",
         ]
         assert len(again.get("plotly_chart")) == 4
+
+
+def test_decode_page_starts_at_a_real_change_without_touching_the_specs(tmp_path, tiny_llama_dir, counted):
+    with applied(make_env(tmp_path, tiny_llama_dir)) as env:
+        at = _app("pages/decode.py")
+        _ok(at)
+        assert at.slider(key="decode.temperature.value").value == pytest.approx(0.7)
+        assert any("**T=0.7** is not measured yet" in i.value for i in at.info), [i.value for i in at.info]
+        assert counted == [], "landing on Decode started a computation"
+        # The start is the page's, not the spec's: T = 1 keeps its default and every stored key stays put.
+        assert Temperature().value == 1.0 and Sampler().top_p == 1.0
+        at = _measured(at, "decode")
+        assert counted == ["run", "compute"]
+        stored = [m for s in _stored_specs(env) for m in s["mods"]]
+        assert stored == [{"kind": "temperature", **Temperature(value=0.7).to_dict()}]
+        again = _app("pages/decode.py")  # a new session shows the stored start without computing
+        _ok(again)
+        assert counted == ["run", "compute"] and again.metric
+        again.selectbox(key="decode.method").set_value(
+            "sampler"
+        ).run()  # a change: an instant method measures
+        _ok(again)
+        assert again.slider(key="decode.sampler.top_p").value == pytest.approx(0.9)
+        assert any("T=0.7" in c.value and "0.9" in c.value for c in again.caption), [
+            c.value for c in again.caption
+        ]
 
 
 def test_calibrated_settings_wait_for_measure_even_after_a_change(tmp_path, tiny_llama_dir, counted):
@@ -463,6 +545,13 @@ def test_gguf_page_says_how_to_build_the_tools_and_measures_a_pure_type(app_env,
     assert at.title[0].value == "GGUF"
     assert any("make llama-tools" in w.value for w in at.warning)
     assert any(b.key == "gguf.build_tools" for b in at.button)
+    # Without an importance matrix no text is read: the wait says what really takes the minutes.
+    assert any("rebuilds the model" in i.value for i in at.info) and not any(
+        "on text" in i.value for i in at.info
+    )
+    at.checkbox(key="gguf.gguf.imatrix").check().run()
+    assert any("calibrates on text" in i.value for i in at.info)
+    at.checkbox(key="gguf.gguf.imatrix").uncheck().run()
     at.button(
         key="gguf.measure"
     ).click().run()  # the default Q4_K_M needs llama-quantize: a message, no traceback
@@ -811,6 +900,7 @@ def test_compare_page_overlays_reports_and_deletes(app_env):
     _ok(at)
     before = len(Store(app_env["HEMLAB_DB"]).runs())
     assert before >= 2
+    assert list(at.dataframe[0].value.columns) == compare_shown()
     at.multiselect(key="compare.pick").set_value(_run_keys(app_env)[:2]).run()
     _ok(at)
     assert len(at.get("plotly_chart")) == 3
@@ -823,6 +913,12 @@ def test_compare_page_overlays_reports_and_deletes(app_env):
     _ok(at)
     assert len(Store(app_env["HEMLAB_DB"]).runs()) == before - 2
     assert any("Deleted 2" in s.value for s in at.success)
+
+
+def compare_shown() -> list[str]:
+    from dashboard.compare import SHOWN
+
+    return SHOWN
 
 
 def _run_keys(env) -> list[str]:

@@ -74,6 +74,8 @@ def test_layer_charts_overlay_every_run_with_units():
     cascade = charts.cascade_chart(layers)
     assert {t.name for t in cascade.data} == {"w8", "w3", "50%"}
     assert "dB" in _titles(cascade)
+    panels = [cascade.layout[a] for a in cascade.layout if a.startswith("yaxis")]
+    assert panels and all(p.exponentformat == "e" for p in panels), "tiny values as 4e-7, not SI's 400n"
     assert charts.cascade_chart(layers.iloc[:0]).layout.annotations[0].text.startswith("no per-layer rows")
 
 
@@ -360,3 +362,23 @@ def test_find_chrome_honours_the_environment(monkeypatch, tmp_path):
     assert report.find_chrome() is None
     monkeypatch.setenv("HEMLAB_CHROME", shutil.which("sh"))
     assert report.find_chrome() == shutil.which("sh")
+
+
+def test_short_log_axes_label_a_few_ticks_not_every_digit():
+    from hemorrhage_core.charts.style import _log_axis
+
+    axis = _log_axis([3e-4, 1e-3])  # half a decade: 1-2-5 leaves two labels, every digit would pile up eight
+    assert axis["ticktext"] == ["0.0003", "0.0005", "0.001"]
+    tiny = _log_axis([1.9e-7, 3.8e-7])["ticktext"]  # Python's own "2e-07" pads the exponent
+    assert {"2e-7", "3e-7"} <= set(tiny) and not any("e-0" in t for t in tiny), tiny
+    assert _log_axis([1e-3, 1e-1])["ticktext"] == ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1"]
+
+
+def test_wide_log_axes_write_powers_of_ten_one_way():
+    from hemorrhage_core.charts.style import _log_axis
+
+    axis = _log_axis([1e-6, 50.0])  # plotly's own labels read "1μ, 10μ, 100μ, 0.001": SI beside decimals
+    assert axis["ticktext"][:8] == ["1e-6", "1e-5", "1e-4", "0.001", "0.01", "0.1", "1", "10"]
+    assert [float(t) for t in axis["ticktext"]] == pytest.approx(axis["tickvals"])
+    cdf = charts.kl_cdf_chart(pd.DataFrame({"bin_lo": [1e-6, 1e-3], "bin_hi": [1e-3, 10.0], "count": [3, 1]}))
+    assert cdf.layout.xaxis.type == "log" and "μ" not in "".join(cdf.layout.xaxis.ticktext)
