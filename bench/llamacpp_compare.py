@@ -17,8 +17,8 @@ Conventions, matched rather than explained away:
   transformers' GGUF loader: full-vocabulary KL(base ‖ quantized), top-1 agreement, Δp = p_q(next) − p_base(next).
 - llama.cpp stores the base log-probabilities as 16-bit integers (a scale and minimum per position) and computes
   with its own kernels (activations quantized to 8 bits for quantized matrices): small differences remain.
-- "ours (profile)" is `hemlab run` on the same text: every position of each window, top-K base reference KL (the
-  default reference; see docs/metrics.md), wall time including the base reference, the GGUF export, quantization,
+- "ours (profile)" is `hemlab run` on the same text: every position of each window, the profile's exact full-vocabulary
+  KL (docs/metrics.md; on other positions than llama.cpp's, so not the row to compare), wall time including the base reference, the GGUF export, quantization,
   read-back and every metric (cascade, attention, lens).
 """
 
@@ -238,7 +238,7 @@ def main() -> int:
     if profile:
         ref = profile.pop("_reference")
         for t, m in profile.items():
-            print(f"ours (profile, all positions, top-{256} reference) {t}: {m['wall_s']:.1f} s wall "
+            print(f"ours (profile, all positions, exact KL) {t}: {m['wall_s']:.1f} s wall "
                   f"({'including the base reference' if ref['fresh'] and t == qtypes[0] else 'reference cached'}"
                   f"), ppl ratio {m['ppl_ratio']:.4f}, KL {m['kl_mean']:.5f}, top-1 {100 * m['top1_agreement']:.2f} %, "
                   f"bits per block weight {m['bits_per_weight']:.3f}")  # fmt: skip
