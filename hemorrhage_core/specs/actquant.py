@@ -12,6 +12,8 @@ from .base import (
     calib_samples_field,
     modification,
     option,
+    partial_field,
+    router_field,
     scope_label,
 )
 
@@ -44,10 +46,8 @@ class ActQuant(GroupChecked, Calibrated):
     outlier_threshold: float = option(0.0, ge=0.0, help="0: off; e.g. 6.0 as LLM.int8()")
     calib_samples: int = calib_samples_field(16)  # static scales only need a range: fewer sequences than GPTQ
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def label(self) -> str:
         mode = "dynamic/token" if self.a_mode == "dynamic" else f"static/tensor {self.a_static_stat}"

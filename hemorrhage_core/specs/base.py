@@ -345,6 +345,17 @@ def bits_field(default: int, what: str = "") -> Any:
     return option(default, ge=2, le=8, slider=(2, 8, 1), what=what, help="bits per value of the grid")
 
 
+def router_field() -> Any:
+    """Whether MoE routers are changed too: every weight kind excludes them by default (a router decides where
+    tokens go, so its damage is of another kind than an expert's)."""
+    return option(False, help="MoE routers too (excluded by default)")
+
+
+def partial_field(verb: str = "quantized") -> Any:
+    """Whether a run may cover less than every block weight matrix (the coverage is reported and stored)."""
+    return option(False, help=f"run even if some block weight matrices cannot be {verb} (coverage reported)")
+
+
 def group_field(default: int) -> Any:
     """Inputs per scale for the kinds where -1 means one scale per output channel (GPTQ's convention)."""
     return option(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .base import Modification, modification, option, scope_label
+from .base import Modification, modification, option, partial_field, router_field, scope_label
 
 
 @modification("bnb_int8")
@@ -22,10 +22,8 @@ class BnbInt8(Modification):
         help="|activation| at or above which a whole input column is computed in float (0: never)",
     )
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def label(self) -> str:
         return f"LLM.int8() t={self.threshold:g}{scope_label(self)}"
@@ -45,10 +43,8 @@ class Bnb4bit(Modification):
     )
     double_quant: bool = option(False, help="quantize the absmax values themselves (8-bit, blocks of 256)")
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def label(self) -> str:
         dq = " dq" if self.double_quant else ""

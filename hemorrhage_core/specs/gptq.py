@@ -13,6 +13,8 @@ from .base import (
     group_label,
     modification,
     option,
+    partial_field,
+    router_field,
     scope_label,
 )
 
@@ -39,10 +41,8 @@ class GPTQ(GroupChecked, Calibrated):
         True, help="calibrate each sub-layer (qkv, o, gate/up, down) on quantized inputs"
     )
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def label(self) -> str:
         act = " act" if self.act_order else ""

@@ -16,6 +16,8 @@ from .base import (
     check,
     modification,
     option,
+    partial_field,
+    router_field,
     scope_label,
 )
 from .families import Family, register_family
@@ -98,10 +100,8 @@ class Prune(Modification):
     grad_alpha: float = option(
         100.0, ge=0.0, help="gblm: weight of the gradient term (GBLM-Pruner's default)"
     )
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be pruned (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field("pruned")
 
     def validate(self) -> None:
         nm = parse_nm(self.pattern)

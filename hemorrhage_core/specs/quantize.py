@@ -6,7 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .base import ModelFacts, Modification, bits_field, check_group_size, modification, option, scope_label
+from .base import (
+    ModelFacts,
+    Modification,
+    bits_field,
+    check_group_size,
+    modification,
+    option,
+    partial_field,
+    router_field,
+    scope_label,
+)
 from .families import Family, register_family
 
 register_family(
@@ -47,10 +57,8 @@ class QuantizeRTN(Modification):
         help="input weights sharing one scale (with granularity=group)",
     )
     include_lm_head: bool = False
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def check_model(self, facts: ModelFacts) -> None:
         super().check_model(facts)

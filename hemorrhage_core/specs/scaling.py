@@ -18,6 +18,8 @@ from .base import (
     group_label,
     modification,
     option,
+    partial_field,
+    router_field,
     scope_label,
 )
 
@@ -38,10 +40,8 @@ class SmoothQuant(Calibrated):
     )
     calib_samples: int = calib_samples_field(16)
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be smoothed (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field("smoothed")
 
     def label(self) -> str:
         return f"SmoothQuant α={self.alpha:g}{scope_label(self)}"
@@ -60,10 +60,8 @@ class AWQ(GroupChecked, Calibrated):
     grid: int = option(20, ge=1, help="α in {0, 1/grid, ..., (grid-1)/grid}")
     calib_samples: int = calib_samples_field(16)
 
-    include_router: bool = option(False, help="MoE routers too (excluded by default)")
-    partial: bool = option(
-        False, help="run even if some block weight matrices cannot be quantized (coverage reported)"
-    )
+    include_router: bool = router_field()
+    partial: bool = partial_field()
 
     def label(self) -> str:
         return f"AWQ w{self.bits} {self.scheme} {group_label(self.group_size)}{scope_label(self)}"
